@@ -1,0 +1,76 @@
+"""Reads every provider at once and joins the answers into one Snapshot.
+
+A provider that fails does not blank the picture: its part keeps the last
+good answer (hosts marked unreachable, VMs unknown) and the failure is named
+in `Snapshot.problems`.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+
+from .model import VM, Host, ProxyServer, Snapshot
+from .providers.base import ProviderError, Providers
+
+
+class Cluster:
+    def __init__(self, providers: Providers, proxy_map: dict[str, str] | None = None) -> None:
+        self.providers = providers
+        self.proxy_map = proxy_map or {}     # "backend/server" -> VM name
+        self.last = Snapshot()
+
+    async def snapshot(self) -> Snapshot:
+        p = self.providers
+        parts = await asyncio.gather(
+            p.swarm.read(),
+            p.hypervisor.read() if p.hypervisor else _nothing(([], [])),
+            p.proxy.read() if p.proxy else _nothing(([], [], [])),
+            p.proxy.read_only_reason() if p.proxy else _nothing(""),
+            return_exceptions=True)
+        problems: list[str] = []
+        last = self.last
+
+        def take(result, fallback, what):
+            if isinstance(result, BaseException):
+                if not isinstance(result, (ProviderError, OSError, asyncio.TimeoutError)):
+                    raise result
+                problems.append(f"{what}: {result}")
+                return fallback
+            return result
+
+        nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), "swarm")
+        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), "hyper-v")
+        backends, servers, sessions = take(parts[2], (last.backends, last.servers, last.sessions),
+                                           "proxy")
+        ro = take(parts[3], "proxy state unknown", "proxy")
+        snap = Snapshot(
+            hosts=tuple(hosts), vms=tuple(vms), nodes=tuple(nodes), services=tuple(services),
+            tasks=tuple(tasks), backends=tuple(backends),
+            servers=tuple(self._map_servers(servers, vms)), sessions=tuple(sessions),
+            taken_at=time.time(), endpoint=getattr(p.swarm, "endpoint", ""),
+            problems=tuple(problems), proxy_read_only=ro)
+        self.last = snap
+        return snap
+
+    def _map_servers(self, servers, vms) -> list[ProxyServer]:
+        """Which VM each proxy server fronts: the inventory first, then by address."""
+        by_addr = {v.address: v.name for v in vms if v.address}
+        out = []
+        for s in servers:
+            vm = self.proxy_map.get(f"{s.backend}/{s.name}") or s.vm or \
+                by_addr.get(s.address.rsplit(":", 1)[0], "")
+            out.append(s if vm == s.vm else replace(s, vm=vm))
+        return out
+
+
+async def _nothing(value):
+    return value
+
+
+def _unreachable(hosts) -> list[Host]:
+    return [replace(h, state="unreachable") for h in hosts]
+
+
+def _unknown(vms) -> list[VM]:
+    return [replace(v, state="unknown") for v in vms]

@@ -1,0 +1,348 @@
+"""The cluster as frozen data: entities with stable ids, one snapshot, a diff.
+
+No I/O and no textual here: providers build these, the UI and the operations
+read them. Every entity is a frozen dataclass, so two snapshots compare by
+value and a diff is a dictionary walk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Iterable, Union
+
+# Text values, not enums: they come straight from remote systems and are shown
+# as they are; the constants below name the ones the console reasons about.
+ACTIVE, PAUSE, DRAIN = "active", "pause", "drain"
+AVAILABILITIES = (ACTIVE, PAUSE, DRAIN)
+READY, DOWN = "ready", "down"
+MANAGER, WORKER = "manager", "worker"
+RUNNING = "running"
+# Task states after which a task never runs again.
+TERMINAL_TASK_STATES = frozenset(
+    {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+# Proxy server statuses as HAProxy reports them (first word of `status`).
+UP, NOLB, MAINT = "UP", "NOLB", "MAINT"
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str = ""
+    state: str = "up"               # up | rebooting | unreachable | unknown
+    os_build: str = ""
+    uptime_s: int = 0
+    pending_reboot: bool = False
+    message: str = ""               # why a host is unreachable, etc.
+
+    @property
+    def id(self) -> str:
+        return f"host:{self.name}"
+
+
+@dataclass(frozen=True)
+class VM:
+    name: str
+    host: str                       # Host.name
+    state: str = "running"          # running | off | stopping | starting | saved | unknown
+    address: str = ""
+    node_hostname: str = ""         # Swarm hostname this VM runs as
+    uptime_s: int = 0
+    cpu_pct: int = 0
+    memory_bytes: int = 0
+
+    @property
+    def id(self) -> str:
+        return f"vm:{self.name}"
+
+
+@dataclass(frozen=True)
+class Node:
+    swarm_id: str
+    hostname: str
+    role: str = WORKER
+    availability: str = ACTIVE
+    state: str = READY              # ready | down | unknown | disconnected
+    leader: bool = False
+    reachability: str = ""          # managers: reachable | unreachable
+    address: str = ""
+    engine_version: str = ""
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    labels: tuple[tuple[str, str], ...] = ()
+    message: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"node:{self.swarm_id}"
+
+    @property
+    def schedulable(self) -> bool:
+        return self.state == READY and self.availability == ACTIVE
+
+
+@dataclass(frozen=True)
+class Service:
+    swarm_id: str
+    name: str
+    mode: str = "replicated"        # replicated | global
+    replicas: int = 1               # desired, replicated mode only
+    image: str = ""
+    constraints: tuple[str, ...] = ()
+    max_per_node: int = 0           # 0 = no limit
+    reserve_nano_cpus: int = 0
+    reserve_memory_bytes: int = 0
+    update_state: str = ""          # updating | completed | paused | rollback_* | ""
+
+    @property
+    def id(self) -> str:
+        return f"service:{self.swarm_id}"
+
+
+@dataclass(frozen=True)
+class Task:
+    swarm_id: str
+    service_id: str                 # Service.swarm_id
+    service_name: str
+    slot: int = 0                   # 0 for global tasks
+    node_id: str = ""               # Node.swarm_id, "" while unassigned
+    state: str = "new"
+    desired_state: str = RUNNING
+    error: str = ""
+    message: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"task:{self.swarm_id}"
+
+    @property
+    def wanted(self) -> bool:
+        """Swarm still wants this task to run (it counts toward the service)."""
+        return self.desired_state == RUNNING
+
+    @property
+    def name(self) -> str:
+        return f"{self.service_name}.{self.slot or self.node_id[:12]}"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    status: str = UP
+
+    @property
+    def id(self) -> str:
+        return f"backend:{self.name}"
+
+
+@dataclass(frozen=True)
+class ProxyServer:
+    backend: str
+    name: str
+    status: str = UP                # UP | DOWN | DRAIN | MAINT | NOLB | "UP 1/3" ...
+    admin: str = "ready"            # ready | drain | maint: what an operator set
+    weight: int = 1
+    cur_sessions: int = 0
+    total_sessions: int = 0
+    address: str = ""
+    check_status: str = ""
+    vm: str = ""                    # VM.name it fronts, when known
+
+    @property
+    def id(self) -> str:
+        return f"proxy:{self.backend}/{self.name}"
+
+
+@dataclass(frozen=True)
+class ProxySession:
+    session_id: str
+    backend: str
+    server: str
+    started_at: float = 0.0         # epoch seconds; stable across reads, unlike an age
+    client: str = ""
+
+    @property
+    def id(self) -> str:
+        return f"session:{self.session_id}"
+
+
+Entity = Union[Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession]
+
+# Tree roots: fixed ids for the groups that have no entity of their own.
+ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY = (
+    "group:hosts", "group:unplaced", "group:services", "group:proxy")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    hosts: tuple[Host, ...] = ()
+    vms: tuple[VM, ...] = ()
+    nodes: tuple[Node, ...] = ()
+    services: tuple[Service, ...] = ()
+    tasks: tuple[Task, ...] = ()
+    backends: tuple[Backend, ...] = ()
+    servers: tuple[ProxyServer, ...] = ()
+    sessions: tuple[ProxySession, ...] = ()
+    taken_at: float = 0.0
+    endpoint: str = ""              # which Swarm manager answered
+    problems: tuple[str, ...] = ()  # what could not be read, in words
+    proxy_read_only: str = ""       # why the proxy cannot be changed, if so
+
+    # -- lookup -------------------------------------------------------------
+    @cached_property
+    def by_id(self) -> dict[str, Entity]:
+        return {e.id: e for e in self.entities()}
+
+    def entities(self) -> Iterable[Entity]:
+        for group in (self.hosts, self.vms, self.nodes, self.services,
+                      self.tasks, self.backends, self.servers, self.sessions):
+            yield from group
+
+    def get(self, entity_id: str) -> Entity | None:
+        return self.by_id.get(entity_id)
+
+    @cached_property
+    def _node_by_hostname(self) -> dict[str, Node]:
+        return {n.hostname: n for n in self.nodes}
+
+    @cached_property
+    def _vm_by_hostname(self) -> dict[str, VM]:
+        return {(v.node_hostname or v.name): v for v in self.vms}
+
+    @cached_property
+    def _tasks_by_node(self) -> dict[str, list[Task]]:
+        out: dict[str, list[Task]] = {}
+        for t in self.tasks:
+            out.setdefault(t.node_id, []).append(t)
+        return out
+
+    @cached_property
+    def _tasks_by_service(self) -> dict[str, list[Task]]:
+        out: dict[str, list[Task]] = {}
+        for t in self.tasks:
+            out.setdefault(t.service_id, []).append(t)
+        return out
+
+    def node_of_vm(self, vm: VM) -> Node | None:
+        return self._node_by_hostname.get(vm.node_hostname or vm.name)
+
+    def vm_of_node(self, node: Node) -> VM | None:
+        return self._vm_by_hostname.get(node.hostname)
+
+    def node_named(self, name: str) -> Node | None:
+        """A node by hostname, VM name, swarm id or entity id."""
+        if name.startswith("node:"):
+            name = name[5:]
+        node = self._node_by_hostname.get(name)
+        if node is None:
+            vm = self.get(f"vm:{name}")
+            node = self.node_of_vm(vm) if isinstance(vm, VM) else None
+        if node is None:
+            node = next((n for n in self.nodes if n.swarm_id == name), None)
+        return node
+
+    def tasks_on_node(self, node_id: str, wanted_only: bool = True) -> list[Task]:
+        tasks = self._tasks_by_node.get(node_id, [])
+        return [t for t in tasks if t.wanted] if wanted_only else list(tasks)
+
+    def tasks_of_service(self, service_id: str) -> list[Task]:
+        return list(self._tasks_by_service.get(service_id, []))
+
+    def tasks_on_host(self, host: str) -> list[Task]:
+        out: list[Task] = []
+        for vm in self.vms:
+            node = self.node_of_vm(vm) if vm.host == host else None
+            if node:
+                out.extend(self.tasks_on_node(node.swarm_id))
+        return out
+
+    def servers_of_vm(self, vm_name: str) -> list[ProxyServer]:
+        return [s for s in self.servers if s.vm == vm_name]
+
+    def sessions_of_server(self, server: ProxyServer) -> list[ProxySession]:
+        return [s for s in self.sessions
+                if s.backend == server.backend and s.server == server.name]
+
+    # -- derived facts ------------------------------------------------------
+    @property
+    def managers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == MANAGER]
+
+    @property
+    def quorum_tolerance(self) -> int:
+        """How many more managers may be lost before Raft loses quorum."""
+        return quorum_tolerance(len(self.managers),
+                                sum(1 for m in self.managers if m.state == READY))
+
+    def convergence(self, service: Service) -> tuple[int, int]:
+        """(running, desired) for a service; global: one per eligible node."""
+        tasks = self._tasks_by_service.get(service.swarm_id, [])
+        running = sum(1 for t in tasks if t.wanted and t.state == RUNNING)
+        if service.mode == "global":
+            desired = sum(1 for t in tasks if t.wanted)
+        else:
+            desired = service.replicas
+        return running, desired
+
+    def converged(self, service: Service) -> bool:
+        running, desired = self.convergence(service)
+        return running >= desired
+
+    @property
+    def nodes_ready(self) -> int:
+        return sum(1 for n in self.nodes if n.state == READY)
+
+    @property
+    def session_count(self) -> int:
+        return sum(s.cur_sessions for s in self.servers)
+
+    def parent_id(self, entity: Entity) -> str:
+        """Where an entity hangs in the console's tree."""
+        if isinstance(entity, Host):
+            return ROOT_HOSTS
+        if isinstance(entity, VM):
+            return f"host:{entity.host}"
+        if isinstance(entity, Node):
+            vm = self.vm_of_node(entity)
+            return vm.id if vm else ROOT_UNPLACED
+        if isinstance(entity, Task):
+            return f"node:{entity.node_id}" if entity.node_id else f"service:{entity.service_id}"
+        if isinstance(entity, Service):
+            return ROOT_SERVICES
+        if isinstance(entity, Backend):
+            return ROOT_PROXY
+        if isinstance(entity, ProxyServer):
+            return f"backend:{entity.backend}"
+        if isinstance(entity, ProxySession):
+            return f"proxy:{entity.backend}/{entity.server}"
+        raise TypeError(entity)
+
+
+def quorum_tolerance(managers: int, reachable: int | None = None) -> int:
+    """Manager losses Raft survives: a majority of all managers must remain.
+
+    With every manager up this is (N-1)//2; with some already down it is
+    what is left of that margin (negative means quorum is already lost).
+    """
+    if reachable is None:
+        reachable = managers
+    majority = managers // 2 + 1
+    return reachable - majority
+
+
+@dataclass(frozen=True)
+class Diff:
+    added: dict[str, Entity] = field(default_factory=dict)
+    changed: dict[str, Entity] = field(default_factory=dict)
+    removed: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def diff(old: Snapshot, new: Snapshot) -> Diff:
+    """What changed between two snapshots, by id. Moves count as changes."""
+    before, after = old.by_id, new.by_id
+    added = {k: v for k, v in after.items() if k not in before}
+    changed = {k: v for k, v in after.items() if k in before and before[k] != v}
+    removed = tuple(k for k in before if k not in after)
+    return Diff(added, changed, removed)

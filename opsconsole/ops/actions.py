@@ -1,0 +1,88 @@
+"""Every call that changes the cluster, in one place.
+
+Each method is marked @mutating: it refuses in read-only mode before any
+remote system is touched, and records attempt and outcome in the audit log.
+The registry MUTATING lists them all, so a test can prove every one refuses.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Awaitable, Callable, TypeVar
+
+from ..providers.base import ProviderError, Providers
+from .records import Audit
+
+MUTATING: list[str] = []
+F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+
+
+class ReadOnlyError(Exception):
+    """The console runs read-only; nothing may change."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"read-only mode: refused to {what}")
+
+
+def mutating(verb: str) -> Callable[[F], F]:
+    def wrap(fn: F) -> F:
+        MUTATING.append(fn.__name__)
+
+        @functools.wraps(fn)
+        async def guarded(self: "Actions", target: str, *args, **kwargs) -> None:
+            if self.read_only:
+                self.audit.record(verb, target, "refused: read-only")
+                raise ReadOnlyError(f"{verb} {target}")
+            self.audit.record(verb, target, "started", args=[str(a) for a in args])
+            try:
+                await fn(self, target, *args, **kwargs)
+            except ProviderError as e:
+                self.audit.record(verb, target, f"failed: {e}")
+                raise
+            self.audit.record(verb, target, "ok", args=[str(a) for a in args])
+        return guarded  # type: ignore[return-value]
+    return wrap
+
+
+class Actions:
+    def __init__(self, providers: Providers, audit: Audit, read_only: bool) -> None:
+        self.providers, self.audit, self.read_only = providers, audit, read_only
+
+    def _need(self, what: str, provider):
+        if provider is None:
+            raise ProviderError(f"no {what} is configured in the inventory")
+        return provider
+
+    @mutating("set availability")
+    async def set_availability(self, node_id: str, availability: str) -> None:
+        await self.providers.swarm.set_availability(node_id, availability)
+
+    @mutating("set role")
+    async def set_role(self, node_id: str, role: str) -> None:
+        await self.providers.swarm.set_role(node_id, role)
+
+    @mutating("rebalance")
+    async def rebalance(self, service_id: str) -> None:
+        await self.providers.swarm.rebalance(service_id)
+
+    @mutating("set proxy server state")
+    async def set_server_state(self, server: str, state: str) -> None:
+        backend, name = server.split("/", 1)
+        await self._need("proxy", self.providers.proxy).set_server_state(backend, name, state)
+
+    @mutating("stop VM")
+    async def stop_vm(self, vm: str, timeout: float, force: bool = False) -> None:
+        await self._need("hypervisor", self.providers.hypervisor).stop_vm(vm, timeout, force)
+
+    @mutating("start VM")
+    async def start_vm(self, vm: str) -> None:
+        await self._need("hypervisor", self.providers.hypervisor).start_vm(vm)
+
+    @mutating("restart host")
+    async def restart_host(self, host: str) -> None:
+        await self._need("hypervisor", self.providers.hypervisor).restart_host(host)
+
+    @mutating("run command")
+    async def run_command(self, vm: str, command: str, timeout: float, on_line=None) -> None:
+        code = await self._need("shell", self.providers.shell).run(vm, command, timeout, on_line)
+        if code != 0:
+            raise ProviderError(f"{vm}: `{command}` exited with status {code}")

@@ -1,0 +1,282 @@
+"""Runs operations: a list of steps, one at a time, with pause, resume, abort.
+
+Each step is journaled before it starts and after it ends (fsynced), so a
+console that dies mid-operation leaves a record of exactly where it was.
+Guards are checked again before every step; one that fails pauses the
+operation and says why. Abort stops the current step at its next wait and
+undoes the finished steps that have an undo, newest first.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from ..cluster import Cluster
+from ..model import Snapshot
+from ..providers.base import ProviderError
+from .actions import Actions, ReadOnlyError
+from .guards import Check, failures
+from .records import Journal, who
+
+PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED = (
+    "pending", "running", "paused", "done", "failed", "aborted")
+FINISHED = (DONE, FAILED, ABORTED)
+
+
+class Aborted(Exception):
+    pass
+
+
+class StepFailed(Exception):
+    """A step could not finish; the message says what is still pending."""
+
+
+@dataclass
+class Step:
+    title: str
+    run: Callable[["Context"], Awaitable[None]]
+    undo: Callable[["Context"], Awaitable[None]] | None = None
+
+
+@dataclass
+class Plan:
+    kind: str                       # cordon | drain | activate | ...
+    target: str                     # what the operator named (vm-03)
+    steps: list[Step]
+    checks: list[Check] = field(default_factory=list)
+    guard: Callable[[Snapshot], list[Check]] | None = None   # re-run before each step
+
+    @property
+    def refused(self) -> list[Check]:
+        return failures(self.checks)
+
+
+_ids = itertools.count(1)
+
+
+@dataclass
+class Operation:
+    plan: Plan
+    id: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_ids)}")
+    state: str = PENDING
+    index: int = 0                  # the step running now, or next
+    step_progress: float = 0.0      # 0..1 within the current step, when it can tell
+    detail: str = ""                # the current step's latest word ("4 tasks left")
+    log: list[str] = field(default_factory=list)
+    started: float = 0.0
+    finished: float = 0.0
+    error: str = ""
+    task: asyncio.Task | None = None
+    _resume: asyncio.Event = field(default_factory=asyncio.Event)
+    _abort: bool = False
+
+    @property
+    def title(self) -> str:
+        return f"{self.plan.kind} {self.plan.target}"
+
+    @property
+    def progress(self) -> float:
+        n = len(self.plan.steps) or 1
+        if self.state == DONE:
+            return 1.0
+        return min(1.0, (self.index + self.step_progress) / n)
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started if self.started else 0.0
+
+    @property
+    def current_step(self) -> str:
+        steps = self.plan.steps
+        return steps[self.index].title if self.index < len(steps) else ""
+
+
+class Context:
+    """What a step gets: the actions, fresh snapshots, a log, and waits that obey pause/abort."""
+
+    def __init__(self, engine: "Engine", op: Operation) -> None:
+        self.engine, self.op = engine, op
+        self.actions = engine.actions
+
+    def log(self, line: str) -> None:
+        self.op.log.append(f"{time.strftime('%H:%M:%S')} {line}")
+        self.engine.changed(self.op)
+
+    def say(self, detail: str, progress: float | None = None) -> None:
+        self.op.detail = detail
+        if progress is not None:
+            self.op.step_progress = max(0.0, min(1.0, progress))
+        self.engine.changed(self.op)
+
+    async def snapshot(self) -> Snapshot:
+        return await self.engine.cluster.snapshot()
+
+    async def checkpoint(self) -> None:
+        """Where pause and abort take effect inside a step."""
+        if self.op._abort:
+            raise Aborted()
+        while self.op.state == PAUSED:
+            self.op._resume.clear()
+            await self.op._resume.wait()
+            if self.op._abort:
+                raise Aborted()
+
+    async def wait_for(self, what: str, probe: Callable[[Snapshot], str | None],
+                       timeout: float) -> Snapshot:
+        """Poll until `probe` returns None (done); else it returns what is pending.
+
+        Wakes on cluster events, not fixed sleeps. Time spent paused does not
+        count against the timeout. On timeout, StepFailed names what is pending.
+        """
+        budget = timeout
+        while True:
+            await self.checkpoint()
+            t0 = time.monotonic()
+            snap = await self.snapshot()
+            pending = probe(snap)
+            if pending is None:
+                return snap
+            self.say(pending)
+            if budget <= 0:
+                raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}: {pending}")
+            await self.engine.cluster.providers.swarm.wait_for_change(min(0.5, budget))
+            budget -= time.monotonic() - t0
+
+
+class Engine:
+    def __init__(self, cluster: Cluster, actions: Actions, journal: Journal,
+                 on_change: Callable[[Operation], None] | None = None) -> None:
+        self.cluster, self.actions, self.journal = cluster, actions, journal
+        self.operations: list[Operation] = []
+        self._on_change = on_change or (lambda op: None)
+
+    @property
+    def read_only(self) -> bool:
+        return self.actions.read_only
+
+    def changed(self, op: Operation) -> None:
+        self._on_change(op)
+
+    @property
+    def running(self) -> Operation | None:
+        return next((o for o in self.operations if o.state in (RUNNING, PAUSED)), None)
+
+    def _refuse_if_read_only(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(what)
+
+    def start(self, plan: Plan) -> Operation:
+        """Start a plan in the background; refuses read-only, unsafe plans, overlaps."""
+        self._refuse_if_read_only(f"{plan.kind} {plan.target}")
+        if plan.refused:
+            raise StepFailed("refused by guards: " + "; ".join(c.message for c in plan.refused))
+        if self.running:
+            raise StepFailed(f"another operation is running: {self.running.title}")
+        op = Operation(plan)
+        self.operations.append(op)
+        op.task = asyncio.get_running_loop().create_task(self._run(op), name=op.title)
+        return op
+
+    async def run(self, plan: Plan) -> Operation:
+        """Start and wait for the end (the CLI's way)."""
+        op = self.start(plan)
+        assert op.task
+        await op.task
+        return op
+
+    def pause(self, op: Operation) -> None:
+        self._refuse_if_read_only("pause an operation")
+        if op.state == RUNNING:
+            op.state = PAUSED
+            self._note(op, "paused by operator")
+
+    def resume(self, op: Operation) -> None:
+        self._refuse_if_read_only("resume an operation")
+        if op.state == PAUSED:
+            op.state = RUNNING
+            op._resume.set()
+            self._note(op, "resumed by operator")
+
+    def abort(self, op: Operation) -> None:
+        self._refuse_if_read_only("abort an operation")
+        if op.state in FINISHED:
+            return
+        op._abort = True
+        op._resume.set()
+        self._note(op, "abort requested")
+
+    def _note(self, op: Operation, line: str) -> None:
+        Context(self, op).log(line)
+
+    async def _run(self, op: Operation) -> None:
+        ctx = Context(self, op)
+        plan = op.plan
+        op.state, op.started = RUNNING, time.monotonic()
+        self.journal.append({"event": "begin", "op": op.id, "kind": plan.kind,
+                             "target": plan.target, "who": who(),
+                             "steps": [s.title for s in plan.steps]})
+        ctx.log(f"start {op.title}: {len(plan.steps)} steps")
+        try:
+            for op.index, step in enumerate(plan.steps):
+                op.step_progress, op.detail = 0.0, ""
+                await self._guard(ctx)
+                await ctx.checkpoint()
+                self.journal.append({"event": "step", "op": op.id, "index": op.index,
+                                     "title": step.title, "phase": "start"})
+                ctx.log(f"▶ {step.title}")
+                await step.run(ctx)
+                self.journal.append({"event": "step", "op": op.id, "index": op.index,
+                                     "title": step.title, "phase": "done"})
+                ctx.log(f"✔ {step.title}")
+            op.index = len(plan.steps)
+            op.state = DONE
+        except Aborted:
+            op.state = ABORTED
+            ctx.log("aborted; restoring what can be restored")
+            await self._undo(ctx)
+        except (StepFailed, ProviderError, ReadOnlyError, asyncio.TimeoutError) as e:
+            op.state, op.error = FAILED, str(e) or type(e).__name__
+            self.journal.append({"event": "step", "op": op.id, "index": op.index,
+                                 "phase": "failed", "error": op.error})
+            ctx.log(f"✘ {op.error}")
+        except asyncio.CancelledError:
+            op.state, op.error = ABORTED, "cancelled (console closing)"
+            raise
+        finally:
+            op.finished = time.monotonic()
+            if op.state != ABORTED or op.error != "cancelled (console closing)":
+                self.journal.append({"event": "end", "op": op.id, "state": op.state,
+                                     "error": op.error})
+            ctx.log(f"{op.state} after {op.elapsed:.1f}s")
+
+    async def _guard(self, ctx: Context) -> None:
+        """Re-check the plan's guards; a failure pauses until resumed or aborted."""
+        guard = ctx.op.plan.guard
+        while guard:
+            bad = failures(guard(await ctx.snapshot()))
+            if not bad:
+                return
+            ctx.op.state = PAUSED
+            ctx.log("paused by guard: " + "; ".join(c.message for c in bad))
+            await ctx.checkpoint()
+
+    async def _undo(self, ctx: Context) -> None:
+        op = ctx.op
+        op._abort = False
+        op.state = ABORTED
+        done = op.plan.steps[:op.index + 1]
+        not_restored = []
+        for step in reversed(done):
+            if step.undo is None:
+                continue
+            try:
+                await step.undo(ctx)
+                ctx.log(f"↺ undid: {step.title}")
+            except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the rest
+                not_restored.append(f"{step.title}: {e}")
+        if not_restored:
+            op.error = "could not restore: " + "; ".join(not_restored)
+            ctx.log(op.error)

@@ -1,0 +1,157 @@
+"""The operations the console offers, built as plans of idempotent steps.
+
+A plan is made from a snapshot: it names its target exactly, lists its
+steps in words, and carries the guards' findings for the confirmation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import ACTIVE, DRAIN, PAUSE, RUNNING, Node, ProxyServer, Snapshot
+from .engine import Context, Plan, Step, StepFailed
+from .guards import FAIL, WARN, Check, drain_checks, node_ready
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long the waits may take; from the inventory's [operations] table."""
+    sessions_timeout: float = 120.0     # for sessions on a draining proxy server to end
+    sessions_threshold: int = 0         # sessions still allowed when moving on
+    drain_timeout: float = 300.0        # for the node's tasks to move and converge
+
+
+class PlanError(Exception):
+    """The operation cannot even be planned (no such node, ...)."""
+
+
+def find_node(snap: Snapshot, name: str) -> Node:
+    node = snap.node_named(name)
+    if node is None:
+        known = ", ".join(sorted(n.hostname for n in snap.nodes)) or "none"
+        raise PlanError(f"no node named {name!r} (known: {known})")
+    return node
+
+
+def _set_availability(node: Node, availability: str) -> Step:
+    async def run(ctx: Context) -> None:
+        current = (await ctx.snapshot()).get(node.id)
+        if isinstance(current, Node) and current.availability == availability:
+            ctx.log(f"{node.hostname} is already {availability}")
+            return
+        await ctx.actions.set_availability(node.swarm_id, availability)
+    return Step(f"set {node.hostname} availability to {availability}", run)
+
+
+def _set_server(server: ProxyServer, state: str) -> Step:
+    async def run(ctx: Context) -> None:
+        current = (await ctx.snapshot()).get(server.id)
+        if isinstance(current, ProxyServer) and current.admin == state:
+            return
+        await ctx.actions.set_server_state(f"{server.backend}/{server.name}", state)
+    return Step(f"set proxy server {server.backend}/{server.name} to {state}", run)
+
+
+def _wait_sessions(server: ProxyServer, timing: Timing) -> Step:
+    async def run(ctx: Context) -> None:
+        start = server.cur_sessions or 1
+
+        def pending(snap: Snapshot) -> str | None:
+            s = snap.get(server.id)
+            n = s.cur_sessions if isinstance(s, ProxyServer) else 0
+            if n <= timing.sessions_threshold:
+                return None
+            ctx.say(f"{n} session(s) left on {server.name}", 1 - n / start)
+            return f"{n} session(s) still on {server.backend}/{server.name}"
+        try:
+            await ctx.wait_for("sessions to end", pending, timing.sessions_timeout)
+        except StepFailed as e:   # sessions that outlive the wait move; say so, go on
+            ctx.log(f"⚠ {e}; they will move to another server")
+    return Step(f"wait for sessions on {server.backend}/{server.name} to end "
+                f"(≤{timing.sessions_threshold}, {timing.sessions_timeout:.0f}s)", run)
+
+
+def _wait_drained(node: Node, timing: Timing) -> Step:
+    async def run(ctx: Context) -> None:
+        first = len((await ctx.snapshot()).tasks_on_node(node.swarm_id)) or 1
+
+        def pending(snap: Snapshot) -> str | None:
+            left = snap.tasks_on_node(node.swarm_id)
+            still_running = [t for t in snap.tasks_on_node(node.swarm_id, wanted_only=False)
+                             if t.state == RUNNING]
+            waiting = [t for t in snap.tasks if t.wanted and t.state != RUNNING]
+            unconverged = [s.name for s in snap.services if not snap.converged(s)]
+            if not left and not still_running and not unconverged:
+                return None
+            ctx.say(f"{len(left) + len(still_running)} task(s) on {node.hostname}, "
+                    f"{len(unconverged)} service(s) converging",
+                    1 - (len(left) + len(still_running)) / first)
+            parts = [f"{t.name} on {node.hostname}" for t in left + still_running]
+            parts += [f"{t.name} {t.state}" + (f" ({t.error})" if t.error else "")
+                      for t in waiting]
+            return "; ".join(parts) or "services converging: " + ", ".join(unconverged)
+        await ctx.wait_for(f"{node.hostname} to drain", pending, timing.drain_timeout)
+    return Step(f"wait until {node.hostname} runs no tasks and services converge "
+                f"({timing.drain_timeout:.0f}s)", run)
+
+
+def _undo_availability(node: Node) -> Step:
+    return _set_availability(node, ACTIVE)
+
+
+def cordon(snap: Snapshot, name: str) -> Plan:
+    node = find_node(snap, name)
+    step = _set_availability(node, PAUSE)
+    step.undo = _undo_availability(node).run
+    return Plan("cordon", node.hostname, [step], [node_ready(node),
+                Check("effect", "ok", "running tasks stay; no new tasks are scheduled here")])
+
+
+def activate(snap: Snapshot, name: str) -> Plan:
+    node = find_node(snap, name)
+    vm = snap.vm_of_node(node)
+    steps = [_set_availability(node, ACTIVE)]
+    steps += [_set_server(s, "ready") for s in (snap.servers_of_vm(vm.name) if vm else [])
+              if s.admin != "ready"]
+    return Plan("activate", node.hostname, steps, [node_ready(node), Check(
+        "effect", "ok", "new tasks may land here; Swarm does not move running tasks back "
+        "(rebalance does)")])
+
+
+def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:
+    """Session-aware drain: proxy server(s) to drain, sessions end, then the node.
+
+    `force` turns refusals into warnings (kubectl's --force): the drain then
+    runs and, if tasks cannot move, times out naming them.
+    """
+    node = find_node(snap, name)
+    vm = snap.vm_of_node(node)
+    servers = snap.servers_of_vm(vm.name) if vm else []
+    steps: list[Step] = []
+    for s in servers:
+        step = _set_server(s, "drain")
+        step.undo = _set_server(s, "ready").run
+        steps += [step, _wait_sessions(s, timing)]
+    step = _set_availability(node, DRAIN)
+    step.undo = _undo_availability(node).run
+    steps += [step, _wait_drained(node, timing)]
+
+    def guard(now: Snapshot) -> list[Check]:
+        current = now.get(node.id)
+        return [] if not isinstance(current, Node) else [
+            c for c in drain_checks(now, current) if c.name == "capacity"]
+    checks = drain_checks(snap, node)
+    if force:
+        checks = [Check(c.name, WARN, c.message + " (overridden by force)")
+                  if c.level == FAIL else c for c in checks]
+    return Plan("drain", node.hostname, steps, checks, None if force else guard)
+
+
+PLANS = {"cordon": cordon, "drain": drain, "activate": activate}
+
+
+def make_plan(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
+              force: bool = False) -> Plan:
+    if kind not in PLANS:
+        raise PlanError(f"unknown operation {kind!r} (known: {', '.join(PLANS)})")
+    return drain(snap, target, timing, force) if kind == "drain" else PLANS[kind](snap, target)
+

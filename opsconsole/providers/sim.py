@@ -1,0 +1,529 @@
+"""An in-process simulated cluster: Swarm, Hyper-V, HAProxy and SSH in one.
+
+It is the console's default when no inventory is given, the demo, and the
+ground the unit tests stand on. It behaves like the real systems where the
+console cares: drained nodes lose their tasks after a realistic delay, the
+scheduler spreads them respecting constraints and max-replicas-per-node (and
+leaves them pending when nothing fits), a stopped VM's node goes Down,
+sessions arrive, stick to a server and end, a server in drain gets no new
+ones.
+
+Time is simulated: `speed` multiplies the clock, and the state advances in
+fixed ticks, with every random draw from one seeded generator. The same
+seed and the same clock readings give the same cluster, so tests can pass a
+manual clock and rely on it.
+"""
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import random
+import time
+from dataclasses import replace
+from typing import Callable
+
+from ..model import (ACTIVE, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
+                     VM, WORKER, Backend, Host, Node, ProxyServer, ProxySession,
+                     Service, Task)
+from ..placement import Load, best_node, constraint_holds, why_unplaceable
+from .base import LineSink, ProviderError, Providers
+
+TICK = 0.25                 # simulated seconds per step
+GIB = 1 << 30
+EPOCH = 1_790_000_000.0     # a fixed wall-clock origin keeps snapshots reproducible
+WARM_UP = 60.0              # simulated seconds run before the first read
+
+
+class ManualClock:
+    """A clock tests move by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SimCluster:
+    """The whole simulated world; `providers()` exposes it as the four interfaces."""
+
+    def __init__(self, seed: int = 1, speed: float = 1.0, scale: int = 0,
+                 clock: Callable[[], float] = time.monotonic,
+                 session_rate: float = 0.2, session_mean_s: float = 20.0) -> None:
+        self.rng = random.Random(seed)
+        self.speed, self.clock = speed, clock
+        self._origin = clock()
+        self.now = 0.0                      # simulated seconds since start
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._ids = itertools.count(1)
+        self.session_mean_s = session_mean_s
+        self.hosts: dict[str, Host] = {}
+        self.vms: dict[str, VM] = {}
+        self.nodes: dict[str, Node] = {}    # by swarm id
+        self.services: dict[str, Service] = {}
+        self.tasks: dict[str, Task] = {}
+        self.servers: dict[tuple[str, str], ProxyServer] = {}
+        self.admin: dict[tuple[str, str], str] = {}   # proxy server -> ready|drain|maint
+        self.sessions: dict[str, ProxySession] = {}
+        self.sessions_moved = 0             # sessions whose server vanished under them
+        self._rr = itertools.count()
+        self.changed = asyncio.Event()
+        self.read_only_proxy = ""
+        self._build(scale)
+        self.session_rate = session_rate * len(self.servers)
+        self._schedule(self._next_arrival_delay(), self._session_arrives)
+        self._run_until(WARM_UP)   # open as a cluster that has been up a while
+        self._origin = clock() - WARM_UP / speed
+
+    # -- topology -------------------------------------------------------------
+    def _build(self, scale: int) -> None:
+        n_vms = max(6, scale)
+        n_hosts = max(2, (n_vms + 2) // 3)
+        manager_count = 2 if n_vms <= 6 else min(5, n_hosts) | 1
+        managers = {1 + 3 * i for i in range(manager_count)}   # first VM of a host
+        for h in range(1, n_hosts + 1):
+            name = f"hv-{h:02d}"
+            self.hosts[name] = Host(name, address=f"{name}.lab", os_build="20348.2849",
+                                    uptime_s=86400 * 12)
+        width = max(2, len(str(n_vms)))
+        for i in range(1, n_vms + 1):
+            vm_name = f"vm-{i:0{width}d}"
+            host = f"hv-{(i - 1) // 3 + 1:02d}"
+            self.vms[vm_name] = VM(vm_name, host, address=f"192.0.2.{i % 250 + 1}",
+                                   node_hostname=vm_name, uptime_s=86400 * 5, cpu_pct=12,
+                                   memory_bytes=8 * GIB)
+            labels = (("storage", "ssd"),) if i % 3 == 0 else ()
+            node = Node(swarm_id=self._new_id(), hostname=vm_name,
+                        role=MANAGER if i in managers else WORKER,
+                        leader=(i == 1), reachability="reachable" if i in managers else "",
+                        address=self.vms[vm_name].address, engine_version="20.10.24",
+                        nano_cpus=4 * 10**9, memory_bytes=8 * GIB, labels=labels)
+            self.nodes[node.swarm_id] = node
+        if scale:
+            per_service = 100
+            for s in range(max(1, (20 * n_vms) // per_service)):
+                self._add_service(f"app-{s:03d}", per_service)
+        else:
+            self._add_service("portail", 6, max_per_node=2, reserve_cpu=0.5, reserve_mem=GIB)
+            self._add_service("api", 4, max_per_node=1, reserve_cpu=0.5, reserve_mem=GIB)
+            self._add_service("worker", 3)
+            self._add_service("reports", 1, constraints=("node.labels.storage==ssd",))
+            self._add_service("db", 1, constraints=("node.role==manager",),
+                              reserve_mem=2 * GIB)
+            self._add_service("node-exporter", 0, mode="global")
+        self._initial_placement()
+        for vm in self.vms.values():
+            key = ("portail", vm.name)
+            self.servers[key] = ProxyServer("portail", vm.name, address=f"{vm.address}:8080",
+                                            check_status="L7OK", vm=vm.name)
+            self.admin[key] = "ready"
+        self._refresh_servers()
+
+    def _add_service(self, name: str, replicas: int, mode: str = "replicated",
+                     max_per_node: int = 0, constraints: tuple[str, ...] = (),
+                     reserve_cpu: float = 0, reserve_mem: int = 0) -> None:
+        sid = self._new_id()
+        self.services[sid] = Service(sid, name, mode=mode, replicas=replicas,
+                                     image=f"registry.lab/{name}:1.4.2",
+                                     constraints=constraints, max_per_node=max_per_node,
+                                     reserve_nano_cpus=int(reserve_cpu * 1e9),
+                                     reserve_memory_bytes=reserve_mem,
+                                     update_state="completed")
+
+    def _initial_placement(self) -> None:
+        """Spread each service round-robin over the nodes it may use (fast at scale)."""
+        nodes = sorted(self.nodes.values(), key=lambda n: n.hostname)
+        for k, svc in enumerate(self.services.values()):
+            fits = [n for n in nodes if all(constraint_holds(c, n) for c in svc.constraints)]
+            if svc.mode == "global":
+                for n in fits:
+                    self._new_task(svc, 0, n.swarm_id, state=RUNNING)
+                continue
+            offset = (k * 7) % len(fits) if fits else 0
+            fits = fits[offset:] + fits[:offset]
+            cap = len(fits) * svc.max_per_node if svc.max_per_node else svc.replicas
+            for slot in range(1, svc.replicas + 1):
+                if slot <= cap and fits:
+                    self._new_task(svc, slot, fits[(slot - 1) % len(fits)].swarm_id, state=RUNNING)
+                else:
+                    self._new_task(svc, slot, "", state="pending")
+
+    # -- machinery --------------------------------------------------------------
+    def _new_id(self) -> str:
+        return f"{self.rng.getrandbits(100):025x}"
+
+    def _schedule(self, delay: float, action: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (self.now + delay, next(self._seq), action))
+
+    def _delay(self, low: float, high: float) -> float:
+        return round(self.rng.uniform(low, high), 2)
+
+    def advance(self) -> None:
+        """Bring the simulated world up to the clock, in fixed ticks."""
+        self._run_until((self.clock() - self._origin) * self.speed)
+
+    def _run_until(self, target: float) -> None:
+        busy = False
+        while self.now + TICK <= target:
+            self.now += TICK
+            while self._events and self._events[0][0] <= self.now:
+                _, _, action = heapq.heappop(self._events)
+                action()
+                busy = True
+            busy = self._place_pending() or busy
+        if busy:
+            self._refresh_servers()
+            self.changed.set()
+
+    def _new_task(self, svc: Service, slot: int, node_id: str, state: str = "pending") -> Task:
+        task = Task(self._new_id(), svc.swarm_id, svc.name, slot=slot, node_id=node_id,
+                    state=state)
+        self.tasks[task.swarm_id] = task
+        if state != RUNNING and node_id:
+            self._start(task)
+        return task
+
+    def _start(self, task: Task) -> None:
+        """Assigned -> preparing -> starting -> running, over a few seconds."""
+        tid = task.swarm_id
+        self.tasks[tid] = replace(task, state="assigned", error="", message="")
+        for state, delay in (("preparing", self._delay(0.3, 0.8)),
+                             ("starting", self._delay(1.0, 2.0)),
+                             (RUNNING, self._delay(2.0, 4.0))):
+            self._schedule(delay, lambda s=state: self._set_task_state(tid, s))
+
+    def _set_task_state(self, tid: str, state: str) -> None:
+        task = self.tasks.get(tid)
+        if task is None or not task.wanted:
+            return
+        node = self.nodes.get(task.node_id)
+        if node is None or node.state != READY:
+            return
+        self.tasks[tid] = replace(task, state=state)
+
+    def _stop_task(self, task: Task, replace_it: bool) -> None:
+        """Desired shutdown now, actually stopped after a grace period."""
+        tid = task.swarm_id
+        self.tasks[tid] = replace(task, desired_state="shutdown")
+        node_up = self.nodes[task.node_id].state == READY if task.node_id else False
+
+        def stopped() -> None:
+            if tid in self.tasks and (not node_up or self.nodes[task.node_id].state == READY):
+                self.tasks[tid] = replace(self.tasks[tid], state="shutdown")
+            self._schedule(30.0, lambda: self.tasks.pop(tid, None))   # task history
+        self._schedule(self._delay(0.5, 2.0) if node_up else 0.0, stopped)
+        svc = self.services.get(task.service_id)
+        if replace_it and svc and svc.mode == "replicated":
+            self._new_task(svc, task.slot, "")
+
+    def _load(self) -> Load:
+        load = Load()
+        for t in self.tasks.values():
+            if t.wanted and t.node_id:
+                load.add(t.node_id, self.services[t.service_id])
+        return load
+
+    def _place_pending(self) -> bool:
+        pending = [t for t in self.tasks.values() if t.wanted and not t.node_id]
+        missing_global = self._missing_global()
+        if not pending and not missing_global:
+            return False
+        load, nodes = self._load(), list(self.nodes.values())
+        for task in sorted(pending, key=lambda t: (t.service_name, t.slot)):
+            svc = self.services[task.service_id]
+            node = best_node(nodes, svc, load)
+            if node is None:
+                why = why_unplaceable(nodes, svc, load)
+                if task.error != why:
+                    self.tasks[task.swarm_id] = replace(task, state="pending", error=why)
+                continue
+            load.add(node.swarm_id, svc)
+            self._start(replace(task, node_id=node.swarm_id))
+        for svc, node in missing_global:
+            self._new_task(svc, 0, node.swarm_id, state="new")
+        return True
+
+    def _missing_global(self) -> list[tuple[Service, Node]]:
+        out = []
+        for svc in self.services.values():
+            if svc.mode != "global":
+                continue
+            have = {t.node_id for t in self.tasks.values()
+                    if t.service_id == svc.swarm_id and t.wanted}
+            out += [(svc, n) for n in self.nodes.values()
+                    if n.schedulable and n.swarm_id not in have
+                    and all(constraint_holds(c, n) for c in svc.constraints)]
+        return out
+
+    def _node_of_vm(self, vm: str) -> Node | None:
+        hostname = self.vms[vm].node_hostname or vm
+        return next((n for n in self.nodes.values() if n.hostname == hostname), None)
+
+    # -- swarm behaviour ----------------------------------------------------------
+    def _evict(self, node_id: str, global_too: bool) -> None:
+        for task in list(self.tasks.values()):
+            if task.node_id == node_id and task.wanted:
+                svc = self.services[task.service_id]
+                if svc.mode == "global" and not global_too:
+                    continue
+                self._stop_task(task, replace_it=True)
+
+    def set_availability(self, node_id: str, availability: str) -> None:
+        node = self._node(node_id)
+        if availability not in AVAILABILITIES:
+            raise ProviderError(f"unknown availability {availability!r}")
+        self.nodes[node_id] = replace(node, availability=availability)
+        if availability == DRAIN:
+            self._evict(node_id, global_too=True)
+        self.changed.set()
+
+    def set_role(self, node_id: str, role: str) -> None:
+        node = self._node(node_id)
+        self.nodes[node_id] = replace(node, role=role,
+                                      reachability="reachable" if role == MANAGER else "")
+        self.changed.set()
+
+    def rebalance(self, service_id: str) -> None:
+        """`service update --force`: replace each task; the scheduler spreads them."""
+        svc = self.services.get(service_id)
+        if svc is None:
+            raise ProviderError(f"no such service {service_id}")
+        for i, task in enumerate([t for t in self.tasks.values()
+                                  if t.service_id == service_id and t.wanted]):
+            self._schedule(i * 2.0, lambda t=task: self._stop_task(self.tasks.get(
+                t.swarm_id, t), replace_it=True) if t.swarm_id in self.tasks else None)
+        self.changed.set()
+
+    def _node(self, node_id: str) -> Node:
+        try:
+            return self.nodes[node_id]
+        except KeyError:
+            raise ProviderError(f"no such node: {node_id}") from None
+
+    def _node_down(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        self.nodes[node_id] = replace(node, state=DOWN, leader=False,
+                                      reachability="unreachable" if node.role == MANAGER else "",
+                                      message="heartbeat failure")
+        self._evict(node_id, global_too=False)
+        if node.leader:   # a surviving manager takes over leadership
+            heir = next((n for n in self.nodes.values()
+                         if n.role == MANAGER and n.state == READY), None)
+            if heir:
+                self.nodes[heir.swarm_id] = replace(heir, leader=True)
+
+    def _node_up(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        self.nodes[node_id] = replace(node, state=READY, message="",
+                                      reachability="reachable" if node.role == MANAGER else "")
+        for t in list(self.tasks.values()):   # what ran there before is gone now
+            if t.node_id == node_id and not t.wanted:
+                self.tasks[t.swarm_id] = replace(t, state="shutdown")
+
+    # -- hypervisor behaviour -------------------------------------------------------
+    def stop_vm(self, name: str, force: bool = False) -> None:
+        vm = self._vm(name)
+        if vm.state in ("off", "stopping"):
+            return
+        self.vms[name] = replace(vm, state="stopping")
+
+        def off() -> None:
+            self.vms[name] = replace(self.vms[name], state="off", uptime_s=0, cpu_pct=0)
+            node = self._node_of_vm(name)
+            if node:
+                self._schedule(self._delay(1.0, 3.0), lambda: self._node_down(node.swarm_id))
+        self._schedule(0.5 if force else self._delay(4.0, 8.0), off)
+        self.changed.set()
+
+    def start_vm(self, name: str) -> None:
+        vm = self._vm(name)
+        if self.hosts[vm.host].state != "up":
+            raise ProviderError(f"{vm.host} is {self.hosts[vm.host].state}; cannot start {name}")
+        if vm.state in (RUNNING, "starting"):
+            return
+        self.vms[name] = replace(vm, state="starting")
+
+        def running() -> None:
+            self.vms[name] = replace(self.vms[name], state=RUNNING, cpu_pct=9)
+            node = self._node_of_vm(name)
+            if node:
+                self._schedule(self._delay(2.0, 4.0), lambda: self._node_up(node.swarm_id))
+        self._schedule(self._delay(5.0, 9.0), running)
+        self.changed.set()
+
+    def restart_host(self, name: str) -> None:
+        host = self._host(name)
+        busy = [v.name for v in self.vms.values() if v.host == name and v.state != "off"]
+        if busy:
+            raise ProviderError(f"{name}: VMs still running: {', '.join(busy)}")
+        self.hosts[name] = replace(host, state="rebooting")
+
+        def back() -> None:
+            self.hosts[name] = replace(self.hosts[name], state="up", uptime_s=0,
+                                       pending_reboot=False)
+        self._schedule(self._delay(30.0, 45.0), back)
+        self.changed.set()
+
+    def _vm(self, name: str) -> VM:
+        if name not in self.vms:
+            raise ProviderError(f"no such VM: {name!r}")
+        return self.vms[name]
+
+    def _host(self, name: str) -> Host:
+        if name not in self.hosts:
+            raise ProviderError(f"no such host: {name!r}")
+        return self.hosts[name]
+
+    # -- proxy behaviour ------------------------------------------------------------------
+    def _serving(self, vm: str) -> bool:
+        node = self._node_of_vm(vm)
+        return node is not None and node.state == READY and any(
+            t.node_id == node.swarm_id and t.service_name == "portail" and t.state == RUNNING
+            and t.wanted for t in self.tasks.values())
+
+    def _refresh_servers(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        for s in self.sessions.values():
+            counts[(s.backend, s.server)] = counts.get((s.backend, s.server), 0) + 1
+        serving = {n.hostname for n in self.nodes.values() if n.state == READY} & {
+            self.nodes[t.node_id].hostname for t in self.tasks.values()
+            if t.service_name == "portail" and t.state == RUNNING and t.wanted and t.node_id}
+        for key, srv in self.servers.items():
+            admin = self.admin[key]
+            up = (self.vms[srv.vm].node_hostname or srv.vm) in serving
+            status = "MAINT" if admin == "maint" else ("DOWN" if not up else
+                                                       "DRAIN" if admin == "drain" else "UP")
+            self.servers[key] = replace(srv, status=status, admin=admin,
+                                        cur_sessions=counts.get(key, 0),
+                                        weight=0 if admin == "drain" else 1,
+                                        check_status="L7OK" if up else "L4CON")
+        for sid, sess in list(self.sessions.items()):   # server gone: session moves
+            if self.servers[(sess.backend, sess.server)].status in ("DOWN", "MAINT"):
+                target = self._pick_server(sess.backend)
+                if target is None:
+                    del self.sessions[sid]
+                else:
+                    self.sessions[sid] = replace(sess, server=target.name)
+                self.sessions_moved += 1
+
+    def _pick_server(self, backend: str) -> ProxyServer | None:
+        ready = sorted((s for s in self.servers.values()
+                        if s.backend == backend and s.status == "UP"), key=lambda s: s.name)
+        return ready[next(self._rr) % len(ready)] if ready else None
+
+    def _next_arrival_delay(self) -> float:
+        return self.rng.expovariate(self.session_rate) if getattr(self, "session_rate", 0) else 1.0
+
+    def _session_arrives(self) -> None:
+        server = self._pick_server("portail")
+        if server is not None:
+            sid = f"0x{self.rng.getrandbits(40):010x}"
+            self.sessions[sid] = ProxySession(sid, "portail", server.name,
+                                              started_at=EPOCH + self.now,
+                                              client=f"198.51.100.{self.rng.randint(2, 254)}:"
+                                                     f"{self.rng.randint(20000, 60000)}")
+            self._schedule(self.rng.expovariate(1 / self.session_mean_s),
+                           lambda: self.sessions.pop(sid, None))
+            key = (server.backend, server.name)
+            self.servers[key] = replace(self.servers[key],
+                                        total_sessions=self.servers[key].total_sessions + 1)
+        self._schedule(self._next_arrival_delay(), self._session_arrives)
+
+    def set_server_state(self, backend: str, server: str, state: str) -> None:
+        if self.read_only_proxy:
+            raise ProviderError(self.read_only_proxy)
+        if (backend, server) not in self.servers:
+            raise ProviderError(f"No such server: {backend}/{server}")
+        if state not in ("ready", "drain", "maint"):
+            raise ProviderError(f"unknown server state {state!r}")
+        self.admin[(backend, server)] = state
+        self._refresh_servers()
+        self.changed.set()
+
+    # -- reads ----------------------------------------------------------------------------
+    def providers(self) -> Providers:
+        return Providers(SimSwarm(self), SimHypervisor(self), SimProxy(self), SimShell(self))
+
+
+class _Part:
+    def __init__(self, sim: SimCluster) -> None:
+        self.sim = sim
+
+
+class SimSwarm(_Part):
+    endpoint = "sim://manager"
+
+    async def read(self) -> tuple[list[Node], list[Service], list[Task]]:
+        self.sim.advance()
+        return list(self.sim.nodes.values()), list(self.sim.services.values()), \
+            list(self.sim.tasks.values())
+
+    async def set_availability(self, node_id: str, availability: str) -> None:
+        self.sim.advance()
+        self.sim.set_availability(node_id, availability)
+
+    async def set_role(self, node_id: str, role: str) -> None:
+        self.sim.advance()
+        self.sim.set_role(node_id, role)
+
+    async def rebalance(self, service_id: str) -> None:
+        self.sim.advance()
+        self.sim.rebalance(service_id)
+
+    async def wait_for_change(self, timeout: float) -> None:
+        self.sim.changed.clear()
+        try:
+            await asyncio.wait_for(self.sim.changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+
+class SimHypervisor(_Part):
+    async def read(self) -> tuple[list[Host], list[VM]]:
+        self.sim.advance()
+        return list(self.sim.hosts.values()), list(self.sim.vms.values())
+
+    async def stop_vm(self, vm: str, timeout: float, force: bool = False) -> None:
+        self.sim.advance()
+        self.sim.stop_vm(vm, force)
+
+    async def start_vm(self, vm: str) -> None:
+        self.sim.advance()
+        self.sim.start_vm(vm)
+
+    async def restart_host(self, host: str) -> None:
+        self.sim.advance()
+        self.sim.restart_host(host)
+
+
+class SimProxy(_Part):
+    async def read(self) -> tuple[list[Backend], list[ProxyServer], list[ProxySession]]:
+        self.sim.advance()
+        return [Backend("portail")], list(self.sim.servers.values()), \
+            list(self.sim.sessions.values())
+
+    async def set_server_state(self, backend: str, server: str, state: str) -> None:
+        self.sim.advance()
+        self.sim.set_server_state(backend, server, state)
+
+    async def read_only_reason(self) -> str:
+        return self.sim.read_only_proxy
+
+
+class SimShell(_Part):
+    async def run(self, vm: str, command: str, timeout: float,
+                  on_line: LineSink | None = None) -> int:
+        self.sim.advance()
+        state = self.sim._vm(vm).state
+        if state != RUNNING:
+            raise ProviderError(f"{vm}: no answer on port 22 (VM is {state})")
+        for line in (f"$ {command}", "ok"):
+            await asyncio.sleep(0.2 / self.sim.speed)
+            if on_line:
+                on_line(line)
+        return 0
