@@ -49,6 +49,16 @@ SECOND = 1_000_000_000  # the swarm API counts in nanoseconds
 FORWARD_RULE = ["FORWARD", "-i", BRIDGE, "-o", BRIDGE, "-j", "ACCEPT"]
 
 
+class Client(docker.DockerClient):
+    """docker.DockerClient that also works as a context manager (closes its connections)."""
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 class LabError(RuntimeError):
     """The lab could not be set up (or torn down); the message names the step."""
 
@@ -295,10 +305,10 @@ class Lab:
     def manager_endpoints(self) -> list[str]:
         return [vm.socket for vm in self.managers]
 
-    def client(self, name: str, timeout: int = 30) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.vm(name).socket, version=API_VERSION, timeout=timeout)
+    def client(self, name: str, timeout: int = 30) -> Client:
+        return Client(base_url=self.vm(name).socket, version=API_VERSION, timeout=timeout)
 
-    def manager_client(self) -> docker.DockerClient:
+    def manager_client(self) -> Client:
         """A client of the first manager that is up and can control the swarm."""
         for vm in self.managers:
             if vm.name in self._procs and _alive(self._procs[vm.name].pid):

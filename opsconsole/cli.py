@@ -1,0 +1,231 @@
+"""Command line: the TUI by default; status, plan, run and journal for scripts.
+
+Exit codes: 0 success; 2 bad input (inventory, names, usage); 3 refused (a
+guard or read-only mode); 4 an operation failed; 5 aborted; 6 a remote
+system could not be reached.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.text import Text
+from rich.tree import Tree
+
+from . import __version__, present
+from .config import ConfigError, load
+from .model import ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Snapshot
+from .ops.actions import ReadOnlyError
+from .ops.engine import ABORTED, DONE, StepFailed
+from .ops.plans import PLANS, PlanError, make_plan
+from .providers.base import ProviderError
+from .session import Session, open_session
+
+EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
+RICH_ROLES = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim",
+              "accent": "cyan", "plain": ""}
+
+
+def rich_text(pieces) -> Text:
+    return Text.assemble(*((t, RICH_ROLES[r]) for t, r in pieces))
+
+
+def fail(code: int, message: str) -> None:
+    Console(stderr=True).print(Text(f"opsconsole: {message}", style="bold red"))
+    sys.exit(code)
+
+
+def _session(ctx: click.Context) -> Session:
+    o = ctx.obj
+    try:
+        inventory = load(o["inventory"]) if o["inventory"] else None
+        return open_session(inventory, read_only=o["read_only"], speed=o["speed"],
+                            scale=o["scale"], seed=o["seed"])
+    except ConfigError as e:
+        fail(EXIT_USAGE, str(e))
+        raise  # unreachable; keeps type checkers calm
+
+
+def _run(coro):
+    try:
+        return asyncio.run(coro)
+    except ProviderError as e:
+        fail(EXIT_UNREACHABLE, str(e))
+    except ReadOnlyError as e:
+        fail(EXIT_REFUSED, str(e))
+    except PlanError as e:
+        fail(EXIT_USAGE, str(e))
+
+
+@click.group(invoke_without_command=True)
+@click.option("--inventory", "-i", type=click.Path(dir_okay=False, path_type=Path),
+              envvar="OPSCONSOLE_INVENTORY",
+              help="Inventory file (TOML). Without it: the built-in simulated cluster.")
+@click.option("--read-only", is_flag=True, help="Monitor mode: nothing can be changed.")
+@click.option("--theme", default="", help="Theme name (see themes/) for the TUI.")
+@click.option("--demo", is_flag=True, help="Simulated cluster at 5x speed, for a quick tour.")
+@click.option("--scale", default=0, type=click.IntRange(0, 20000),
+              help="Simulated cluster with this many nodes (about 20 tasks each).")
+@click.option("--seed", default=1, type=int, help="Seed of the simulated cluster.")
+@click.version_option(__version__, prog_name="opsconsole")
+@click.pass_context
+def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str, demo: bool,
+         scale: int, seed: int) -> None:
+    """Operations console for Docker Swarm on Hyper-V behind HAProxy."""
+    ctx.obj = {"inventory": inventory, "read_only": read_only, "theme": theme,
+               "speed": 5.0 if demo else 1.0, "scale": scale, "seed": seed}
+    if ctx.invoked_subcommand is None:
+        session = _session(ctx)
+        from .ui.app import OpsConsole   # textual loads only for the TUI
+        OpsConsole(session, theme=theme or session.inventory.theme).run()
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable snapshot.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Print one snapshot of the cluster."""
+    session = _session(ctx)
+
+    async def take() -> Snapshot:
+        try:
+            return await session.cluster.snapshot()
+        finally:
+            await session.providers.close()
+    snap = _run(take())
+    if as_json:
+        click.echo(json.dumps(snapshot_json(snap), indent=1, sort_keys=True))
+    else:
+        Console(highlight=False).print(status_tree(snap))
+
+
+def snapshot_json(snap: Snapshot) -> dict:
+    kinds = ("hosts", "vms", "nodes", "services", "tasks", "backends", "servers", "sessions")
+    out: dict = {k: [dict(asdict(e), id=e.id) for e in getattr(snap, k)] for k in kinds}
+    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint, problems=list(snap.problems),
+               summary={"nodes": len(snap.nodes), "nodes_ready": snap.nodes_ready,
+                        "managers": len(snap.managers),
+                        "quorum_tolerance": snap.quorum_tolerance,
+                        "services_converged": sum(1 for s in snap.services
+                                                  if snap.converged(s)),
+                        "services": len(snap.services), "sessions": snap.session_count})
+    return out
+
+
+def status_tree(snap: Snapshot) -> Tree:
+    root = Tree(rich_text(present.summary(snap)))
+    branches = {g: root.add(rich_text(present.group_label(g, snap)))
+                for g in (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)}
+    for entity in snap.entities():
+        if not present.shown(entity) or entity.id.startswith("session:"):
+            continue
+        parent = branches.get(snap.parent_id(entity))
+        if parent is not None:
+            branches[entity.id] = parent.add(rich_text(present.label(entity, snap)))
+    for group in (ROOT_UNPLACED,):
+        if not branches[group].children:
+            root.children.remove(branches[group])
+    return root
+
+
+def _plan(session: Session, kind: str, target: str, force: bool):
+    async def build():
+        snap = await session.cluster.snapshot()
+        return make_plan(kind, snap, target, session.inventory.timing, force)
+    return build
+
+
+def print_plan(plan) -> None:
+    con = Console(highlight=False)
+    con.print(Text(f"{plan.kind} {plan.target}", style="bold"))
+    for c in plan.checks:
+        con.print(rich_text([(f"  [{c.level}] ", {"ok": "ok", "warn": "warn"}.get(c.level, "bad")),
+                             (f"{c.name}: {c.message}", "plain")]))
+    for i, step in enumerate(plan.steps, 1):
+        con.print(Text(f"  {i}. {step.title}"))
+
+
+@main.command()
+@click.argument("operation", type=click.Choice(sorted(PLANS)))
+@click.argument("target")
+@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
+@click.pass_context
+def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
+    """Show what OPERATION on TARGET would do and what the checks find; change nothing."""
+    session = _session(ctx)
+
+    async def go():
+        try:
+            return await _plan(session, operation, target, force)()
+        finally:
+            await session.providers.close()
+    p = _run(go())
+    print_plan(p)
+    if p.refused:
+        sys.exit(EXIT_REFUSED)
+
+
+@main.command()
+@click.argument("operation", type=click.Choice(sorted(PLANS)))
+@click.argument("target")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
+@click.pass_context
+def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool) -> None:
+    """Run OPERATION on TARGET headless, printing each step."""
+    session = _session(ctx)
+    if session.read_only:
+        fail(EXIT_REFUSED, f"read-only mode: refused to {operation} {target}")
+
+    async def go():
+        try:
+            p = await _plan(session, operation, target, force)()
+            print_plan(p)
+            if p.refused:
+                fail(EXIT_REFUSED, "refused by the checks above")
+            if not yes:
+                answer = await asyncio.to_thread(click.prompt, f"Type {p.target} to confirm",
+                                                 default="", show_default=False)
+                if answer.strip() != p.target:
+                    fail(EXIT_REFUSED, "not confirmed; nothing changed")
+            seen = 0
+
+            def show(op) -> None:
+                nonlocal seen
+                for line in op.log[seen:]:
+                    click.echo(line)
+                seen = len(op.log)
+            session.engine._on_change = show
+            return await session.engine.run(p)
+        finally:
+            await session.providers.close()
+    try:
+        op = _run(go())
+    except StepFailed as e:
+        fail(EXIT_REFUSED, str(e))
+    if op.state != DONE:
+        fail(EXIT_ABORTED if op.state == ABORTED else EXIT_FAILED,
+             f"{op.title} {op.state}: {op.error}")
+
+
+@main.command()
+@click.pass_context
+def journal(ctx: click.Context) -> None:
+    """List recorded operations, unfinished ones first."""
+    session = _session(ctx)
+    con = Console(highlight=False)
+    unfinished = session.journal.unfinished()
+    for rec in unfinished:
+        con.print(Text(f"UNFINISHED {rec['op']}  {rec['kind']} {rec['target']}  by {rec['who']}  "
+                       f"steps done {len(rec['done_steps'])}/{len(rec['steps'])}",
+                       style="bold yellow"))
+    for rec in session.journal.read():
+        if rec.get("event") in ("begin", "end"):
+            con.print(Text(f"{rec['op']}  {rec['event']}  " + (
+                f"{rec['kind']} {rec['target']} by {rec['who']}" if rec["event"] == "begin"
+                else f"{rec['state']} {rec.get('error', '')}")))

@@ -1,0 +1,159 @@
+"""How entities read on screen: glyphs, words and a semantic role per piece.
+
+Shared by the TUI tree and `opsconsole status`. Roles (ok, warn, bad, muted,
+accent, plain) are mapped to colours by each front end -- the TUI from the
+current theme's variables, the CLI from rich's named colours -- so nothing
+here knows a colour. Remote strings stay plain text: never markup.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .model import (ACTIVE, DRAIN, MANAGER, PAUSE, READY, RUNNING, ROOT_HOSTS, ROOT_PROXY,
+                    ROOT_SERVICES, ROOT_UNPLACED, VM, Backend, Entity, Host, Node, ProxyServer,
+                    ProxySession, Service, Snapshot, Task)
+
+Piece = tuple[str, str]          # (text, role)
+OK, WARN, BAD, MUTED, ACCENT, PLAIN = "ok", "warn", "bad", "muted", "accent", "plain"
+
+GROUP_TITLES = {ROOT_HOSTS: "Hosts", ROOT_UNPLACED: "Nodes without a VM",
+                ROOT_SERVICES: "Services", ROOT_PROXY: "Proxy"}
+
+TASK_ROLES = {RUNNING: OK, "failed": BAD, "rejected": BAD, "orphaned": BAD,
+              "shutdown": MUTED, "complete": MUTED, "remove": MUTED}
+VM_ROLES = {"running": OK, "off": BAD, "saved": WARN, "unknown": MUTED}
+HOST_ROLES = {"up": OK, "unreachable": BAD, "unknown": MUTED}
+AVAILABILITY = {ACTIVE: ("▶ active", OK), PAUSE: ("‖ pause", WARN), DRAIN: ("⇣ drain", WARN)}
+
+
+def shown(entity: Entity) -> bool:
+    """Task history stays out of the tree (it is in the details)."""
+    return not isinstance(entity, Task) or entity.wanted or entity.state == RUNNING
+
+
+def proxy_role(status: str) -> str:
+    word = status.split()[0] if status else ""
+    return {"UP": OK, "DRAIN": WARN, "MAINT": WARN, "NOLB": WARN}.get(word, BAD)
+
+
+def label(entity: Entity, snap: Snapshot) -> list[Piece]:
+    if isinstance(entity, Host):
+        vms = [v for v in snap.vms if v.host == entity.name]
+        tasks = len(snap.tasks_on_host(entity.name))
+        return [("▣ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
+                (entity.state, HOST_ROLES.get(entity.state, WARN)),
+                (f"  {len(vms)} VMs, {tasks} tasks", MUTED)]
+    if isinstance(entity, VM):
+        sessions = sum(s.cur_sessions for s in snap.servers_of_vm(entity.name))
+        out = [("◆ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
+               (entity.state, VM_ROLES.get(entity.state, WARN))]
+        if snap.servers_of_vm(entity.name):
+            out.append((f"  {sessions} sess", MUTED))
+        if snap.node_of_vm(entity) is None:
+            out.append(("  no swarm node", WARN))
+        return out
+    if isinstance(entity, Node):
+        role = "★ leader" if entity.leader else entity.role
+        avail_text, avail_role = AVAILABILITY.get(entity.availability,
+                                                  (entity.availability, WARN))
+        return [("● " if entity.state == READY else "○ ", OK if entity.state == READY else BAD),
+                (entity.hostname, PLAIN), ("  ", PLAIN),
+                (role, ACCENT if entity.role == MANAGER else MUTED), ("  ", PLAIN),
+                (entity.state, OK if entity.state == READY else BAD), ("  ", PLAIN),
+                (avail_text, avail_role),
+                (f"  {len(snap.tasks_on_node(entity.swarm_id))} tasks", MUTED)]
+    if isinstance(entity, Task):
+        out = [("· ", MUTED), (entity.name, PLAIN), ("  ", PLAIN),
+               (entity.state, TASK_ROLES.get(entity.state, WARN))]
+        if not entity.wanted:
+            out.append((f" → {entity.desired_state}", MUTED))
+        if entity.error:
+            out.append((f"  {entity.error}", BAD))
+        return out
+    if isinstance(entity, Service):
+        running, desired = snap.convergence(entity)
+        return [("≡ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
+                (f"{running}/{desired}", OK if running >= desired else WARN),
+                (f"  {entity.mode}", MUTED)]
+    if isinstance(entity, Backend):
+        servers = [s for s in snap.servers if s.backend == entity.name]
+        up = sum(1 for s in servers if proxy_role(s.status) == OK)
+        return [("⇄ ", ACCENT), (entity.name, PLAIN),
+                (f"  {up}/{len(servers)} up", OK if up else BAD),
+                (f"  {sum(s.cur_sessions for s in servers)} sess", MUTED)]
+    if isinstance(entity, ProxyServer):
+        return [("▸ ", MUTED), (entity.name, PLAIN), ("  ", PLAIN),
+                (entity.status, proxy_role(entity.status)),
+                (f"  {entity.cur_sessions} sess", PLAIN if entity.cur_sessions else MUTED),
+                (f"  w{entity.weight}", MUTED)]
+    if isinstance(entity, ProxySession):
+        return [("· ", MUTED), (entity.client or entity.session_id, MUTED)]
+    raise TypeError(entity)
+
+
+def group_label(group_id: str, snap: Snapshot) -> list[Piece]:
+    return [(GROUP_TITLES[group_id], ACCENT)]
+
+
+def summary(snap: Snapshot) -> list[Piece]:
+    """The header line: what an on-call engineer checks first."""
+    converged = sum(1 for s in snap.services if snap.converged(s))
+    tol = snap.quorum_tolerance
+    managers = len(snap.managers)
+    out = [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
+            OK if snap.nodes_ready == len(snap.nodes) else WARN), ("  ", PLAIN),
+           (f"services {converged}/{len(snap.services)} converged",
+            OK if converged == len(snap.services) else WARN), ("  ", PLAIN),
+           (f"managers {managers}, ", PLAIN),
+           ("quorum lost" if tol < 0 else f"tolerates {tol} loss" + ("" if tol == 1 else "es"),
+            BAD if tol <= 0 else OK)]
+    if snap.servers:
+        out += [("  ", PLAIN), (f"sessions {snap.session_count}", PLAIN)]
+    for problem in snap.problems:
+        out += [("  ⚠ ", BAD), (problem, BAD)]
+    return out
+
+
+def plain(pieces: Iterable[Piece]) -> str:
+    return "".join(text for text, _ in pieces)
+
+
+def duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def details(entity: Entity, snap: Snapshot) -> list[tuple[str, str]]:
+    """Every attribute as (name, value) rows, plus what hangs off the entity."""
+    from dataclasses import fields
+    rows = [("id", entity.id)]
+    for f in fields(entity):
+        value = getattr(entity, f.name)
+        if f.name in ("memory_bytes", "reserve_memory_bytes") and value:
+            value = size(value)
+        elif f.name in ("nano_cpus", "reserve_nano_cpus") and value:
+            value = f"{value / 1e9:g} CPU"
+        elif f.name == "uptime_s":
+            value = duration(value)
+        elif f.name == "started_at":
+            value = f"{duration(max(0, snap.taken_at - value))} ago"
+        elif f.name == "labels":
+            value = ", ".join(f"{k}={v}" for k, v in value) or "-"
+        elif isinstance(value, tuple):
+            value = ", ".join(map(str, value)) or "-"
+        rows.append((f.name.replace("_", " "), str(value) if value != "" else "-"))
+    return rows
