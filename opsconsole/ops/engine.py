@@ -162,7 +162,8 @@ class Engine:
 
     @property
     def running(self) -> Operation | None:
-        return next((o for o in self.operations if o.state in (RUNNING, PAUSED)), None)
+        # PENDING too: an operation started but not yet scheduled already holds the slot
+        return next((o for o in self.operations if o.state in (PENDING, RUNNING, PAUSED)), None)
 
     def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:

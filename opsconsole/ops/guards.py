@@ -64,11 +64,13 @@ def quorum_after_loss(snap: Snapshot, lost_managers: list[Node]) -> Check:
         return Check("quorum", OK,
                      f"{len(managers)} managers, tolerates {snap.quorum_tolerance} loss(es)")
     up = sum(1 for m in managers if m.state == READY)
-    left = quorum_tolerance(len(managers), up - len(lost_managers))
+    # a manager that is already down loses no vote when it is stopped
+    up_after = up - sum(1 for m in lost_managers if m.state == READY)
+    left = quorum_tolerance(len(managers), up_after)
     names = ", ".join(m.hostname for m in lost_managers)
     if left < 0:
         return Check("quorum", FAIL,
-                     f"stopping {names} leaves {up - len(lost_managers)} of {len(managers)} "
+                     f"stopping {names} leaves {up_after} of {len(managers)} "
                      "managers: Raft loses quorum and the swarm cannot be changed. "
                      "Fix: promote a worker on another host for the duration")
     return Check("quorum", OK, f"after stopping {names}, quorum tolerates {left} more loss(es)")

@@ -20,6 +20,7 @@ import heapq
 import itertools
 import random
 import time
+from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
@@ -402,6 +403,7 @@ class SimCluster:
                                         cur_sessions=counts.get(key, 0),
                                         weight=0 if admin == "drain" else 1,
                                         check_status="L7OK" if up else "L4CON")
+        moved = False
         for sid, sess in list(self.sessions.items()):   # server gone: session moves
             if self.servers[(sess.backend, sess.server)].status in ("DOWN", "MAINT"):
                 target = self._pick_server(sess.backend)
@@ -410,6 +412,11 @@ class SimCluster:
                 else:
                     self.sessions[sid] = replace(sess, server=target.name)
                 self.sessions_moved += 1
+                moved = True
+        if moved:   # count again: the sessions that moved now belong to other servers
+            counts = Counter((s.backend, s.server) for s in self.sessions.values())
+            for key, srv in self.servers.items():
+                self.servers[key] = replace(srv, cur_sessions=counts.get(key, 0))
 
     def _pick_server(self, backend: str) -> ProxyServer | None:
         ready = sorted((s for s in self.servers.values()

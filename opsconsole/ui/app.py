@@ -1,0 +1,296 @@
+"""The Textual app: summary on top, tree and details, operations below.
+
+Workers never touch widgets: the refresh loop and the engine post messages,
+and the handlers here update the screen. Read-only is enforced twice: keys
+and palette entries are absent here, and the ops layer refuses regardless.
+"""
+from __future__ import annotations
+
+import asyncio
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.command import Hit, Hits, Provider
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Footer, Input, Label, Tree
+from textual.worker import Worker, WorkerState
+
+from .. import present
+from ..model import VM, Node, ProxyServer, Snapshot, Task
+from ..ops.actions import ReadOnlyError
+from ..ops.engine import Operation, StepFailed
+from ..ops.plans import PlanError, make_plan
+from ..session import Session
+from .details import Details
+from .opspanel import OpsPanel
+from .screens import ConfirmScreen, HelpScreen
+from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
+from .tree import ClusterTree
+
+NODE_OPERATIONS = ("cordon", "drain", "activate")
+MUTATING_ACTIONS = frozenset(NODE_OPERATIONS + ("pause", "abort"))
+
+
+class SnapshotReady(Message):
+    def __init__(self, snapshot: Snapshot) -> None:
+        super().__init__()
+        self.snapshot = snapshot
+
+
+class OperationChanged(Message):
+    def __init__(self, op: Operation) -> None:
+        super().__init__()
+        self.op = op
+
+
+class NodeCommands(Provider):
+    """Palette entries such as "drain vm-03"; none at all in read-only mode."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        if not isinstance(app, OpsConsole) or app.session.read_only:
+            return
+        matcher = self.matcher(query)
+        for node in sorted(app.snapshot.nodes, key=lambda n: n.hostname):
+            for op in NODE_OPERATIONS:
+                text = f"{op} {node.hostname}"
+                score = matcher.match(text)
+                if score > 0:
+                    yield Hit(score, matcher.highlight(text),
+                              lambda op=op, node=node: app.request(op, node.swarm_id),
+                              help=f"{op} the Swarm node {node.hostname}")
+
+
+class OpsConsole(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "opsconsole"
+    COMMANDS = App.COMMANDS | {NodeCommands}
+    BINDINGS = [
+        Binding("c", "cordon", "Cordon", id="cordon"),
+        Binding("d", "drain", "Drain", id="drain"),
+        Binding("a", "activate", "Activate", id="activate"),
+        Binding("p", "pause", "Pause", id="pause"),
+        Binding("x", "abort", "Abort", id="abort"),
+        Binding("slash", "filter", "Filter", id="filter"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("t", "next_theme", "Theme", id="theme"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(self, session: Session, theme: str = "", poll_interval: float = 2.0,
+                 keys: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.session = session
+        self.snapshot = Snapshot()
+        self.poll_interval = poll_interval
+        self._theme_wanted = theme
+        self._keys = keys or {}
+        self._roles: dict[str, str] = {}
+        self._theme_names: list[str] = []
+        session.engine._on_change = lambda op: self.post_message(OperationChanged(op))
+
+    # -- layout -----------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="top"):
+            if self.session.read_only:
+                yield Label("READ-ONLY", id="read-only")
+            yield Label("", id="summary")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield Input(placeholder="filter: name, state, service…", id="filter")
+                yield ClusterTree(self.style_pieces, id="tree")
+            with VerticalScroll(id="right"):
+                yield Details(self.style_pieces, id="details")
+        yield OpsPanel(id="ops")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        themes, errors = load_themes()
+        for theme in themes:
+            self.register_theme(theme)
+        self._theme_names = [t.name for t in themes]
+        for error in errors:
+            self.notify(error, title="theme not loaded", severity="warning")
+        wanted = self._theme_wanted or DEFAULT
+        if wanted not in self.available_themes:
+            self.notify(f"no theme {wanted!r}; known: {', '.join(self._theme_names)}",
+                        severity="error")
+            wanted = DEFAULT
+        self.theme = wanted
+        if self._keys:
+            self.set_keymap(self._keys)
+        self.query_one("#filter").display = False
+        self.query_one(ClusterTree).focus()
+        self.sub_title = self.session.source
+        for rec in self.session.journal.unfinished():
+            self.notify(f"{rec['kind']} {rec['target']} by {rec['who']} stopped after "
+                        f"{len(rec['done_steps'])} of {len(rec['steps'])} steps "
+                        f"(journal {rec['op']}). Check the node before acting.",
+                        title="unfinished operation", severity="warning", timeout=30)
+        self.refresh_loop()
+        self.set_interval(1.0, self.query_one(OpsPanel).tick)
+
+    # -- colours from the theme ----------------------------------------------------
+    def watch_theme(self) -> None:
+        variables = self.get_css_variables()
+        self._roles = {role: variables.get(var) or variables.get(ROLE_FALLBACKS[var], "")
+                       for role, var in ROLE_VARIABLES.items()}
+        if self._theme_names:    # the widgets exist: draw them in the new colours
+            self.query_one(ClusterTree).relabel_all()
+            self._show_details()
+
+    def style_pieces(self, pieces: list[present.Piece]) -> Text:
+        roles = self._roles
+        return Text.assemble(*((text, roles.get(role, "")) for text, role in pieces))
+
+    # -- the live picture -----------------------------------------------------------
+    @work(group="refresh", exclusive=True, exit_on_error=False,
+          description="poll the cluster; wake on its events")
+    async def refresh_loop(self) -> None:
+        swarm = self.session.providers.swarm
+        while True:
+            self.post_message(SnapshotReady(await self.session.cluster.snapshot()))
+            await swarm.wait_for_change(self.poll_interval)
+            await asyncio.sleep(0.2)   # coalesce event bursts into one refresh
+
+    def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        snap = self.snapshot = message.snapshot
+        self.query_one(Details).record(snap)
+        self.query_one(ClusterTree).show(snap)
+        self._show_summary()
+        self._show_details()
+
+    def _show_summary(self) -> None:
+        pieces = present.summary(self.snapshot)
+        running = self.session.engine.running
+        if running:
+            pieces += [("  ▶ ", "accent"), (f"{running.title} {running.state}", "warn")]
+        self.query_one("#summary", Label).update(self.style_pieces(pieces))
+
+    def _show_details(self) -> None:
+        self.query_one(Details).show(self.query_one(ClusterTree).selected_id, self.snapshot)
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self) -> None:
+        self._show_details()
+
+    def on_operation_changed(self, message: OperationChanged) -> None:
+        self.query_one(OpsPanel).show(message.op)
+        self._show_summary()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors become something a person reads."""
+        if event.state == WorkerState.ERROR:
+            self.notify(f"{event.worker.description or event.worker.name}: "
+                        f"{event.worker.error}", title="error", severity="error", timeout=15)
+
+    # -- actions ------------------------------------------------------------------------
+    def check_action(self, action: str, parameters) -> bool | None:
+        if action in MUTATING_ACTIONS and self.session.read_only:
+            return False    # hidden from the footer and never run
+        return True
+
+    def _selected_node(self) -> Node | None:
+        snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
+        entity = snap.get(entity_id) if entity_id else None
+        if isinstance(entity, Task) and entity.node_id:
+            entity = snap.get(f"node:{entity.node_id}")
+        if isinstance(entity, ProxyServer) and entity.vm:
+            entity = snap.get(f"vm:{entity.vm}")
+        if isinstance(entity, VM):
+            entity = snap.node_of_vm(entity)
+        return entity if isinstance(entity, Node) else None
+
+    def action_cordon(self) -> None:
+        self._on_selected("cordon")
+
+    def action_drain(self) -> None:
+        self._on_selected("drain")
+
+    def action_activate(self) -> None:
+        self._on_selected("activate")
+
+    def _on_selected(self, kind: str) -> None:
+        node = self._selected_node()
+        if node is None:
+            self.notify("Select a Swarm node (or the VM, task or proxy server of one) first.",
+                        severity="warning")
+            return
+        self.request(kind, node.swarm_id)
+
+    def request(self, kind: str, node_id: str) -> None:
+        """Plan, confirm, start: the only way the TUI changes anything."""
+        if self.session.read_only:
+            self.notify("read-only mode: nothing can be changed", severity="error")
+            return
+        try:
+            plan = make_plan(kind, self.snapshot, node_id, self.session.inventory.timing)
+        except PlanError as e:
+            self.notify(str(e), severity="error")
+            return
+
+        def confirmed(ok: bool | None) -> None:
+            if not ok:
+                self.notify(f"{plan.kind} {plan.target}: cancelled, nothing changed")
+                return
+            try:
+                self.query_one(OpsPanel).show(self.session.engine.start(plan))
+            except (StepFailed, ReadOnlyError) as e:
+                self.notify(str(e), severity="error")
+        typed = plan.target if kind == "drain" else ""
+        self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed), confirmed)
+
+    def action_pause(self) -> None:
+        op = self.session.engine.running
+        if op is None:
+            self.notify("no operation is running")
+        elif op.state == "paused":
+            self.session.engine.resume(op)
+        else:
+            self.session.engine.pause(op)
+        if op is not None:
+            self.query_one(OpsPanel).show(op)
+
+    def action_abort(self) -> None:
+        op = self.session.engine.running
+        if op is None:
+            self.notify("no operation is running")
+            return
+        self.session.engine.abort(op)
+        self.notify(f"aborting {op.title}: finished steps are being undone")
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.query_one(ClusterTree).set_filter(event.value)
+
+    @on(Input.Submitted, "#filter")
+    def _filter_done(self) -> None:
+        self.query_one(ClusterTree).focus()
+
+    def on_key(self, event) -> None:
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and box.display:
+            box.value = ""
+            box.display = False
+            self.query_one(ClusterTree).focus()
+            event.stop()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_next_theme(self) -> None:
+        names = self._theme_names
+        self.theme = names[(names.index(self.theme) + 1) % len(names)] \
+            if self.theme in names else names[0]
+        self.notify(f"theme: {self.theme}", timeout=2)
+
+    async def on_unmount(self) -> None:
+        await self.session.providers.close()

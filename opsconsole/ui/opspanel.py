@@ -1,0 +1,67 @@
+"""The bottom pane: each operation with its progress, current step, time and log."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Label, ProgressBar, Static
+
+from .. import present
+from ..ops.engine import Operation
+
+
+class OperationView(Vertical):
+    def __init__(self, op: Operation) -> None:
+        super().__init__(classes="operation")
+        self.op = op
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(classes="op-head"):
+            yield Label("", classes="op-title")
+            yield ProgressBar(total=1.0, show_eta=False, classes="op-bar")
+            yield Label("", classes="op-time")
+        yield Label("", classes="op-step")
+        yield Static("", classes="op-log")
+
+    def on_mount(self) -> None:
+        self.refresh_view()
+
+    def refresh_view(self) -> None:
+        op = self.op
+        self.set_class(op.state == "paused", "-paused")
+        self.set_class(op.state == "failed", "-failed")
+        self.set_class(op.state == "done", "-done")
+        self.query_one(".op-title", Label).update(Text(f"{op.title}  [{op.state}]"))
+        self.query_one(ProgressBar).update(progress=op.progress)
+        n = len(op.plan.steps)
+        self.query_one(".op-time", Label).update(Text(present.duration(op.elapsed)))
+        step = f"step {min(op.index + 1, n)}/{n}: {op.current_step}" if op.current_step else \
+            (op.error or "finished")
+        self.query_one(".op-step", Label).update(
+            Text(step + (f"  — {op.detail}" if op.detail else "")))
+        self.query_one(".op-log", Static).update(Text("\n".join(op.log[-4:])))
+
+
+class OpsPanel(VerticalScroll):
+    """Newest operation first; views are kept and refreshed, not rebuilt."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.views: dict[str, OperationView] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("No operation yet. Select a node and press c, d or a.", id="ops-empty")
+
+    def show(self, op: Operation) -> None:
+        view = self.views.get(op.id)
+        if view is None:
+            self.query("#ops-empty").remove()
+            view = self.views[op.id] = OperationView(op)
+            self.mount(view, before=0)
+        else:
+            view.refresh_view()
+
+    def tick(self) -> None:
+        for view in self.views.values():
+            if view.op.state in ("running", "paused"):
+                view.refresh_view()

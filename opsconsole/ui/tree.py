@@ -1,0 +1,208 @@
+"""The live cluster tree, updated in place from snapshot diffs.
+
+An index id -> TreeNode is kept; each snapshot adds, relabels, moves and
+removes only what changed (plus the ancestors whose counts changed), so the
+cursor and every expanded branch stay where the operator left them.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Callable
+
+from rich.text import Text
+from textual.widgets import Tree
+from textual.widgets.tree import TreeNode
+
+from .. import present
+from ..model import (ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Entity, ProxyServer,
+                     Snapshot, Task, diff)
+
+GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
+Style = Callable[[list[present.Piece]], Text]
+
+
+@lru_cache(maxsize=65536)
+def natural(kind: str, name: str) -> tuple:
+    """Kind first, then the name with its numbers compared as numbers (vm-2 < vm-10)."""
+    return (kind, tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                        for p in re.split(r"(\d+)", name)))
+
+
+def sort_key(snap: Snapshot, entity_id: str) -> tuple:
+    entity = snap.by_id.get(entity_id)
+    name = getattr(entity, "hostname", None) or getattr(entity, "name", None) or entity_id
+    return natural(entity_id.partition(":")[0], name)
+
+
+class ClusterTree(Tree[str]):
+    """Tree whose node data is the entity id (or a group id)."""
+
+    def __init__(self, style: Style, **kwargs) -> None:
+        super().__init__("cluster", data="root", **kwargs)
+        self.show_root = False
+        self.guide_depth = 2
+        self.style_pieces = style
+        self.index: dict[str, TreeNode[str]] = {}
+        self.snapshot = Snapshot()
+        self.filter_text = ""
+        for group in GROUPS:
+            self._ensure_group(group)
+
+    # -- what should be shown --------------------------------------------------
+    def _wanted(self, snap: Snapshot) -> set[str]:
+        """Ids shown: everything, or with a filter, the matches and their ancestors."""
+        ids = {e.id for e in snap.entities() if present.shown(e)}
+        if not self.filter_text:
+            return ids
+        needle = self.filter_text.lower()
+        keep: set[str] = set()
+        for entity_id in ids:
+            entity = snap.by_id[entity_id]
+            if needle in present.plain(present.label(entity, snap)).lower() or \
+                    needle in entity_id.lower():
+                node_id = entity_id
+                while node_id in ids and node_id not in keep:
+                    keep.add(node_id)
+                    node_id = snap.parent_id(snap.by_id[node_id])
+        return keep
+
+    def _parent_of(self, snap: Snapshot, entity_id: str) -> str:
+        return snap.parent_id(snap.by_id[entity_id])
+
+    # -- applying a snapshot -----------------------------------------------------
+    def show(self, snap: Snapshot) -> None:
+        """Bring the tree to `snap`, touching only what changed."""
+        old = self.snapshot
+        change = diff(old, snap)
+        self.snapshot = snap
+        cursor = self.cursor_node
+        wanted = self._wanted(snap)
+
+        dirty: set[str] = set()
+        for entity_id in (*change.added, *change.changed, *change.removed):
+            for s in (old, snap):
+                dirty |= self._affected(s, entity_id)
+
+        # removals (and nodes now filtered out), deepest first so parents go last
+        for entity_id in [i for i in self.index if i not in GROUPS and i not in wanted]:
+            node = self.index.pop(entity_id, None)
+            if node is not None and node.tree is self:
+                self._drop_index(node)
+                node.remove()
+        # additions and moves, parents before children
+        for entity_id in sorted(wanted, key=lambda i: (self._depth(snap, i), sort_key(snap, i))):
+            parent_id = self._parent_of(snap, entity_id)
+            node = self.index.get(entity_id)
+            if node is not None and node.parent is not None and node.parent.data == parent_id:
+                continue
+            parent = self.index.get(parent_id)
+            if parent is None:
+                continue
+            if node is not None:       # moved: a task rescheduled onto another node
+                self._drop_index(node)
+                node.remove()
+            self.index[entity_id] = self._insert(parent, entity_id, snap)
+            dirty.discard(entity_id)
+        for entity_id in dirty:
+            node = self.index.get(entity_id)
+            entity = snap.by_id.get(entity_id)
+            if node is not None and entity is not None:
+                node.set_label(self._label(entity, snap))
+        self._relabel_groups(snap)
+        if cursor is not None and cursor.tree is self and cursor is not self.cursor_node:
+            self.move_cursor(cursor)
+
+    def relabel_all(self) -> None:
+        """After a theme change every label is drawn again in the new colours."""
+        for entity_id, node in self.index.items():
+            entity = self.snapshot.by_id.get(entity_id)
+            if entity is not None:
+                node.set_label(self._label(entity, self.snapshot))
+        self._relabel_groups(self.snapshot)
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text.strip()
+        self.show(self.snapshot)
+        if self.filter_text:
+            for node in list(self.index.values()):
+                if node.allow_expand:
+                    node.expand()
+
+    # -- helpers -----------------------------------------------------------------
+    def _affected(self, snap: Snapshot, entity_id: str) -> set[str]:
+        """The entity and whatever shows a count derived from it."""
+        entity = snap.by_id.get(entity_id)
+        if entity is None:
+            return set()
+        out = {entity_id}
+        if isinstance(entity, Task):
+            out.add(f"service:{entity.service_id}")
+        if isinstance(entity, ProxyServer) and entity.vm:
+            out.add(f"vm:{entity.vm}")
+        node_id = entity_id
+        while node_id not in GROUPS and node_id in snap.by_id:
+            node_id = snap.parent_id(snap.by_id[node_id])
+            out.add(node_id)
+        return out
+
+    def _depth(self, snap: Snapshot, entity_id: str) -> int:
+        depth = 0
+        while entity_id not in GROUPS and entity_id in snap.by_id:
+            entity_id = snap.parent_id(snap.by_id[entity_id])
+            depth += 1
+        return depth
+
+    def _ensure_group(self, group: str) -> None:
+        if group not in self.index:
+            node = self.root.add(self.style_pieces(present.group_label(group, self.snapshot)),
+                                 data=group, expand=True)
+            self.index[group] = node
+
+    def _relabel_groups(self, snap: Snapshot) -> None:
+        for group in GROUPS:
+            node = self.index[group]
+            count = len(node.children)
+            node.set_label(self.style_pieces(present.group_label(group, snap) + [
+                (f"  {count}", "muted")]))
+
+    def _label(self, entity: Entity, snap: Snapshot) -> Text:
+        return self.style_pieces(present.label(entity, snap))
+
+    def _insert(self, parent: TreeNode[str], entity_id: str, snap: Snapshot) -> TreeNode[str]:
+        key = sort_key(snap, entity_id)
+        children = parent.children
+        if not children or sort_key(snap, children[-1].data or "") < key:
+            before = None        # the common case, and all of the first fill
+        else:
+            before = next((c for c in children if sort_key(snap, c.data or "") > key), None)
+        expand = entity_id.startswith(("host:", "vm:", "backend:"))
+        label = self._label(snap.by_id[entity_id], snap)
+        if before is None:
+            return parent.add(label, data=entity_id, expand=expand)
+        return parent.add(label, data=entity_id, before=before, expand=expand)
+
+    def _drop_index(self, node: TreeNode[str]) -> None:
+        """Forget a node and its whole subtree (they go with it)."""
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if n.data is not None and self.index.get(n.data) is n:
+                del self.index[n.data]
+            stack.extend(n.children)
+
+    @property
+    def selected_id(self) -> str | None:
+        node = self.cursor_node
+        return node.data if node is not None else None
+
+    def select_id(self, entity_id: str) -> bool:
+        node = self.index.get(entity_id)
+        if node is None:
+            return False
+        parent = node.parent
+        while parent is not None:
+            parent.expand()
+            parent = parent.parent
+        self.move_cursor(node)
+        return True

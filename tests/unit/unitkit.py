@@ -1,0 +1,63 @@
+"""Helpers shared by the unit tests (imported as a plain module: tests/unit is on sys.path)."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from pathlib import Path
+from typing import Callable
+
+from opsconsole.cluster import Cluster
+from opsconsole.model import Snapshot
+from opsconsole.ops.actions import Actions
+from opsconsole.ops.engine import Engine
+from opsconsole.ops.records import Audit, Journal
+from opsconsole.providers.sim import ManualClock, SimCluster
+
+
+def comparable(snap: Snapshot) -> Snapshot:
+    """The snapshot without its wall-clock read time."""
+    return dataclasses.replace(snap, taken_at=0.0)
+
+
+def sim_snapshot(sim: SimCluster) -> Snapshot:
+    """A snapshot of the sim through Cluster, for synchronous tests."""
+    return asyncio.run(Cluster(sim.providers()).snapshot())
+
+
+def step(sim: SimCluster, clock: ManualClock, seconds: float) -> None:
+    """Move simulated time forward and let the world catch up."""
+    clock.advance(seconds)
+    sim.advance()
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        await asyncio.sleep(0.01)
+
+
+@dataclasses.dataclass
+class Rig:
+    sim: SimCluster
+    cluster: Cluster
+    actions: Actions
+    engine: Engine
+    journal: Journal
+    audit: Audit
+
+    async def snapshot(self) -> Snapshot:
+        return await self.cluster.snapshot()
+
+
+def make_rig(tmp_path: Path, sim: SimCluster, read_only: bool = False) -> Rig:
+    providers = sim.providers()
+    cluster = Cluster(providers)
+    audit = Audit(tmp_path / "audit.jsonl")
+    journal = Journal(tmp_path / "journal.jsonl")
+    actions = Actions(providers, audit, read_only=read_only)
+    return Rig(sim, cluster, actions, Engine(cluster, actions, journal), journal, audit)
+
+
