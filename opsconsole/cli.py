@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 2 bad input (inventory, names, usage); 3 refused (a
 guard or read-only mode); 4 an operation failed; 5 aborted; 6 a remote
-system could not be reached.
+system could not be reached (status still prints what it could read).
 """
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def _session(ctx: click.Context) -> Session:
                             scale=o["scale"], seed=o["seed"])
     except ConfigError as e:
         fail(EXIT_USAGE, str(e))
-        raise  # unreachable; keeps type checkers calm
+    except ProviderError as e:
+        fail(EXIT_UNREACHABLE, str(e))
+    raise AssertionError("unreachable")
 
 
 def _run(coro):
@@ -102,6 +104,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(snapshot_json(snap), indent=1, sort_keys=True))
     else:
         Console(highlight=False).print(status_tree(snap))
+    if snap.problems:
+        sys.exit(EXIT_UNREACHABLE)
 
 
 def snapshot_json(snap: Snapshot) -> dict:

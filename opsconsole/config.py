@@ -186,8 +186,6 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
         for e in swarm.endpoints:
             if not re.match(r"^(unix|tcp|ssh)://.+", e):
                 raise s.fail("endpoints", f"{e!r} is not unix://, tcp:// or ssh://")
-        if not swarm.endpoints and not swarm.context:
-            raise s.fail(None, "needs `endpoints` (manager addresses) or `context`")
         if bool(swarm.tls_cert) != bool(swarm.tls_key):
             raise s.fail("tls_cert", "tls_cert and tls_key go together")
         s.done()

@@ -100,6 +100,9 @@ def summary(snap: Snapshot) -> list[Piece]:
     converged = sum(1 for s in snap.services if snap.converged(s))
     tol = snap.quorum_tolerance
     managers = len(snap.managers)
+    if not snap.nodes:
+        return [("swarm not seen yet", BAD)] + [p for problem in snap.problems
+                                                 for p in (("  ⚠ ", BAD), (problem, BAD))]
     out = [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
             OK if snap.nodes_ready == len(snap.nodes) else WARN), ("  ", PLAIN),
            (f"services {converged}/{len(snap.services)} converged",

@@ -39,7 +39,9 @@ def connect(inventory: Inventory) -> Providers:
              for h in inventory.hosts.values()]
     vms = [VM(v.name, v.host, state="unknown", address=v.address, node_hostname=v.node or v.name)
            for v in inventory.vms.values()]
-    swarm = DockerSwarm(inventory.swarm)
+    c = inventory.swarm
+    swarm = DockerSwarm(c.endpoints, c.context, timeout=c.timeout, tls={
+        k: v for k, v in (("ca", c.tls_ca), ("cert", c.tls_cert), ("key", c.tls_key)) if v})
     return Providers(swarm, StaticHypervisor(hosts, vms), None, None, close=swarm.close)
 
 

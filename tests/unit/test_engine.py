@@ -1,0 +1,381 @@
+"""engine: running plans on the sim, journal, pause/resume, abort with undo, failures."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+import pytest
+
+from opsconsole.model import ACTIVE, DRAIN, PAUSE
+from opsconsole.ops import plans
+from opsconsole.ops.actions import ReadOnlyError
+from opsconsole.ops.engine import (ABORTED, DONE, FAILED, PAUSED, RUNNING, Operation, Plan,
+                                   Step, StepFailed)
+from opsconsole.ops.guards import FAIL, WARN
+from opsconsole.ops.records import Journal
+from opsconsole.providers.sim import ManualClock, SimCluster
+
+from unitkit import make_rig, until
+
+NO_SESSION_WAIT = plans.Timing(sessions_threshold=10**6)
+
+
+def frozen_rig(tmp_path, seed: int = 3):
+    """A rig whose world only moves when the test moves the clock."""
+    clock = ManualClock()
+    return make_rig(tmp_path, SimCluster(seed=seed, clock=clock)), clock
+
+
+def journal_events(journal: Journal, op_id: str) -> list[tuple]:
+    out = []
+    for r in journal.read():
+        if r.get("op") != op_id:
+            continue
+        if r["event"] == "step":
+            out.append(("step", r["index"], r["phase"]))
+        else:
+            out.append((r["event"],))
+    return out
+
+
+async def step_started(rig, op, index: int) -> None:
+    await until(lambda: ("step", index, "start") in journal_events(rig.journal, op.id),
+                what=f"step {index} of {op.title} to start")
+
+
+# -- read-only -------------------------------------------------------------------------------
+
+async def test_engine_refuses_everything_in_read_only(rig_factory):
+    rig = rig_factory(read_only=True)
+    snap = await rig.snapshot()
+    plan = plans.cordon(snap, "vm-02")
+    with pytest.raises(ReadOnlyError):
+        rig.engine.start(plan)
+    assert rig.engine.operations == []
+    op = Operation(plan)
+    op.state = RUNNING
+    for call in (rig.engine.pause, rig.engine.resume, rig.engine.abort):
+        with pytest.raises(ReadOnlyError):
+            call(op)
+    assert op.state == RUNNING and not op._abort
+    assert list(rig.journal.read()) == []
+    assert rig.sim.nodes[snap.node_named("vm-02").swarm_id].availability == ACTIVE
+
+
+# -- a drain that works --------------------------------------------------------------------------
+
+async def test_drain_runs_to_done_and_journals_every_step(rig_factory, monkeypatch):
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    rig = rig_factory(speed=150)
+    snap = await rig.snapshot()
+    node = snap.node_named("vm-03")
+    plan = plans.drain(snap, "vm-03")
+    assert plan.refused == []
+    assert [s.title.split(" ")[0] for s in plan.steps] == ["set", "wait", "set", "wait"]
+
+    op = await asyncio.wait_for(rig.engine.run(plan), 15)
+    assert op.state == DONE, (op.error, op.log)
+    assert op.progress == 1.0 and op.error == ""
+
+    after = await rig.snapshot()
+    assert after.get(node.id).availability == DRAIN
+    assert after.tasks_on_node(node.swarm_id) == []
+    assert not [t for t in after.tasks_on_node(node.swarm_id, wanted_only=False)
+                if t.state == "running"]
+    for svc in after.services:
+        assert after.converged(svc), svc.name
+    server = next(s for s in after.servers if s.vm == "vm-03")
+    assert server.admin == "drain"
+
+    n = len(plan.steps)
+    expected = [("begin",)]
+    for i in range(n):
+        expected += [("step", i, "start"), ("step", i, "done")]
+    expected += [("end",)]
+    assert journal_events(rig.journal, op.id) == expected
+    recs = [json.loads(line) for line in rig.journal.path.read_text().splitlines()]
+    assert recs[0]["kind"] == "drain" and recs[0]["target"] == "vm-03"
+    assert recs[0]["steps"] == [s.title for s in plan.steps] and recs[0]["who"]
+    assert recs[-1]["state"] == DONE
+    assert [r["time"] for r in recs] == sorted(r["time"] for r in recs)
+    # every journal and audit record was fsynced as it was written
+    audit_lines = len(rig.audit.path.read_text().splitlines())
+    assert len(synced) == len(recs) + audit_lines
+    assert rig.journal.unfinished() == []
+
+
+async def test_second_operation_is_refused_while_one_is_pending_or_running(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    first = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    with pytest.raises(StepFailed, match="another operation is running: drain vm-03"):
+        rig.engine.start(plans.cordon(snap, "vm-05"))     # same tick: first still pending
+    await step_started(rig, first, 3)
+    with pytest.raises(StepFailed, match="another operation"):
+        rig.engine.start(plans.cordon(snap, "vm-05"))
+    assert len(rig.engine.operations) == 1
+    rig.engine.abort(first)
+    await asyncio.wait_for(first.task, 5)
+    assert rig.sim.nodes[snap.node_named("vm-05").swarm_id].availability == ACTIVE
+
+
+async def test_cordon_and_activate(rig_factory):
+    rig = rig_factory()
+    snap = await rig.snapshot()
+    node = snap.node_named("vm-02")
+    op = await rig.engine.run(plans.cordon(snap, "vm-02"))
+    assert op.state == DONE and rig.sim.nodes[node.swarm_id].availability == PAUSE
+    # a cordoned node keeps its tasks
+    assert (await rig.snapshot()).tasks_on_node(node.swarm_id)
+    rig.sim.set_server_state("portail", "vm-02", "drain")
+    snap = await rig.snapshot()
+    plan = plans.activate(snap, "vm-02")
+    assert any("portail/vm-02 to ready" in s.title for s in plan.steps)
+    op = await rig.engine.run(plan)
+    assert op.state == DONE
+    after = await rig.snapshot()
+    assert after.get(node.id).availability == ACTIVE
+    assert after.get("proxy:portail/vm-02").admin == "ready"
+    # running activate again is harmless: steps are idempotent
+    again = await rig.engine.run(plans.activate(after, "vm-02"))
+    assert again.state == DONE and any("already active" in line for line in again.log)
+
+
+# -- a console killed mid-step -------------------------------------------------------------------
+
+async def test_unfinished_finds_an_operation_cancelled_mid_step(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    finished = await rig.engine.run(plans.cordon(snap, "vm-05"))
+    assert finished.state == DONE
+
+    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    await step_started(rig, op, 3)          # the world is frozen: the wait cannot finish
+    op.task.cancel()                        # the console is killed
+    with pytest.raises(asyncio.CancelledError):
+        await op.task
+    # a fresh Journal on the same file, as a restarted console would open it
+    unfinished = Journal(rig.journal.path).unfinished()
+    assert [u["op"] for u in unfinished] == [op.id]
+    assert unfinished[0]["kind"] == "drain" and unfinished[0]["target"] == "vm-03"
+    assert unfinished[0]["done_steps"] == [0, 1, 2]
+    assert ("end",) not in journal_events(rig.journal, op.id)
+
+    # a torn last line (killed mid-write) is ignored, whole records are kept
+    with open(rig.journal.path, "a") as f:
+        f.write('{"event": "end", "op": "%s", "sta' % op.id)
+    journal = Journal(rig.journal.path)
+    assert [u["op"] for u in journal.unfinished()] == [op.id]
+    assert len(list(journal.read())) == len(rig.journal.path.read_text().splitlines()) - 1
+    # ...and once a whole end record follows, the operation is no longer open
+    journal.append({"event": "end", "op": op.id, "state": "aborted"})
+    assert len(journal.path.read_text().splitlines()) >= 2
+    assert Journal(rig.journal.path).unfinished() == []
+
+
+# -- pause and resume --------------------------------------------------------------------------------
+
+async def test_pause_holds_the_operation_and_resume_continues(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    node = snap.node_named("vm-03")
+    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    await step_started(rig, op, 1)
+    rig.engine.pause(op)
+    assert op.state == PAUSED
+    # the world moves on, but the operation does not: the next step never starts
+    for _ in range(4):
+        clock.advance(20)
+        await asyncio.sleep(0.3)
+    assert op.state == PAUSED and not op.task.done()
+    assert op.index <= 2
+    assert rig.sim.nodes[node.swarm_id].availability == ACTIVE
+    assert ("step", 2, "start") not in journal_events(rig.journal, op.id)
+    assert any("paused by operator" in line for line in op.log)
+
+    rig.engine.resume(op)
+    assert op.state == RUNNING
+    await step_started(rig, op, 3)
+    clock.advance(60)                       # let the tasks move
+    await asyncio.wait_for(op.task, 10)
+    assert op.state == DONE, op.error
+    assert rig.sim.nodes[node.swarm_id].availability == DRAIN
+    assert any("resumed by operator" in line for line in op.log)
+
+
+async def test_pause_during_a_wait_does_not_finish_it(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    await step_started(rig, op, 3)
+    rig.engine.pause(op)
+    clock.advance(60)                       # the drain is complete in the world...
+    await asyncio.sleep(1.2)                # ...several wait cycles pass
+    assert op.state == PAUSED and not op.task.done()   # ...but the paused op does not move
+    assert ("step", 3, "done") not in journal_events(rig.journal, op.id)
+    rig.engine.resume(op)
+    await asyncio.wait_for(op.task, 10)
+    assert op.state == DONE
+
+
+# -- abort and undo ---------------------------------------------------------------------------------------
+
+async def test_abort_during_drain_wait_restores_node_and_proxy(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    node = snap.node_named("vm-03")
+    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    await step_started(rig, op, 3)
+    now = await rig.snapshot()
+    assert now.get(node.id).availability == DRAIN
+    assert now.get("proxy:portail/vm-03").admin == "drain"
+
+    rig.engine.abort(op)
+    await asyncio.wait_for(op.task, 5)
+    assert op.state == ABORTED and op.error == ""
+    after = await rig.snapshot()
+    assert after.get(node.id).availability == ACTIVE
+    assert after.get("proxy:portail/vm-03").admin == "ready"
+    assert sum("undid" in line for line in op.log) == 2
+    events = journal_events(rig.journal, op.id)
+    assert ("step", 3, "done") not in events and events[-1] == ("end",)
+    assert list(rig.journal.read())[-1]["state"] == ABORTED
+    actions = [(r["action"], r.get("args"), r["result"]) for r in rig.audit.read()]
+    assert ("set availability", ["active"], "ok") in actions
+    assert ("set proxy server state", ["ready"], "ok") in actions
+    # aborting a finished operation does nothing
+    rig.engine.abort(op)
+    assert op.state == ABORTED
+
+
+async def _engine_for_steps(tmp_path):
+    rig, _ = frozen_rig(tmp_path)
+    return rig
+
+
+async def test_abort_undoes_finished_steps_newest_first_and_reports_failures(tmp_path):
+    rig = await _engine_for_steps(tmp_path)
+    trail: list[str] = []
+    gate = asyncio.Event()
+
+    def simple(name, undo=True, undo_fails=False):
+        async def run(ctx):
+            trail.append(f"run {name}")
+
+        async def back(ctx):
+            if undo_fails:
+                raise RuntimeError("disk on fire")
+            trail.append(f"undo {name}")
+        return Step(name, run, back if undo else None)
+
+    async def blocking(ctx):
+        trail.append("run block")
+        while not gate.is_set():
+            await ctx.checkpoint()
+            await asyncio.sleep(0.01)
+
+    plan = Plan("test", "x", [simple("a"), simple("b", undo=False), simple("c", undo_fails=True),
+                              simple("d"), Step("block", blocking), simple("never")])
+    op = rig.engine.start(plan)
+    await until(lambda: "run block" in trail)
+    rig.engine.abort(op)
+    await asyncio.wait_for(op.task, 5)
+    assert op.state == ABORTED
+    assert trail == ["run a", "run b", "run c", "run d", "run block", "undo d", "undo a"]
+    assert op.error == "could not restore: c: disk on fire"
+
+
+async def test_custom_plan_makes_no_progress_while_paused(tmp_path):
+    rig = await _engine_for_steps(tmp_path)
+    ticks = []
+
+    async def counting(ctx):
+        while len(ticks) < 30:
+            await ctx.checkpoint()
+            ticks.append(1)
+            ctx.say(f"{len(ticks)} ticks", len(ticks) / 30)
+            await asyncio.sleep(0.01)
+
+    op = rig.engine.start(Plan("count", "x", [Step("count", counting)]))
+    await until(lambda: len(ticks) >= 5)
+    rig.engine.pause(op)
+    await asyncio.sleep(0.05)
+    held = len(ticks)
+    await asyncio.sleep(0.3)
+    assert len(ticks) == held < 30
+    assert 0 < op.progress < 1 and op.detail == f"{held} ticks"
+    rig.engine.resume(op)
+    await asyncio.wait_for(op.task, 5)
+    assert op.state == DONE and len(ticks) == 30 and op.progress == 1.0
+
+
+# -- drains that cannot go ahead -------------------------------------------------------------------------------
+
+async def _pin_reports(rig):
+    """Leave the node running `reports` as the only one it may use; return that node."""
+    snap = await rig.snapshot()
+    [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
+    holder = snap.get(f"node:{task.node_id}")
+    other = next(n for n in snap.nodes if ("storage", "ssd") in n.labels and n != holder)
+    rig.sim.set_availability(other.swarm_id, PAUSE)
+    return holder
+
+
+async def test_drain_refused_by_capacity_guard_names_the_task(rig_factory):
+    rig = rig_factory()
+    holder = await _pin_reports(rig)
+    snap = await rig.snapshot()
+    plan = plans.drain(snap, holder.hostname)
+    [bad] = plan.refused
+    assert bad.name == "capacity" and bad.level == FAIL
+    assert "reports.1" in bad.message and "constraint node.labels.storage==ssd" in bad.message
+    with pytest.raises(StepFailed, match="refused by guards: .*reports.1"):
+        rig.engine.start(plan)
+    assert rig.engine.operations == []
+    assert rig.sim.nodes[holder.swarm_id].availability == ACTIVE
+
+
+async def test_forced_drain_that_cannot_finish_times_out_naming_the_pending_task(rig_factory):
+    rig = rig_factory(speed=150)
+    holder = await _pin_reports(rig)
+    snap = await rig.snapshot()
+    timing = plans.Timing(sessions_threshold=10**6, drain_timeout=1.0)
+    plan = plans.drain(snap, holder.hostname, timing, force=True)
+    assert plan.refused == [] and plan.guard is None
+    cap = next(c for c in plan.checks if c.name == "capacity")
+    assert cap.level == WARN and "overridden by force" in cap.message
+
+    op = await asyncio.wait_for(rig.engine.run(plan), 10)
+    assert op.state == FAILED
+    assert op.error.startswith("timed out after 1s waiting for")
+    assert "reports.1 pending" in op.error
+    assert "no suitable node" in op.error
+    recs = [r for r in rig.journal.read() if r.get("op") == op.id]
+    assert recs[-2]["phase"] == "failed" and recs[-2]["index"] == len(plan.steps) - 1
+    assert "reports.1" in recs[-2]["error"]
+    assert recs[-1]["event"] == "end" and recs[-1]["state"] == FAILED
+    # a failed step is not undone: the node stays drained for the operator to decide
+    assert rig.sim.nodes[holder.swarm_id].availability == DRAIN
+
+
+async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
+    holder = snap.get(f"node:{task.node_id}")
+    plan = plans.drain(snap, holder.hostname, NO_SESSION_WAIT)
+    assert plan.refused == []                    # fine when planned...
+    await _pin_reports(rig)                      # ...then the only other home is cordoned
+    op = rig.engine.start(plan)
+    await until(lambda: op.state == PAUSED, what="guard pause")
+    assert any("paused by guard" in line and "reports.1" in line for line in op.log)
+    await asyncio.sleep(0.1)
+    assert op.state == PAUSED and op.index == 0
+    assert (await rig.snapshot()).get(f"proxy:portail/{holder.hostname}").admin == "ready"
+    rig.engine.abort(op)
+    await asyncio.wait_for(op.task, 5)
+    assert op.state == ABORTED
+    assert rig.sim.nodes[holder.swarm_id].availability == ACTIVE
