@@ -255,12 +255,25 @@ class Snapshot:
                 out.extend(self.tasks_on_node(node.swarm_id))
         return out
 
+    @cached_property
+    def _servers_by_vm(self) -> dict[str, list[ProxyServer]]:
+        out: dict[str, list[ProxyServer]] = {}
+        for s in self.servers:
+            out.setdefault(s.vm, []).append(s)
+        return out
+
+    @cached_property
+    def _sessions_by_server(self) -> dict[tuple[str, str], list[ProxySession]]:
+        out: dict[tuple[str, str], list[ProxySession]] = {}
+        for s in self.sessions:
+            out.setdefault((s.backend, s.server), []).append(s)
+        return out
+
     def servers_of_vm(self, vm_name: str) -> list[ProxyServer]:
-        return [s for s in self.servers if s.vm == vm_name]
+        return list(self._servers_by_vm.get(vm_name, []))
 
     def sessions_of_server(self, server: ProxyServer) -> list[ProxySession]:
-        return [s for s in self.sessions
-                if s.backend == server.backend and s.server == server.name]
+        return list(self._sessions_by_server.get((server.backend, server.name), []))
 
     # -- derived facts ------------------------------------------------------
     @property

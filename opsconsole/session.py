@@ -51,6 +51,9 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
     """Read-only wins: the flag, the environment or the file can each turn it on."""
     if inventory is None:
         inventory = Inventory()
+    # No inventory file and no [swarm]: the simulated cluster (or the providers
+    # given, e.g. a test's own SimCluster), with records under state_dir/sim.
+    if inventory.path is None and inventory.swarm is None:
         if providers is None:
             from .providers.sim import SimCluster
             providers = SimCluster(seed=seed, speed=speed, scale=scale).providers()

@@ -73,6 +73,7 @@ class SimCluster:
         self.sessions: dict[str, ProxySession] = {}
         self.sessions_moved = 0             # sessions whose server vanished under them
         self._rr = itertools.count()
+        self._ready: dict[str, list[ProxyServer]] = {}   # backend -> servers taking sessions
         self.changed = asyncio.Event()
         self.read_only_proxy = ""
         self._build(scale)
@@ -105,9 +106,10 @@ class SimCluster:
                         address=self.vms[vm_name].address, engine_version="20.10.24",
                         nano_cpus=4 * 10**9, memory_bytes=8 * GIB, labels=labels)
             self.nodes[node.swarm_id] = node
-        if scale:
+        if scale:   # a web front on every VM, the rest in services of 100 tasks
+            self._add_service("portail", n_vms, max_per_node=1)
             per_service = 100
-            for s in range(max(1, (20 * n_vms) // per_service)):
+            for s in range(max(1, (19 * n_vms) // per_service)):
                 self._add_service(f"app-{s:03d}", per_service)
         else:
             self._add_service("portail", 6, max_per_node=2, reserve_cpu=0.5, reserve_mem=GIB)
@@ -171,11 +173,13 @@ class SimCluster:
     def _run_until(self, target: float) -> None:
         busy = False
         while self.now + TICK <= target:
-            self.now += TICK
-            while self._events and self._events[0][0] <= self.now:
-                _, _, action = heapq.heappop(self._events)
+            tick_end = self.now + TICK
+            while self._events and self._events[0][0] <= tick_end:
+                at, _, action = heapq.heappop(self._events)
+                self.now = max(self.now, at)   # what it schedules counts from its own time
                 action()
                 busy = True
+            self.now = tick_end
             busy = self._place_pending() or busy
         if busy:
             self._refresh_servers()
@@ -404,6 +408,10 @@ class SimCluster:
                                         weight=0 if admin == "drain" else 1,
                                         check_status="L7OK" if up else "L4CON")
         moved = False
+        self._ready = {}
+        for srv in sorted(self.servers.values(), key=lambda s: s.name):
+            if srv.status == "UP":
+                self._ready.setdefault(srv.backend, []).append(srv)
         for sid, sess in list(self.sessions.items()):   # server gone: session moves
             if self.servers[(sess.backend, sess.server)].status in ("DOWN", "MAINT"):
                 target = self._pick_server(sess.backend)
@@ -419,8 +427,8 @@ class SimCluster:
                 self.servers[key] = replace(srv, cur_sessions=counts.get(key, 0))
 
     def _pick_server(self, backend: str) -> ProxyServer | None:
-        ready = sorted((s for s in self.servers.values()
-                        if s.backend == backend and s.status == "UP"), key=lambda s: s.name)
+        """Round robin over the servers that take new sessions (UP, not draining)."""
+        ready = self._ready.get(backend, [])
         return ready[next(self._rr) % len(ready)] if ready else None
 
     def _next_arrival_delay(self) -> float:

@@ -16,7 +16,7 @@ from textual.widgets.tree import TreeNode
 
 from .. import present
 from ..model import (ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Entity, ProxyServer,
-                     Snapshot, Task, diff)
+                     ProxySession, Snapshot, Task, diff)
 
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
 Style = Callable[[list[present.Piece]], Text]
@@ -31,6 +31,8 @@ def natural(kind: str, name: str) -> tuple:
 
 def sort_key(snap: Snapshot, entity_id: str) -> tuple:
     entity = snap.by_id.get(entity_id)
+    if isinstance(entity, ProxySession):     # oldest first; there are thousands
+        return ("session", (entity.started_at, entity_id))
     name = getattr(entity, "hostname", None) or getattr(entity, "name", None) or entity_id
     return natural(entity_id.partition(":")[0], name)
 
@@ -90,8 +92,10 @@ class ClusterTree(Tree[str]):
             if node is not None and node.tree is self:
                 self._drop_index(node)
                 node.remove()
-        # additions and moves, parents before children
-        for entity_id in sorted(wanted, key=lambda i: (self._depth(snap, i), sort_key(snap, i))):
+        # additions and moves (only what is new here or changed), parents before children
+        todo = {i for i in wanted if i not in self.index}
+        todo.update(i for i in change.changed if i in wanted)
+        for entity_id in sorted(todo, key=lambda i: (self._depth(snap, i), sort_key(snap, i))):
             parent_id = self._parent_of(snap, entity_id)
             node = self.index.get(entity_id)
             if node is not None and node.parent is not None and node.parent.data == parent_id:

@@ -131,11 +131,27 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _shim_sockets(pids) -> set[str]:
+    """Sockets containerd shims listen on: a SIGKILLed shim leaves its file in /run/containerd/s."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")}
+            for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+                f = line.split()
+                if len(f) >= 8 and f[6] in inodes and f[7].startswith("/run/containerd/s/"):
+                    found.add(f[7])
+    return found
+
+
 def _kill(pids, timeout: float = 5.0) -> None:
+    sockets = _shim_sockets(pids)
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
     _wait_dead(pids, timeout)
+    for path in sockets:
+        Path(path).unlink(missing_ok=True)
 
 
 def _wait_dead(pids, timeout: float) -> bool:

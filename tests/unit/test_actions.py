@@ -55,7 +55,7 @@ def real_args(snap, name: str) -> list:
         "rebalance": [svc.swarm_id],
         "set_server_state": ["portail/vm-01", "maint"],
         "stop_vm": ["vm-02", 30.0],
-        "start_vm": ["vm-02"],
+        "start_vm": ["vm-06"],                      # stopped by power_off_vm_06
         "restart_host": ["hv-02"],
         "run_command": ["vm-01", "uptime", 5.0],
     }.get(name) or generic_args(name)
@@ -67,8 +67,16 @@ def generic_args(name: str) -> list:
             if p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
 
 
+def power_off_vm_06(sim, clock) -> None:
+    sim.stop_vm("vm-06", force=True)
+    clock.advance(10)
+    sim.advance()
+    assert sim.vms["vm-06"].state == "off"
+
+
 @pytest.mark.parametrize("name", MUTATING)
-async def test_every_mutating_action_refuses_in_read_only(name, sim, tmp_path):
+async def test_every_mutating_action_refuses_in_read_only(name, sim, clock, tmp_path):
+    power_off_vm_06(sim, clock)
     rig = make_rig(tmp_path, sim, read_only=True)
     before = comparable(await rig.snapshot())
     events_before = len(sim._events)
@@ -87,13 +95,18 @@ async def test_every_mutating_action_refuses_in_read_only(name, sim, tmp_path):
     assert rec["action"]
 
 
-async def test_same_calls_do_change_the_sim_when_not_read_only(sim, tmp_path):
+async def test_same_calls_do_change_the_sim_when_not_read_only(sim, clock, tmp_path):
     """The refusal test above is only meaningful if these calls do change things."""
+    power_off_vm_06(sim, clock)
     rig = make_rig(tmp_path, sim, read_only=False)
     snap = await rig.snapshot()
-    for name in ("set_availability", "set_role", "set_server_state", "stop_vm"):
+    events = len(sim._events)
+    for name in ("set_availability", "set_role", "set_server_state", "stop_vm", "start_vm",
+                 "rebalance"):
         await getattr(rig.actions, name)(*real_args(snap, name))
     after = await rig.snapshot()
+    assert after.get("vm:vm-06").state == "starting"
+    assert len(sim._events) > events                    # rebalance/stop/start scheduled work
     worker = next(n for n in snap.nodes if n.role == "worker")
     assert after.get(worker.id).availability == "drain"
     assert after.get(worker.id).role == "manager"

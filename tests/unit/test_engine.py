@@ -16,7 +16,7 @@ from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.records import Journal
 from opsconsole.providers.sim import ManualClock, SimCluster
 
-from unitkit import make_rig, until
+from unitkit import finish, make_rig, nudge, until
 
 NO_SESSION_WAIT = plans.Timing(sessions_threshold=10**6)
 
@@ -118,7 +118,7 @@ async def test_second_operation_is_refused_while_one_is_pending_or_running(tmp_p
         rig.engine.start(plans.cordon(snap, "vm-05"))
     assert len(rig.engine.operations) == 1
     rig.engine.abort(first)
-    await asyncio.wait_for(first.task, 5)
+    await finish(rig.sim, first.task)
     assert rig.sim.nodes[snap.node_named("vm-05").swarm_id].availability == ACTIVE
 
 
@@ -181,44 +181,32 @@ async def test_unfinished_finds_an_operation_cancelled_mid_step(tmp_path):
 async def test_pause_holds_the_operation_and_resume_continues(tmp_path):
     rig, clock = frozen_rig(tmp_path)
     snap = await rig.snapshot()
-    node = snap.node_named("vm-03")
-    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    server = max(snap.servers, key=lambda s: s.cur_sessions)
+    assert server.cur_sessions > 0
+    node = snap.node_named(server.vm)
+    op = rig.engine.start(plans.drain(snap, server.vm))      # waits for sessions to end
     await step_started(rig, op, 1)
+    await nudge(rig.sim, 0.1)
+    assert op.state == RUNNING and "session(s) still on" in op.detail
     rig.engine.pause(op)
     assert op.state == PAUSED
-    # the world moves on, but the operation does not: the next step never starts
-    for _ in range(4):
-        clock.advance(20)
-        await asyncio.sleep(0.3)
+    clock.advance(600)                      # every session in the world ends...
+    await nudge(rig.sim, 0.4)               # ...and the engine is woken several times
     assert op.state == PAUSED and not op.task.done()
-    assert op.index <= 2
+    assert op.index == 1                    # ...but the paused operation does not move on
+    assert ("step", 1, "done") not in journal_events(rig.journal, op.id)
     assert rig.sim.nodes[node.swarm_id].availability == ACTIVE
-    assert ("step", 2, "start") not in journal_events(rig.journal, op.id)
     assert any("paused by operator" in line for line in op.log)
 
     rig.engine.resume(op)
     assert op.state == RUNNING
     await step_started(rig, op, 3)
-    clock.advance(60)                       # let the tasks move
-    await asyncio.wait_for(op.task, 10)
-    assert op.state == DONE, op.error
     assert rig.sim.nodes[node.swarm_id].availability == DRAIN
+    clock.advance(60)                       # let the tasks move
+    await finish(rig.sim, op.task)
+    assert op.state == DONE, op.error
     assert any("resumed by operator" in line for line in op.log)
-
-
-async def test_pause_during_a_wait_does_not_finish_it(tmp_path):
-    rig, clock = frozen_rig(tmp_path)
-    snap = await rig.snapshot()
-    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
-    await step_started(rig, op, 3)
-    rig.engine.pause(op)
-    clock.advance(60)                       # the drain is complete in the world...
-    await asyncio.sleep(1.2)                # ...several wait cycles pass
-    assert op.state == PAUSED and not op.task.done()   # ...but the paused op does not move
-    assert ("step", 3, "done") not in journal_events(rig.journal, op.id)
-    rig.engine.resume(op)
-    await asyncio.wait_for(op.task, 10)
-    assert op.state == DONE
+    assert (await rig.snapshot()).tasks_on_node(node.swarm_id) == []
 
 
 # -- abort and undo ---------------------------------------------------------------------------------------
@@ -234,7 +222,7 @@ async def test_abort_during_drain_wait_restores_node_and_proxy(tmp_path):
     assert now.get("proxy:portail/vm-03").admin == "drain"
 
     rig.engine.abort(op)
-    await asyncio.wait_for(op.task, 5)
+    await finish(rig.sim, op.task)
     assert op.state == ABORTED and op.error == ""
     after = await rig.snapshot()
     assert after.get(node.id).availability == ACTIVE

@@ -61,3 +61,26 @@ def make_rig(tmp_path: Path, sim: SimCluster, read_only: bool = False) -> Rig:
     return Rig(sim, cluster, actions, Engine(cluster, actions, journal), journal, audit)
 
 
+
+
+async def nudge(sim: SimCluster, seconds: float = 0.2) -> None:
+    """Keep signalling a cluster event for a while, as a UI refreshing the view would.
+
+    The sim only moves when something reads it, so without this the engine's
+    waits always sleep their full poll interval.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sim.changed.set()
+        await asyncio.sleep(0.01)
+
+
+async def finish(sim: SimCluster, task: asyncio.Task, timeout: float = 5.0) -> None:
+    """Wait for an operation's task, nudging the sim so its waits wake promptly."""
+    deadline = time.monotonic() + timeout
+    while not task.done():
+        if time.monotonic() > deadline:
+            raise AssertionError("operation did not finish in time")
+        sim.changed.set()
+        await asyncio.sleep(0.01)
+    await task
