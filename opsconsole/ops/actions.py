@@ -32,13 +32,15 @@ def mutating(verb: str) -> Callable[[F], F]:
             if self.read_only:
                 self.audit.record(verb, target, "refused: read-only")
                 raise ReadOnlyError(f"{verb} {target}")
-            self.audit.record(verb, target, "started", args=[str(a) for a in args])
+            detail = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()
+                                               if k != "on_line"]
+            self.audit.record(verb, target, "started", args=detail)
             try:
                 await fn(self, target, *args, **kwargs)
             except ProviderError as e:
                 self.audit.record(verb, target, f"failed: {e}")
                 raise
-            self.audit.record(verb, target, "ok", args=[str(a) for a in args])
+            self.audit.record(verb, target, "ok", args=detail)
         return guarded  # type: ignore[return-value]
     return wrap
 

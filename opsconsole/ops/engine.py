@@ -70,7 +70,9 @@ class Operation:
     finished: float = 0.0
     error: str = ""
     task: asyncio.Task | None = None
+    begun: int = 0                  # how many steps have started (undo covers these)
     _resume: asyncio.Event = field(default_factory=asyncio.Event)
+    _poke: asyncio.Event = field(default_factory=asyncio.Event)   # pause/abort wake waits
     _abort: bool = False
 
     @property
@@ -142,8 +144,21 @@ class Context:
             self.say(pending)
             if budget <= 0:
                 raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}: {pending}")
-            await self.engine.cluster.providers.swarm.wait_for_change(min(0.5, budget))
+            await self._until_change(min(0.5, budget))
             budget -= time.monotonic() - t0
+
+    async def _until_change(self, timeout: float) -> None:
+        """A cluster event, or the operator pressing pause/abort, ends the wait early."""
+        self.op._poke.clear()
+        change = asyncio.ensure_future(
+            self.engine.cluster.providers.swarm.wait_for_change(timeout))
+        poke = asyncio.ensure_future(self.op._poke.wait())
+        try:
+            await asyncio.wait((change, poke), timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (change, poke):
+                f.cancel()
 
 
 class Engine:
@@ -192,6 +207,7 @@ class Engine:
         self._refuse_if_read_only("pause an operation")
         if op.state == RUNNING:
             op.state = PAUSED
+            op._poke.set()
             self._note(op, "paused by operator")
 
     def resume(self, op: Operation) -> None:
@@ -207,6 +223,7 @@ class Engine:
             return
         op._abort = True
         op._resume.set()
+        op._poke.set()
         self._note(op, "abort requested")
 
     def _note(self, op: Operation, line: str) -> None:
@@ -227,6 +244,7 @@ class Engine:
                 await ctx.checkpoint()
                 self.journal.append({"event": "step", "op": op.id, "index": op.index,
                                      "title": step.title, "phase": "start"})
+                op.begun = op.index + 1
                 ctx.log(f"▶ {step.title}")
                 await step.run(ctx)
                 self.journal.append({"event": "step", "op": op.id, "index": op.index,
@@ -268,7 +286,7 @@ class Engine:
         op = ctx.op
         op._abort = False
         op.state = ABORTED
-        done = op.plan.steps[:op.index + 1]
+        done = op.plan.steps[:op.begun]
         not_restored = []
         for step in reversed(done):
             if step.undo is None:

@@ -33,22 +33,30 @@ def find_node(snap: Snapshot, name: str) -> Node:
 
 
 def _set_availability(node: Node, availability: str) -> Step:
-    async def run(ctx: Context) -> None:
-        current = (await ctx.snapshot()).get(node.id)
-        if isinstance(current, Node) and current.availability == availability:
-            ctx.log(f"{node.hostname} is already {availability}")
-            return
-        await ctx.actions.set_availability(node.swarm_id, availability)
-    return Step(f"set {node.hostname} availability to {availability}", run)
+    """Idempotent; when it takes capacity away, abort puts back what was there."""
+    def to(value: str):
+        async def run(ctx: Context) -> None:
+            current = (await ctx.snapshot()).get(node.id)
+            if isinstance(current, Node) and current.availability == value:
+                ctx.log(f"{node.hostname} is already {value}")
+                return
+            await ctx.actions.set_availability(node.swarm_id, value)
+        return run
+    restore = to(node.availability) if availability != ACTIVE else None
+    return Step(f"set {node.hostname} availability to {availability}", to(availability), restore)
 
 
 def _set_server(server: ProxyServer, state: str) -> Step:
-    async def run(ctx: Context) -> None:
-        current = (await ctx.snapshot()).get(server.id)
-        if isinstance(current, ProxyServer) and current.admin == state:
-            return
-        await ctx.actions.set_server_state(f"{server.backend}/{server.name}", state)
-    return Step(f"set proxy server {server.backend}/{server.name} to {state}", run)
+    """Idempotent; when it takes the server out, abort puts back its earlier state."""
+    def to(value: str):
+        async def run(ctx: Context) -> None:
+            current = (await ctx.snapshot()).get(server.id)
+            if isinstance(current, ProxyServer) and current.admin == value:
+                return
+            await ctx.actions.set_server_state(f"{server.backend}/{server.name}", value)
+        return run
+    restore = to(server.admin) if state != "ready" else None
+    return Step(f"set proxy server {server.backend}/{server.name} to {state}", to(state), restore)
 
 
 def _wait_sessions(server: ProxyServer, timing: Timing) -> Step:
@@ -70,39 +78,39 @@ def _wait_sessions(server: ProxyServer, timing: Timing) -> Step:
                 f"(≤{timing.sessions_threshold}, {timing.sessions_timeout:.0f}s)", run)
 
 
-def _wait_drained(node: Node, timing: Timing) -> Step:
+def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
+    """Done when nothing runs on the node and the services that ran there converged.
+
+    Only those services: an unrelated service stuck elsewhere must not hold
+    this drain hostage. On timeout the message names each pending task and
+    Swarm's reason for it.
+    """
     async def run(ctx: Context) -> None:
         first = len((await ctx.snapshot()).tasks_on_node(node.swarm_id)) or 1
 
         def pending(snap: Snapshot) -> str | None:
-            left = snap.tasks_on_node(node.swarm_id)
-            still_running = [t for t in snap.tasks_on_node(node.swarm_id, wanted_only=False)
-                             if t.state == RUNNING]
-            waiting = [t for t in snap.tasks if t.wanted and t.state != RUNNING]
-            unconverged = [s.name for s in snap.services if not snap.converged(s)]
-            if not left and not still_running and not unconverged:
+            here = [t for t in snap.tasks_on_node(node.swarm_id, wanted_only=False)
+                    if t.wanted or t.state == RUNNING]
+            waiting = [t for t in snap.tasks if t.service_id in affected and t.wanted
+                       and t.state != RUNNING and t.node_id != node.swarm_id]
+            unconverged = [s.name for s in snap.services
+                           if s.swarm_id in affected and not snap.converged(s)]
+            if not here and not waiting and not unconverged:
                 return None
-            ctx.say(f"{len(left) + len(still_running)} task(s) on {node.hostname}, "
-                    f"{len(unconverged)} service(s) converging",
-                    1 - (len(left) + len(still_running)) / first)
-            parts = [f"{t.name} on {node.hostname}" for t in left + still_running]
+            ctx.say(f"{len(here)} task(s) on {node.hostname}, {len(waiting)} starting "
+                    "elsewhere", 1 - len(here) / first)
+            parts = [f"{t.name} {t.state} on {node.hostname}" for t in here]
             parts += [f"{t.name} {t.state}" + (f" ({t.error})" if t.error else "")
                       for t in waiting]
-            return "; ".join(parts) or "services converging: " + ", ".join(unconverged)
+            return "; ".join(parts) or "converging: " + ", ".join(unconverged)
         await ctx.wait_for(f"{node.hostname} to drain", pending, timing.drain_timeout)
-    return Step(f"wait until {node.hostname} runs no tasks and services converge "
+    return Step(f"wait until {node.hostname} runs no tasks and its services converge "
                 f"({timing.drain_timeout:.0f}s)", run)
-
-
-def _undo_availability(node: Node) -> Step:
-    return _set_availability(node, ACTIVE)
 
 
 def cordon(snap: Snapshot, name: str) -> Plan:
     node = find_node(snap, name)
-    step = _set_availability(node, PAUSE)
-    step.undo = _undo_availability(node).run
-    return Plan("cordon", node.hostname, [step], [node_ready(node),
+    return Plan("cordon", node.hostname, [_set_availability(node, PAUSE)], [node_ready(node),
                 Check("effect", "ok", "running tasks stay; no new tasks are scheduled here")])
 
 
@@ -128,12 +136,9 @@ def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = Fa
     servers = snap.servers_of_vm(vm.name) if vm else []
     steps: list[Step] = []
     for s in servers:
-        step = _set_server(s, "drain")
-        step.undo = _set_server(s, "ready").run
-        steps += [step, _wait_sessions(s, timing)]
-    step = _set_availability(node, DRAIN)
-    step.undo = _undo_availability(node).run
-    steps += [step, _wait_drained(node, timing)]
+        steps += [_set_server(s, "drain"), _wait_sessions(s, timing)]
+    affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
+    steps += [_set_availability(node, DRAIN), _wait_drained(node, affected, timing)]
 
     def guard(now: Snapshot) -> list[Check]:
         current = now.get(node.id)

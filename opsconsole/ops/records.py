@@ -16,7 +16,10 @@ from typing import Any, Iterator
 
 def who() -> str:
     """user@host of the operator, and where they came from over SSH."""
-    user = os.environ.get("SUDO_USER") or getpass.getuser()
+    try:
+        user = os.environ.get("SUDO_USER") or getpass.getuser()
+    except (KeyError, OSError):   # no passwd entry (containers): the uid still says who
+        user = f"uid{os.getuid()}"
     origin = (os.environ.get("SSH_CLIENT") or "").split(" ")[0] or "local"
     return f"{user}@{socket.gethostname()} from {origin}"
 

@@ -338,6 +338,8 @@ class SimCluster:
         self.vms[name] = replace(vm, state="stopping")
 
         def off() -> None:
+            if self.vms[name].state != "stopping":   # started again meanwhile
+                return
             self.vms[name] = replace(self.vms[name], state="off", uptime_s=0, cpu_pct=0)
             node = self._node_of_vm(name)
             if node:
@@ -351,9 +353,13 @@ class SimCluster:
             raise ProviderError(f"{vm.host} is {self.hosts[vm.host].state}; cannot start {name}")
         if vm.state in (RUNNING, "starting"):
             return
+        if vm.state == "stopping":
+            raise ProviderError(f"{name} is still shutting down; start it once it is off")
         self.vms[name] = replace(vm, state="starting")
 
         def running() -> None:
+            if self.vms[name].state != "starting":   # stopped again meanwhile
+                return
             self.vms[name] = replace(self.vms[name], state=RUNNING, cpu_pct=9)
             node = self._node_of_vm(name)
             if node:
@@ -491,11 +497,17 @@ class SimSwarm(_Part):
         self.sim.rebalance(service_id)
 
     async def wait_for_change(self, timeout: float) -> None:
-        self.sim.changed.clear()
-        try:
-            await asyncio.wait_for(self.sim.changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        """Like a real event stream: return as soon as the simulated world changes."""
+        sim = self.sim
+        sim.changed.clear()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not sim.changed.is_set() and loop.time() < deadline:
+            step = min(deadline - loop.time(), TICK / sim.speed)
+            try:
+                await asyncio.wait_for(sim.changed.wait(), max(step, 0.01))
+            except asyncio.TimeoutError:
+                sim.advance()
 
 
 class SimHypervisor(_Part):

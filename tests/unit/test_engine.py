@@ -239,6 +239,42 @@ async def test_abort_during_drain_wait_restores_node_and_proxy(tmp_path):
     assert op.state == ABORTED
 
 
+async def test_abort_puts_back_what_was_there_not_active(tmp_path):
+    """A node cordoned before a drain is cordoned again after the drain is aborted."""
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    node = snap.node_named("vm-03")
+    rig.sim.set_availability(node.swarm_id, PAUSE)
+    rig.sim.set_server_state("portail", "vm-03", "maint")
+    snap = await rig.snapshot()
+    op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
+    await step_started(rig, op, 3)
+    rig.engine.abort(op)
+    await finish(rig.sim, op.task)
+    after = await rig.snapshot()
+    assert op.state == ABORTED
+    assert after.get(node.id).availability == PAUSE
+    assert after.get("proxy:portail/vm-03").admin == "maint"
+
+
+async def test_abort_before_a_step_starts_does_not_undo_it(tmp_path):
+    rig, _ = frozen_rig(tmp_path)
+    trail: list[str] = []
+
+    async def hold(ctx):
+        rig.engine.abort(ctx.op)          # aborted as this step ends: the next never begins
+
+    async def never(ctx):
+        trail.append("run later")
+
+    async def undo_later(ctx):
+        trail.append("undo later")
+    op = rig.engine.start(Plan("test", "x", [Step("hold", hold), Step("later", never,
+                                                                           undo_later)]))
+    await asyncio.wait_for(op.task, 5)
+    assert op.state == ABORTED and trail == []
+
+
 async def _engine_for_steps(tmp_path):
     rig, _ = frozen_rig(tmp_path)
     return rig

@@ -171,7 +171,7 @@ def test_drain_plan_steps_and_undo(sim):
         "set proxy server portail/vm-04 to drain",
         "wait for sessions on portail/vm-04 to end (≤2, 30s)",
         "set vm-04 availability to drain",
-        "wait until vm-04 runs no tasks and services converge (90s)",
+        "wait until vm-04 runs no tasks and its services converge (90s)",
     ]
     assert [s.undo is not None for s in plan.steps] == [True, False, True, False]
     assert plan.guard is not None and plan.guard(snap) and not failures(plan.guard(snap))
