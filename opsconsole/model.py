@@ -290,8 +290,9 @@ class Snapshot:
         """(running, desired) for a service; global: one per eligible node."""
         tasks = self._tasks_by_service.get(service.swarm_id, [])
         running = sum(1 for t in tasks if t.wanted and t.state == RUNNING)
-        if service.mode == "global":
-            desired = sum(1 for t in tasks if t.wanted)
+        if service.mode == "global":   # one on every ready, undrained node it may use
+            desired = sum(1 for n in self.nodes if n.state == READY and n.availability != DRAIN
+                          and all(constraint_holds(c, n) for c in service.constraints))
         else:
             desired = service.replicas
         return running, desired
@@ -340,6 +341,24 @@ def quorum_tolerance(managers: int, reachable: int | None = None) -> int:
         reachable = managers
     majority = managers // 2 + 1
     return reachable - majority
+
+
+def constraint_holds(constraint: str, node: Node) -> bool:
+    """Swarm's `key==value` / `key!=value` placement constraints."""
+    for op in ("==", "!="):
+        if op in constraint:
+            key, value = (part.strip() for part in constraint.split(op, 1))
+            break
+    else:
+        return True  # Swarm rejects these at create time; nothing to judge
+    actual = {
+        "node.hostname": node.hostname,
+        "node.role": node.role,
+        "node.id": node.swarm_id,
+    }.get(key)
+    if actual is None and key.startswith("node.labels."):
+        actual = dict(node.labels).get(key[len("node.labels."):])
+    return (actual == value) == (op == "==")
 
 
 @dataclass(frozen=True)

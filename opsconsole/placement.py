@@ -10,25 +10,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable
 
-from .model import ACTIVE, READY, Node, Service, Snapshot, Task
-
-
-def constraint_holds(constraint: str, node: Node) -> bool:
-    """Swarm's `key==value` / `key!=value` placement constraints."""
-    for op in ("==", "!="):
-        if op in constraint:
-            key, value = (part.strip() for part in constraint.split(op, 1))
-            break
-    else:
-        return True  # Swarm rejects these at create time; nothing to judge
-    actual = {
-        "node.hostname": node.hostname,
-        "node.role": node.role,
-        "node.id": node.swarm_id,
-    }.get(key)
-    if actual is None and key.startswith("node.labels."):
-        actual = dict(node.labels).get(key[len("node.labels."):])
-    return (actual == value) == (op == "==")
+from .model import ACTIVE, READY, Node, Service, Snapshot, Task, constraint_holds
 
 
 class Load:

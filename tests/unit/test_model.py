@@ -141,14 +141,19 @@ def test_convergence_replicated_counts_wanted_running_against_replicas():
     assert running.convergence(web) == (3, 3) and running.converged(web)
 
 
-def test_convergence_global_one_per_wanted_task():
+def test_convergence_global_wants_one_per_eligible_node():
     snap = world()
     mon = snap.get("service:s-mon")
-    assert snap.convergence(mon) == (2, 3)          # m2 still starting
+    assert snap.convergence(mon) == (2, 4)          # m2 starting, "stray" has none yet
     assert not snap.converged(mon)
-    stopped = replace(snap, tasks=tuple(replace(t, desired_state="shutdown")
-                                        if t.swarm_id == "m2" else t for t in snap.tasks))
-    assert stopped.convergence(mon) == (2, 2) and stopped.converged(mon)
+    # a drained or down node is not expected to run one
+    fewer = replace(snap, nodes=tuple(
+        replace(n, availability="drain") if n.hostname == "stray" else
+        replace(n, state="down") if n.hostname == "vm-c" else n for n in snap.nodes))
+    assert fewer.convergence(mon)[1] == 2
+    # a constraint narrows it too
+    managers_only = replace(mon, constraints=("node.role==manager",))
+    assert snap.convergence(managers_only)[1] == 1
 
 
 def test_tasks_on_node_wanted_only_and_all():
