@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.swarm_lab import Lab, LabError
+from .swarm_lab import Lab, LabError
 
 HERE = Path(__file__).parent
 

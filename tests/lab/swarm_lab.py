@@ -326,20 +326,20 @@ class Lab:
 
     def manager_client(self) -> Client:
         """A client of the first manager that is up and can control the swarm."""
-        for vm in self.managers:
-            if vm.name in self._procs and _alive(self._procs[vm.name].pid):
-                c = self.client(vm.name, timeout=10)
-                with contextlib.suppress(Exception):
-                    if c.info()["Swarm"].get("ControlAvailable"):
-                        return c
-                c.close()
+        for vm in self.managers:  # a stopped VM has no socket: that attempt fails at once
+            c = self.client(vm.name, timeout=10)
+            with contextlib.suppress(Exception):
+                if c.info()["Swarm"].get("ControlAvailable"):
+                    return c
+            c.close()
         raise LabError("no swarm manager is reachable")
 
     def write_inventory(self, path: str | Path | None = None) -> Path:
         path = Path(path or self.inventory_path)
-        q = lambda s: json.dumps(s)  # a JSON string is a valid TOML basic string
+        q = json.dumps  # a JSON string is a valid TOML basic string
+        endpoints = ", ".join(q(e) for e in self.manager_endpoints)
         out = ["# written by tests/lab/swarm_lab.py", "[swarm]",
-               f"endpoints = [{', '.join(q(e) for e in self.manager_endpoints)}]   # managers, tried in order", ""]
+               f"endpoints = [{endpoints}]   # managers, tried in order", ""]
         for h in self.hosts:
             out += [f"[hosts.{h.name}]", f"address = {q(h.address)}", ""]
         for vm in self.vms:
@@ -407,16 +407,15 @@ class Lab:
 
     def stop_vm(self, name: str, wait: bool = True) -> None:
         """Power the VM off: stop its dockerd (bounded wait, then kill). Waits until its node is Down."""
-        vm = self.vm(name)
-        self._halt_vm(vm)
-        if wait:
-            self.wait_node(name, "down")
+        with self._step(f"stop {name}"):
+            self._halt_vm(self.vm(name))
+            if wait:
+                self.wait_node(name, "down")
 
     def start_vm(self, name: str, wait: bool = True) -> None:
         """Boot the VM again on its old data-root; it rejoins the swarm. Waits until its node is Ready."""
-        vm = self.vm(name)
         with self._step(f"start {name}"):
-            self._boot_vm(vm)
+            self._boot_vm(self.vm(name))
             if wait:
                 self.wait_node(name, "ready")
 
@@ -429,7 +428,8 @@ class Lab:
         if not os.access(BUSYBOX, os.X_OK):
             missing.append(BUSYBOX + " (busybox-static)")
         if missing:
-            raise LabError(f"missing: {', '.join(missing)} (apt-get install docker.io busybox-static iproute2)")
+            raise LabError(f"missing: {', '.join(missing)} "
+                           "(apt-get install docker.io busybox-static iproute2)")
 
     def _create_network(self) -> None:
         _run("ip", "link", "add", BRIDGE, "type", "bridge")
@@ -443,9 +443,10 @@ class Lab:
             _run("ip", "-n", vm.netns, "link", "set", "eth0", "up")
             _run("ip", "-n", vm.netns, "link", "set", "lo", "up")
             # No default route on purpose: a VM can reach the lab subnet and nothing else.
-        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").read_text().strip() == "1" \
-                and shutil.which("iptables") and _run("iptables", "-C", *FORWARD_RULE, check=False).returncode:
-            _run("iptables", "-I", *FORWARD_RULE)
+        nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")  # exists once br_netfilter is loaded
+        if nf.exists() and nf.read_text().strip() == "1" and shutil.which("iptables") \
+                and _run("iptables", "-C", *FORWARD_RULE, check=False).returncode:
+            _run("iptables", "-I", *FORWARD_RULE)  # removed again by cleanup()
 
     def _boot_vm(self, vm: VM) -> None:
         """Boot one VM: its dockerd, in its own net + UTS namespace.  Used by up() and start_vm()."""
@@ -526,10 +527,10 @@ class Lab:
         common = dict(image=IMAGE, networks=["host"],  # host: the task lives in the VM's namespace
                       init=True,  # PID 1 ignores SIGTERM; docker-init forwards it so stops are quick
                       stop_grace_period=1 * SECOND)
+        web = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
         with self.manager_client() as c:
             c.services.create(name="web", mode=docker.types.ServiceMode("replicated", len(self.vms) - 1),
-                              maxreplicas=1, command=["sh", "-c", "mkdir -p /www && hostname > /www/index.html"
-                                                      " && exec httpd -f -p 8080 -h /www"], **common)
+                              maxreplicas=1, command=["sh", "-c", web], **common)
             c.services.create(name="pinned", mode=docker.types.ServiceMode("replicated", 1),
                               constraints=["node.hostname==vm-05"], command=["sleep", "1000000"], **common)
             c.services.create(name="agent", mode=docker.types.ServiceMode("global"),
@@ -567,8 +568,9 @@ class Lab:
         """service -> (running tasks, desired tasks, last task error)."""
         out = {}
         with self.manager_client() as c:
-            eligible = sum(1 for n in c.nodes.list()
-                           if n.attrs["Status"]["State"] == "ready" and n.attrs["Spec"]["Availability"] == "active")
+            eligible = sum(1 for n in c.nodes.list()  # where a global service should run
+                           if n.attrs["Status"]["State"] == "ready"
+                           and n.attrs["Spec"]["Availability"] == "active")
             for s in c.services.list():
                 mode = s.attrs["Spec"]["Mode"]
                 desired = mode["Replicated"]["Replicas"] if "Replicated" in mode else eligible
@@ -600,7 +602,7 @@ class Lab:
                  if l.startswith("ocl-")]
         _kill({p for ns in names for p in _pids_in_netns(ns)}
               | {p for ns in names for p in _pids_in_cgroups(ns)})
-        for cg in {Path(d).name for d in glob.glob("/sys/fs/cgroup/*/ocl-*") + glob.glob("/sys/fs/cgroup/ocl-*")}:
+        for cg in {Path(d).name for d in _cgroup_dirs("ocl-*")}:
             _kill(_pids_in_cgroups(cg))
             _remove_cgroups(cg)
         _unmount_all(root)
@@ -612,16 +614,12 @@ class Lab:
                 _run("ip", "link", "delete", link, check=False)
         while shutil.which("iptables") and not _run("iptables", "-D", *FORWARD_RULE, check=False).returncode:
             pass
-        if root.exists():
-            for p in root.iterdir():
-                if p.is_dir() and keep_logs:
-                    for f in p.iterdir():
-                        if f.name != "dockerd.log":
-                            shutil.rmtree(f) if f.is_dir() and not f.is_symlink() else f.unlink()
-                elif p.is_dir():
-                    shutil.rmtree(p)
-                elif not keep_logs:
-                    p.unlink()
+        # Safe to delete now: nothing is mounted below root any more (else _unmount_all raised).
+        for p in sorted(root.rglob("*"), key=lambda p: -len(p.parts)) if root.exists() else []:
+            nonempty_dir = p.is_dir() and not p.is_symlink() and any(p.iterdir())
+            if keep_logs and (p.name == "dockerd.log" or nonempty_dir):
+                continue  # keep the daemons' logs for a post-mortem; the next up() wipes them
+            p.rmdir() if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 def _lab_dockerd_pid(pidfile: Path) -> int | None:
