@@ -49,7 +49,9 @@ class Cluster:
             tasks=tuple(tasks), backends=tuple(backends),
             servers=tuple(self._map_servers(servers, vms)), sessions=tuple(sessions),
             taken_at=time.time(), endpoint=getattr(p.swarm, "endpoint", ""),
-            problems=tuple(problems), proxy_read_only=ro)
+            problems=tuple(problems), proxy_read_only=ro, notices=tuple(
+                [n for n in [getattr(p.swarm, "failover", "")] if n] +
+                list(getattr(p.proxy, "notices", ()))))
         self.last = snap
         return snap
 

@@ -185,6 +185,7 @@ class Snapshot:
     taken_at: float = 0.0
     endpoint: str = ""              # which Swarm manager answered
     problems: tuple[str, ...] = ()  # what could not be read, in words
+    notices: tuple[str, ...] = ()   # what a provider did by itself (failover, re-applied state)
     proxy_read_only: str = ""       # why the proxy cannot be changed, if so
 
     # -- lookup -------------------------------------------------------------

@@ -42,7 +42,11 @@ def connect(inventory: Inventory) -> Providers:
     c = inventory.swarm
     swarm = DockerSwarm(c.endpoints, c.context, timeout=c.timeout, tls={
         k: v for k, v in (("ca", c.tls_ca), ("cert", c.tls_cert), ("key", c.tls_key)) if v})
-    return Providers(swarm, StaticHypervisor(hosts, vms), None, None, close=swarm.close)
+    proxy = None
+    if inventory.proxy:
+        from .providers.haproxy import HAProxy
+        proxy = HAProxy(inventory.proxy.socket, inventory.proxy.timeout)
+    return Providers(swarm, StaticHypervisor(hosts, vms), proxy, None, close=swarm.close)
 
 
 def open_session(inventory: Inventory | None = None, read_only: bool = False,

@@ -94,6 +94,9 @@ def drain_checks(snap: Snapshot, node: Node) -> list[Check]:
         checks.append(Check("quorum", OK, "a drained manager still votes: quorum unchanged"))
     if vm:
         checks.append(proxy_keeps_a_server(snap, {vm.name}))
+        if snap.proxy_read_only and snap.servers_of_vm(vm.name):
+            checks.append(Check("sessions", WARN, f"{snap.proxy_read_only}; sessions are not "
+                                "drained first: they move when the tasks stop"))
     return checks
 
 

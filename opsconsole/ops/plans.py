@@ -133,7 +133,7 @@ def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = Fa
     """
     node = find_node(snap, name)
     vm = snap.vm_of_node(node)
-    servers = snap.servers_of_vm(vm.name) if vm else []
+    servers = snap.servers_of_vm(vm.name) if vm and not snap.proxy_read_only else []
     steps: list[Step] = []
     for s in servers:
         steps += [_set_server(s, "drain"), _wait_sessions(s, timing)]
