@@ -36,7 +36,7 @@ def rich_text(pieces) -> Text:
 
 
 def fail(code: int, message: str) -> None:
-    Console(stderr=True).print(Text(f"opsconsole: {message}", style="bold red"))
+    Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}", style="bold red"))
     sys.exit(code)
 
 
@@ -84,7 +84,8 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
     if ctx.invoked_subcommand is None:
         session = _session(ctx)
         from .ui.app import OpsConsole   # textual loads only for the TUI
-        OpsConsole(session, theme=theme or session.inventory.theme).run()
+        OpsConsole(session, theme=theme or session.inventory.theme,
+                   keys=session.inventory.keys).run()
 
 
 @main.command()

@@ -16,6 +16,9 @@ from typing import Any
 from .ops.plans import Timing
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
+# The TUI's remappable bindings (ids of opsconsole/ui/app.py's BINDINGS).
+BINDING_IDS = ("cordon", "drain", "activate", "pause", "abort", "filter", "help", "theme",
+               "quit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
@@ -59,13 +62,17 @@ class Inventory:
     path: Path | None = None
     read_only: bool = False
     theme: str = ""
-    state_dir: Path = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / \
-        "opsconsole"
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
     timing: Timing = Timing()
+    keys: dict[str, str] = field(default_factory=dict)      # binding id -> key(s)
     swarm: SwarmConfig | None = None
     proxy: ProxyConfig | None = None
     hosts: dict[str, HostConfig] = field(default_factory=dict)
     vms: dict[str, VMConfig] = field(default_factory=dict)
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local/state") / "opsconsole"
 
 
 def read_only_from_env() -> bool:
@@ -154,7 +161,7 @@ def load(path: str | os.PathLike[str]) -> Inventory:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
-        where = f"{m.group(1)}:{m.group(2)}" if m else "1"
+        where = f"{m.group(1)}:{m.group(2)}" if m else str(max(1, len(text.splitlines())))
         raise ConfigError(f"{path}:{where}: not valid TOML: {str(e).split(' (at')[0]}") from None
     return _parse(path, text, data)
 
@@ -165,6 +172,13 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
     read_only = console.get("read_only", bool, False)
     theme = console.get("theme", str, "")
     state_dir = console.get("state_dir", str, "")
+    keys = console.get("keys", dict, {})
+    for binding, key in keys.items():
+        if binding not in BINDING_IDS:
+            raise console.fail("keys", f"{binding!r} is not a binding id "
+                                       f"(known: {', '.join(BINDING_IDS)})")
+        if not isinstance(key, str) or not key.strip():
+            raise console.fail("keys", f"{binding}: expected a key name such as \"D\"")
     console.done()
 
     ops = top.sub("operations")
@@ -227,8 +241,8 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
     top.done()
     if swarm is None:
         raise top.fail(None, "no [swarm] table: the console needs at least one manager")
-    return Inventory(path=path, read_only=read_only, theme=theme,
-                     state_dir=Path(state_dir).expanduser() if state_dir else Inventory.state_dir,
+    return Inventory(path=path, read_only=read_only, theme=theme, keys=dict(keys),
+                     state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
                      timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
 
 
