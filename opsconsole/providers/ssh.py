@@ -1,0 +1,263 @@
+"""Commands on the VMs over SSH (asyncssh, native asyncio).
+
+Connections use the operator's keys or agent and their OpenSSH config
+(Host/HostName/User/Port/IdentityFile/UserKnownHostsFile). Host keys are
+always verified: against keys pinned for the VM in the inventory, else
+against known_hosts. An unknown host or a changed key is refused, never
+learned, and a config that turns checking off (UserKnownHostsFile none) is
+refused too.
+
+A command string is the operator's (from the inventory) and runs as written
+in the login shell. Anything the console itself puts into a command line
+goes through `shell_command` (shlex quoting).
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal as signals
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import asyncssh
+
+from .base import LineSink, ProviderError
+
+PGID_MARK = "opsconsole-pgid "      # first stdout line: the command's process group
+BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
+
+
+def shell_command(*argv: str) -> str:
+    """A POSIX shell command line that runs exactly `argv`."""
+    return shlex.join(argv)
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """How to reach one VM; built by the caller from the inventory."""
+    vm: str
+    address: str = ""                   # "" means the VM name (the ssh config may map it)
+    user: str = ""                      # "" means the ssh config's User, else the local user
+    port: int = 0                       # 0 means the ssh config's Port, else 22
+    host_keys: tuple[str, ...] = ()     # pinned keys ("ssh-ed25519 AAAA..."); () = known_hosts
+
+
+class SSH:
+    """The Shell interface over SSH.
+
+    `config`, `known_hosts` and `client_keys` default to what OpenSSH would
+    use (~/.ssh/config, its UserKnownHostsFile or ~/.ssh/known_hosts,
+    ~/.ssh/id_* and the agent); pass paths to override, `config=None` to
+    read no config file.
+    """
+
+    def __init__(self, targets: Iterable[SSHTarget], *, config: Sequence[str] | None | tuple = (),
+                 known_hosts: Sequence[str] | tuple = (), client_keys: Sequence[str] | tuple = (),
+                 agent_path: str | None | tuple = (), connect_timeout: float = 10.0,
+                 backoff: tuple[float, float] = (0.5, 5.0)) -> None:
+        self.targets = {t.vm: t for t in targets}
+        self.config, self.known_hosts = config, known_hosts
+        self.client_keys, self.agent_path = client_keys, agent_path
+        self.connect_timeout, self.backoff = connect_timeout, backoff
+
+    def _target(self, vm: str) -> SSHTarget:
+        return self.targets.get(vm) or SSHTarget(vm)
+
+    # -- connecting ---------------------------------------------------------------------
+    async def _options(self, t: SSHTarget) -> asyncssh.SSHClientConnectionOptions:
+        pinned = self._pinned(t)
+        kwargs: dict = {"known_hosts": ([*pinned], [], []) if pinned else self.known_hosts,
+                        "connect_timeout": self.connect_timeout,
+                        "login_timeout": self.connect_timeout}
+        for key, value in (("username", t.user), ("port", t.port)):
+            if value:
+                kwargs[key] = value
+        if self.client_keys != ():
+            kwargs["client_keys"] = list(self.client_keys)
+        if self.agent_path != ():
+            kwargs["agent_path"] = self.agent_path
+        try:
+            opts = await asyncssh.SSHClientConnectionOptions.construct(
+                None, config=self.config, host=t.address or t.vm, **kwargs)
+        except (OSError, ValueError, asyncssh.Error) as e:
+            raise ProviderError(f"{t.vm}: ssh options: {e}") from None
+        if opts.known_hosts is None:    # "UserKnownHostsFile none" in the ssh config
+            raise ProviderError(f"{t.vm}: the ssh config disables host key checking "
+                                "(UserKnownHostsFile none); the console refuses to connect so")
+        return opts
+
+    def _pinned(self, t: SSHTarget) -> list[asyncssh.SSHKey]:
+        try:
+            return [asyncssh.import_public_key(k) for k in t.host_keys]
+        except (asyncssh.KeyImportError, ValueError) as e:
+            raise ProviderError(f"{t.vm}: pinned host key unreadable: {e}") from None
+
+    async def _connect(self, vm: str) -> asyncssh.SSHClientConnection:
+        t = self._target(vm)
+        opts = await self._options(t)
+        try:
+            return await asyncssh.connect(t.address or t.vm, options=opts, config=None)
+        except asyncssh.HostKeyNotVerifiable:
+            raise ProviderError(await self._host_key_problem(t, opts)) from None
+        except asyncssh.PermissionDenied:
+            raise ProviderError(f"{vm}: ssh login refused for user {opts.username!r} "
+                                "(no key accepted)") from None
+        except (OSError, asyncio.TimeoutError, asyncssh.Error) as e:
+            raise _Down(f"{vm}: no ssh connection to {_where(t, opts)}: {_words(e)}") from None
+
+    async def _host_key_problem(self, t: SSHTarget, opts) -> str:
+        """Unknown host or changed key, with the key it offered, for a person to check."""
+        host, port = opts.host, opts.port
+        offered = ""
+        try:
+            key = await asyncio.wait_for(asyncssh.get_server_host_key(
+                host, port, config=None), self.connect_timeout)
+            offered = f" It offered {key.get_algorithm()} {key.get_fingerprint()}." if key else ""
+        except (OSError, asyncio.TimeoutError, asyncssh.Error):
+            pass
+        if t.host_keys:
+            return (f"{t.vm}: host key of {host}:{port} does not match the key pinned in the "
+                    f"inventory; refusing to connect.{offered}")
+        listed = False
+        known = opts.known_hosts
+        paths = [known] if isinstance(known, str) else known if isinstance(known, list) else None
+        if paths == []:                 # asyncssh's default, as OpenSSH's
+            paths = ["~/.ssh/known_hosts"]
+        if paths and all(isinstance(p, str) for p in paths):
+            files = [f for f in (os.path.expanduser(p) for p in paths) if os.access(f, os.R_OK)]
+            try:
+                found = asyncssh.read_known_hosts(files).match(host, host, port) if files else ()
+                listed = bool(found and (found[0] or found[1]))
+            except (OSError, ValueError, asyncssh.Error):
+                pass
+        if listed:
+            return (f"{t.vm}: host key of {host}:{port} has CHANGED from the one in known_hosts "
+                    f"(a reinstalled VM, or someone in between); refusing to connect.{offered}")
+        return (f"{t.vm}: host {host}:{port} is unknown (not in known_hosts, no key pinned); "
+                f"refusing to connect. Check its fingerprint, then add it.{offered}")
+
+    # -- running ------------------------------------------------------------------------
+    async def run(self, vm: str, command: str, timeout: float,
+                  on_line: LineSink | None = None) -> int:
+        """Run the operator's command; stream its lines; its exit status.
+
+        Past `timeout` the command's whole process group is killed and a
+        ProviderError says so. The login shell must be POSIX (it prints $$).
+        """
+        conn = await self._connect(vm)
+        async with conn:
+            # The shell sshd starts leads its own process group: $$ names it.
+            proc = await conn.create_process(f"echo {PGID_MARK}$$\n{command}",
+                                             encoding="utf-8", errors="replace")
+            pgid: list[str] = []
+
+            async def pump(stream, first: bool) -> None:
+                while line := await stream.readline():      # "" only at the end
+                    line = line.rstrip("\r\n")
+                    if first and not pgid and line.startswith(PGID_MARK):
+                        pgid.append(line[len(PGID_MARK):].strip())
+                        continue
+                    if on_line:
+                        on_line(line)
+            try:
+                await asyncio.wait_for(asyncio.gather(pump(proc.stdout, True),
+                                                      pump(proc.stderr, False), proc.wait()),
+                                       timeout)
+            except asyncio.TimeoutError:
+                killed = await self._kill(conn, pgid[0] if pgid else "")
+                proc.close()
+                raise ProviderError(f"{vm}: `{command}` timed out after {timeout:g} s; "
+                                    + ("killed it" if killed else "could not kill it")) from None
+            except (asyncssh.Error, OSError) as e:
+                raise ProviderError(f"{vm}: connection lost during `{command}`: "
+                                    f"{_words(e)}") from None
+        if proc.exit_status is not None and proc.exit_status >= 0:
+            return proc.exit_status
+        sig = (proc.exit_signal or ("",))[0]
+        try:
+            return 128 + signals.Signals["SIG" + sig].value
+        except KeyError:
+            return 255
+
+    async def _kill(self, conn: asyncssh.SSHClientConnection, pgid: str) -> bool:
+        """TERM, then KILL, the command's process group, over a second channel."""
+        if not pgid.isdigit():
+            return False
+        group = shlex.quote("-" + pgid)
+        script = (f"kill -TERM -- {group} 2>/dev/null; sleep 1; kill -KILL -- {group} "
+                  "2>/dev/null; true")
+        try:
+            await asyncio.wait_for(conn.run(script, check=False), 10)
+            return True
+        except (asyncio.TimeoutError, asyncssh.Error, OSError):
+            return False
+
+    # -- reboots ------------------------------------------------------------------------
+    async def boot_id(self, vm: str) -> str:
+        """The VM's kernel boot id: changes with every boot."""
+        conn = await self._connect(vm)
+        async with conn:
+            result = await asyncio.wait_for(conn.run(BOOT_ID, check=False), self.connect_timeout)
+        return str(result.stdout or "").strip()
+
+    async def _probe(self, vm: str) -> str | None:
+        """The boot id when the VM answers, None while it does not."""
+        try:
+            return await self.boot_id(vm)
+        except _Down:
+            return None
+        except (asyncio.TimeoutError, asyncssh.Error, OSError):   # went away mid-login
+            return None
+
+    async def wait_reboot(self, vm: str, down_timeout: float, up_timeout: float,
+                          boot_id: str = "") -> str:
+        """Wait for the VM to go away, then to answer SSH again; its new boot id.
+
+        With `boot_id` (read before the reboot), a VM that came back before a
+        probe saw it gone counts as rebooted too. Host key and login problems
+        are raised at once: they do not mean "still down".
+        """
+        loop = asyncio.get_running_loop()
+        pause = self.backoff[0]
+        deadline = loop.time() + down_timeout
+        while True:
+            now_id = await self._probe(vm)
+            if now_id is None:
+                break
+            if boot_id and now_id and now_id != boot_id:
+                return now_id
+            if loop.time() >= deadline:
+                raise ProviderError(f"{vm}: still answering after {down_timeout:g} s; "
+                                    "it did not go down")
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            pause = min(pause * 1.5, self.backoff[1])
+        pause = self.backoff[0]
+        deadline = loop.time() + up_timeout
+        while True:
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+            now_id = await self._probe(vm)
+            if now_id is not None:
+                return now_id
+            if loop.time() >= deadline:
+                raise ProviderError(f"{vm}: no SSH answer {up_timeout:g} s after it went down")
+            pause = min(pause * 1.5, self.backoff[1])
+
+    async def close(self) -> None:
+        """Nothing held: every run opens its own connection (VMs reboot under us)."""
+
+
+class _Down(ProviderError):
+    """No connection at all (refused, unreachable, timed out)."""
+
+
+def _where(t: SSHTarget, opts) -> str:
+    return f"{opts.username}@{opts.host}:{opts.port}" if getattr(opts, "host", "") else t.vm
+
+
+def _words(e: BaseException) -> str:
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    return str(e) or type(e).__name__
