@@ -27,6 +27,7 @@ class Cluster:
             p.hypervisor.read() if p.hypervisor else _nothing(([], [])),
             p.proxy.read() if p.proxy else _nothing(([], [], [])),
             p.proxy.read_only_reason() if p.proxy else _nothing(""),
+            p.swarm.read_lock(),
             return_exceptions=True)
         problems: list[str] = []
         last = self.last
@@ -44,12 +45,13 @@ class Cluster:
         backends, servers, sessions = take(parts[2], (last.backends, last.servers, last.sessions),
                                            "proxy")
         ro = take(parts[3], "proxy state unknown", "proxy")
+        lock = take(parts[4], last.lock, "lock")
         snap = Snapshot(
             hosts=tuple(hosts), vms=tuple(vms), nodes=tuple(nodes), services=tuple(services),
             tasks=tuple(tasks), backends=tuple(backends),
             servers=tuple(self._map_servers(servers, vms)), sessions=tuple(sessions),
             taken_at=time.time(), endpoint=getattr(p.swarm, "endpoint", ""),
-            problems=tuple(problems), proxy_read_only=ro, notices=tuple(
+            problems=tuple(problems), proxy_read_only=ro, lock=lock, notices=tuple(
                 [n for n in [getattr(p.swarm, "failover", "")] if n] +
                 list(getattr(p.proxy, "notices", ()))))
         self.last = snap

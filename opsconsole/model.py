@@ -165,6 +165,18 @@ class ProxySession:
         return f"session:{self.session_id}"
 
 
+@dataclass(frozen=True)
+class Lock:
+    """The one-operation-at-a-time lock, kept in the Swarm itself."""
+    holder: str                     # user@host from where
+    op: str                         # operation id
+    title: str                      # "drain vm-03"
+    since: float                    # epoch seconds
+
+    def age(self, now: float) -> float:
+        return max(0.0, now - self.since)
+
+
 Entity = Union[Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession]
 
 # Tree roots: fixed ids for the groups that have no entity of their own.
@@ -186,6 +198,7 @@ class Snapshot:
     endpoint: str = ""              # which Swarm manager answered
     problems: tuple[str, ...] = ()  # what could not be read, in words
     notices: tuple[str, ...] = ()   # what a provider did by itself (failover, re-applied state)
+    lock: Lock | None = None        # who runs an operation on this cluster right now
     proxy_read_only: str = ""       # why the proxy cannot be changed, if so
 
     # -- lookup -------------------------------------------------------------

@@ -13,6 +13,7 @@ from ..providers.base import ProviderError, Providers
 from .records import Audit
 
 MUTATING: list[str] = []
+REBOOT = "nohup sh -c 'sleep 1; systemctl reboot || reboot' >/dev/null 2>&1 &"
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 
 
@@ -82,6 +83,24 @@ class Actions:
     @mutating("restart host")
     async def restart_host(self, host: str) -> None:
         await self._need("hypervisor", self.providers.hypervisor).restart_host(host)
+
+    @mutating("install updates")
+    async def install_updates(self, host: str, timeout: float, script: str = "") -> None:
+        report = await self._need("hypervisor", self.providers.hypervisor).install_updates(
+            host, timeout, script)
+        self.audit.record("install updates", host, "report", report=str(report))
+
+    @mutating("break the operation lock")
+    async def break_lock(self, holder: str) -> None:
+        await self.providers.swarm.break_lock()
+
+    @mutating("reboot VM")
+    async def reboot_vm(self, vm: str, timeout: float) -> None:
+        """Reboot over SSH, detached so the command returns, then wait for the VM's return."""
+        shell = self._need("shell", self.providers.shell)
+        before = await shell.boot_id(vm)
+        await shell.run(vm, REBOOT, 30.0)
+        await shell.wait_reboot(vm, min(timeout, 120.0), timeout, boot_id=before)
 
     @mutating("run command")
     async def run_command(self, vm: str, command: str, timeout: float, on_line=None) -> None:

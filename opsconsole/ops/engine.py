@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from ..cluster import Cluster
-from ..model import Snapshot
+from ..model import Lock, Snapshot
 from ..providers.base import ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, failures
@@ -39,6 +39,7 @@ class Step:
     title: str
     run: Callable[["Context"], Awaitable[None]]
     undo: Callable[["Context"], Awaitable[None]] | None = None
+    group: str = ""     # steps of one unit (a VM): retried together, failed together
 
 
 @dataclass
@@ -48,6 +49,10 @@ class Plan:
     steps: list[Step]
     checks: list[Check] = field(default_factory=list)
     guard: Callable[[Snapshot], list[Check]] | None = None   # re-run before each step
+    retries: int = 0                # per group, before the group counts as failed
+    failure_budget: int = 0         # failed groups tolerated before the operation fails
+    time_limit: float = 0.0         # seconds for the whole operation; 0 = none
+    params: dict = field(default_factory=dict)   # what rebuilds this plan (for resume)
 
     @property
     def refused(self) -> list[Check]:
@@ -71,6 +76,9 @@ class Operation:
     error: str = ""
     task: asyncio.Task | None = None
     begun: int = 0                  # how many steps have started (undo covers these)
+    skip: frozenset[int] = frozenset()   # steps an earlier console finished (resume)
+    failed_groups: list[str] = field(default_factory=list)
+    times: dict[int, list[float]] = field(default_factory=dict)   # step -> [start, end]
     _resume: asyncio.Event = field(default_factory=asyncio.Event)
     _poke: asyncio.Event = field(default_factory=asyncio.Event)   # pause/abort wake waits
     _abort: bool = False
@@ -184,14 +192,24 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError(what)
 
-    def start(self, plan: Plan) -> Operation:
-        """Start a plan in the background; refuses read-only, unsafe plans, overlaps."""
+    def start(self, plan: Plan, resume: dict | None = None) -> Operation:
+        """Start a plan in the background; refuses read-only, unsafe plans, overlaps.
+
+        `resume` is an unfinished operation's journal record: the plan carries
+        on under the same id (and lock), skipping the steps it finished.
+        """
         self._refuse_if_read_only(f"{plan.kind} {plan.target}")
         if plan.refused:
             raise StepFailed("refused by guards: " + "; ".join(c.message for c in plan.refused))
         if self.running:
             raise StepFailed(f"another operation is running: {self.running.title}")
-        op = Operation(plan)
+        if resume is not None:
+            if resume.get("steps") != [s.title for s in plan.steps]:
+                raise StepFailed(f"cannot resume {resume.get('op')}: the plan made now differs "
+                                 "from the one recorded; roll it back instead")
+            op = Operation(plan, id=resume["op"], skip=frozenset(resume.get("done_steps", [])))
+        else:
+            op = Operation(plan)
         self.operations.append(op)
         op.task = asyncio.get_running_loop().create_task(self._run(op), name=op.title)
         return op
@@ -234,22 +252,15 @@ class Engine:
         plan = op.plan
         op.state, op.started = RUNNING, time.monotonic()
         self.journal.append({"event": "begin", "op": op.id, "kind": plan.kind,
-                             "target": plan.target, "who": who(),
+                             "target": plan.target, "who": who(), "params": plan.params,
                              "steps": [s.title for s in plan.steps]})
         ctx.log(f"start {op.title}: {len(plan.steps)} steps")
+        swarm = self.cluster.providers.swarm
+        locked = False
         try:
-            for op.index, step in enumerate(plan.steps):
-                op.step_progress, op.detail = 0.0, ""
-                await self._guard(ctx)
-                await ctx.checkpoint()
-                self.journal.append({"event": "step", "op": op.id, "index": op.index,
-                                     "title": step.title, "phase": "start"})
-                op.begun = op.index + 1
-                ctx.log(f"▶ {step.title}")
-                await step.run(ctx)
-                self.journal.append({"event": "step", "op": op.id, "index": op.index,
-                                     "title": step.title, "phase": "done"})
-                ctx.log(f"✔ {step.title}")
+            await swarm.take_lock(Lock(who(), op.id, op.title, time.time()))
+            locked = True
+            await self._steps(ctx)
             op.index = len(plan.steps)
             op.state = DONE
         except Aborted:
@@ -265,11 +276,70 @@ class Engine:
             op.state, op.error = ABORTED, "cancelled (console closing)"
             raise
         finally:
+            if locked and op.error != "cancelled (console closing)":
+                try:     # a killed console keeps the lock: the journal explains it
+                    await swarm.release_lock(op.id)
+                except ProviderError as e:
+                    ctx.log(f"⚠ could not release the cluster lock: {e}")
             op.finished = time.monotonic()
             if op.state != ABORTED or op.error != "cancelled (console closing)":
                 self.journal.append({"event": "end", "op": op.id, "state": op.state,
-                                     "error": op.error})
+                                     "error": op.error, "failed": op.failed_groups})
             ctx.log(f"{op.state} after {op.elapsed:.1f}s")
+            self.changed(op)
+
+    async def _steps(self, ctx: Context) -> None:
+        """Run the steps in order; a failing step of a group retries or skips its group."""
+        op, plan = ctx.op, ctx.op.plan
+        attempts: dict[str, int] = {}
+        i = 0
+        while i < len(plan.steps):
+            op.index, step = i, plan.steps[i]
+            if i in op.skip:
+                ctx.log(f"✔ {step.title} (done before the console restarted)")
+                i += 1
+                continue
+            if plan.time_limit and op.elapsed > plan.time_limit:
+                raise StepFailed(f"time limit of {plan.time_limit:.0f}s reached before "
+                                 f"step {i + 1}: {step.title}")
+            op.step_progress, op.detail = 0.0, ""
+            await self._guard(ctx)
+            await ctx.checkpoint()
+            self.journal.append({"event": "step", "op": op.id, "index": i,
+                                 "title": step.title, "phase": "start"})
+            op.begun = max(op.begun, i + 1)
+            op.times[i] = [time.monotonic()]
+            ctx.log(f"▶ {step.title}")
+            try:
+                await step.run(ctx)
+            except (StepFailed, ProviderError, asyncio.TimeoutError) as e:
+                if not step.group:
+                    raise
+                i = self._group_failed(ctx, step, str(e) or type(e).__name__, attempts)
+                continue
+            op.times[i].append(time.monotonic())
+            self.journal.append({"event": "step", "op": op.id, "index": i,
+                                 "title": step.title, "phase": "done"})
+            ctx.log(f"✔ {step.title}")
+            i += 1
+
+    def _group_failed(self, ctx: Context, step: Step, error: str,
+                      attempts: dict[str, int]) -> int:
+        """Where to go on after a group's step failed: its start again, or past it."""
+        op, plan = ctx.op, ctx.op.plan
+        members = [k for k, s in enumerate(plan.steps) if s.group == step.group]
+        self.journal.append({"event": "step", "op": op.id, "index": op.index,
+                             "phase": "failed", "error": error, "group": step.group})
+        n = attempts[step.group] = attempts.get(step.group, 0) + 1
+        if n <= plan.retries:
+            ctx.log(f"✘ {step.title}: {error}; retrying {step.group} ({n}/{plan.retries})")
+            return members[0]
+        op.failed_groups.append(f"{step.group}: {error}")
+        ctx.log(f"✘ {step.group} failed: {error} "
+                f"({len(op.failed_groups)} failed, {plan.failure_budget} allowed)")
+        if len(op.failed_groups) > plan.failure_budget:
+            raise StepFailed("failure budget exceeded: " + "; ".join(op.failed_groups))
+        return members[-1] + 1
 
     async def _guard(self, ctx: Context) -> None:
         """Re-check the plan's guards; a failure pauses until resumed or aborted."""

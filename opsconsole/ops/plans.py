@@ -125,6 +125,24 @@ def activate(snap: Snapshot, name: str) -> Plan:
         "(rebalance does)")])
 
 
+def drain_steps(snap: Snapshot, node: Node, timing: Timing) -> list[Step]:
+    """Session-aware: the node's proxy servers drain and their sessions end first."""
+    vm = snap.vm_of_node(node)
+    servers = snap.servers_of_vm(vm.name) if vm and not snap.proxy_read_only else []
+    steps: list[Step] = []
+    for s in servers:
+        steps += [_set_server(s, "drain"), _wait_sessions(s, timing)]
+    affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
+    return steps + [_set_availability(node, DRAIN), _wait_drained(node, affected, timing)]
+
+
+def return_steps(snap: Snapshot, node: Node) -> list[Step]:
+    """The reverse of a drain: node active, then its proxy servers ready."""
+    vm = snap.vm_of_node(node)
+    return [_set_availability(node, ACTIVE)] + [
+        _set_server(s, "ready") for s in (snap.servers_of_vm(vm.name) if vm else [])]
+
+
 def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:
     """Session-aware drain: proxy server(s) to drain, sessions end, then the node.
 
@@ -132,13 +150,7 @@ def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = Fa
     runs and, if tasks cannot move, times out naming them.
     """
     node = find_node(snap, name)
-    vm = snap.vm_of_node(node)
-    servers = snap.servers_of_vm(vm.name) if vm and not snap.proxy_read_only else []
-    steps: list[Step] = []
-    for s in servers:
-        steps += [_set_server(s, "drain"), _wait_sessions(s, timing)]
-    affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
-    steps += [_set_availability(node, DRAIN), _wait_drained(node, affected, timing)]
+    steps = drain_steps(snap, node, timing)
 
     def guard(now: Snapshot) -> list[Check]:
         current = now.get(node.id)

@@ -61,8 +61,9 @@ class Journal(JsonLines):
         """The begin record of every operation that has no end record."""
         open_ops: dict[str, dict[str, Any]] = {}
         for rec in self.read():
-            if rec.get("event") == "begin":
-                open_ops[rec["op"]] = dict(rec, done_steps=[])
+            if rec.get("event") == "begin":      # a resumed operation begins again
+                done = open_ops.get(rec["op"], {}).get("done_steps", [])
+                open_ops[rec["op"]] = dict(rec, done_steps=done)
             elif rec.get("event") == "step" and rec.get("phase") == "done" and rec["op"] in open_ops:
                 open_ops[rec["op"]]["done_steps"].append(rec["index"])
             elif rec.get("event") == "end":

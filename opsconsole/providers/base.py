@@ -9,11 +9,20 @@ from __future__ import annotations
 
 from typing import Awaitable, Callable, Protocol
 
-from ..model import VM, Backend, Host, Node, ProxyServer, ProxySession, Service, Task
+from ..model import VM, Backend, Host, Lock, Node, ProxyServer, ProxySession, Service, Task
 
 
 class ProviderError(Exception):
     """A remote system said no, or did not answer; the text says which and why."""
+
+
+class LockHeld(ProviderError):
+    """Another console's operation holds the cluster lock."""
+
+    def __init__(self, lock: Lock) -> None:
+        super().__init__(f"the cluster is locked by {lock.holder} for {lock.title!r} "
+                         f"(operation {lock.op})")
+        self.lock = lock
 
 
 class SwarmProvider(Protocol):
@@ -26,12 +35,23 @@ class SwarmProvider(Protocol):
     async def wait_for_change(self, timeout: float) -> None:
         """Return early when the cluster reports an event, else after timeout."""
 
+    # The operation lock lives in the cluster, so every console sees it. Taking
+    # it is a compare-and-set on the cluster's version: of two racing consoles
+    # exactly one wins; the other gets LockHeld.
+    async def read_lock(self) -> Lock | None: ...
+    async def take_lock(self, lock: Lock) -> None: ...
+    async def release_lock(self, op: str) -> None: ...
+    async def break_lock(self) -> None: ...
+
 
 class Hypervisor(Protocol):
     async def read(self) -> tuple[list[Host], list[VM]]: ...
     async def stop_vm(self, vm: str, timeout: float, force: bool = False) -> None: ...
     async def start_vm(self, vm: str) -> None: ...
-    async def restart_host(self, host: str) -> None: ...
+    async def restart_host(self, host: str) -> None:
+        """Restart and return once the host answers again."""
+    async def install_updates(self, host: str, timeout: float, script: str = "") -> object:
+        """Windows updates (or the operator's script) on the host; returns a report."""
 
 
 class Proxy(Protocol):
@@ -47,6 +67,10 @@ LineSink = Callable[[str], None]
 class Shell(Protocol):
     async def run(self, vm: str, command: str, timeout: float,
                   on_line: LineSink | None = None) -> int: ...
+    async def boot_id(self, vm: str) -> str: ...
+    async def wait_reboot(self, vm: str, down_timeout: float, up_timeout: float,
+                          boot_id: str = "") -> str:
+        """Wait for the VM to go away and answer again; its new boot id."""
 
 
 class Providers:

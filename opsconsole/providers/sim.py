@@ -25,10 +25,10 @@ from dataclasses import replace
 from typing import Callable
 
 from ..model import (ACTIVE, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
-                     VM, WORKER, Backend, Host, Node, ProxyServer, ProxySession,
+                     VM, WORKER, Backend, Host, Lock, Node, ProxyServer, ProxySession,
                      Service, Task)
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
-from .base import LineSink, ProviderError, Providers
+from .base import LineSink, LockHeld, ProviderError, Providers
 
 TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
@@ -76,6 +76,10 @@ class SimCluster:
         self._ready: dict[str, list[ProxyServer]] = {}   # backend -> servers taking sessions
         self.changed = asyncio.Event()
         self.read_only_proxy = ""
+        self.lock: Lock | None = None
+        self.boots: dict[str, int] = {}             # VM -> how many times it booted
+        self.upgrade_on_boot: set[str] = set()      # VMs whose engine changes at next boot
+        self.exit_codes: dict[str, int] = {}        # VM -> what its commands exit with
         self._build(scale)
         self.session_rate = session_rate * len(self.servers)
         self._schedule(self._next_arrival_delay(), self._session_arrives)
@@ -107,13 +111,13 @@ class SimCluster:
                         nano_cpus=4 * 10**9, memory_bytes=8 * GIB, labels=labels)
             self.nodes[node.swarm_id] = node
         if scale:   # a web front on every VM, the rest in services of 100 tasks
-            self._add_service("portail", n_vms, max_per_node=1)
+            self._add_service("portail", 0, mode="global")
             per_service = 100
             for s in range(max(1, (19 * n_vms) // per_service)):
                 self._add_service(f"app-{s:03d}", per_service)
         else:
-            self._add_service("portail", 6, max_per_node=2, reserve_cpu=0.5, reserve_mem=GIB)
-            self._add_service("api", 4, max_per_node=1, reserve_cpu=0.5, reserve_mem=GIB)
+            self._add_service("portail", 0, mode="global", reserve_cpu=0.5, reserve_mem=GIB)
+            self._add_service("api", 4, max_per_node=2, reserve_cpu=0.5, reserve_mem=GIB)
             self._add_service("worker", 3)
             self._add_service("reports", 1, constraints=("node.labels.storage==ssd",))
             self._add_service("db", 1, constraints=("node.role==manager",),
@@ -278,7 +282,15 @@ class SimCluster:
                     continue
                 self._stop_task(task, replace_it=True)
 
+    def _need_quorum(self) -> None:
+        """Like Raft: without a majority of managers up, the swarm takes no writes."""
+        managers = [n for n in self.nodes.values() if n.role == MANAGER]
+        if sum(n.state == READY for n in managers) < len(managers) // 2 + 1:
+            raise ProviderError("rpc error: the swarm does not have a leader "
+                                "(quorum lost: too few managers are up)")
+
     def set_availability(self, node_id: str, availability: str) -> None:
+        self._need_quorum()
         node = self._node(node_id)
         if availability not in AVAILABILITIES:
             raise ProviderError(f"unknown availability {availability!r}")
@@ -288,6 +300,7 @@ class SimCluster:
         self.changed.set()
 
     def set_role(self, node_id: str, role: str) -> None:
+        self._need_quorum()
         node = self._node(node_id)
         self.nodes[node_id] = replace(node, role=role,
                                       reachability="reachable" if role == MANAGER else "")
@@ -295,6 +308,7 @@ class SimCluster:
 
     def rebalance(self, service_id: str) -> None:
         """`service update --force`: replace each task; the scheduler spreads them."""
+        self._need_quorum()
         svc = self.services.get(service_id)
         if svc is None:
             raise ProviderError(f"no such service {service_id}")
@@ -361,11 +375,23 @@ class SimCluster:
             if self.vms[name].state != "starting":   # stopped again meanwhile
                 return
             self.vms[name] = replace(self.vms[name], state=RUNNING, cpu_pct=9)
+            self.boots[name] = self.boots.get(name, 0) + 1
             node = self._node_of_vm(name)
+            if node and name in self.upgrade_on_boot:
+                self.upgrade_on_boot.discard(name)
+                self.nodes[node.swarm_id] = replace(node, engine_version="24.0.7")
             if node:
                 self._schedule(self._delay(2.0, 4.0), lambda: self._node_up(node.swarm_id))
         self._schedule(self._delay(5.0, 9.0), running)
         self.changed.set()
+
+    def reboot_vm(self, name: str) -> None:
+        """The guest reboots itself: down a few seconds later, back after a boot."""
+        def go_down() -> None:
+            self.stop_vm(name, force=True)
+            self._schedule(2.0, lambda: self.start_vm(name)
+                           if self.vms[name].state == "off" else None)
+        self._schedule(1.0, go_down)
 
     def restart_host(self, name: str) -> None:
         host = self._host(name)
@@ -379,6 +405,20 @@ class SimCluster:
                                        pending_reboot=False)
         self._schedule(self._delay(30.0, 45.0), back)
         self.changed.set()
+
+    def install_updates(self, name: str, script: str = "") -> str:
+        """Takes a while; Windows updates leave a reboot pending, a script does not."""
+        host = self._host(name)
+        if host.state != "up":
+            raise ProviderError(f"{name} is {host.state}; cannot install updates")
+        self.hosts[name] = replace(host, state="updating")
+
+        def done() -> None:
+            self.hosts[name] = replace(self.hosts[name], state="up",
+                                       pending_reboot=not script or host.pending_reboot)
+        self._schedule(self._delay(20.0, 40.0), done)
+        self.changed.set()
+        return f"script ran: {script}" if script else "3 updates installed, reboot pending"
 
     def _vm(self, name: str) -> VM:
         if name not in self.vms:
@@ -496,6 +536,25 @@ class SimSwarm(_Part):
         self.sim.advance()
         self.sim.rebalance(service_id)
 
+    async def read_lock(self) -> Lock | None:
+        return self.sim.lock
+
+    async def take_lock(self, lock: Lock) -> None:
+        held = self.sim.lock
+        if held is not None and held.op != lock.op:
+            raise LockHeld(held)
+        self.sim.lock = lock
+        self.sim.changed.set()
+
+    async def release_lock(self, op: str) -> None:
+        if self.sim.lock is not None and self.sim.lock.op == op:
+            self.sim.lock = None
+            self.sim.changed.set()
+
+    async def break_lock(self) -> None:
+        self.sim.lock = None
+        self.sim.changed.set()
+
     async def wait_for_change(self, timeout: float) -> None:
         """Like a real event stream: return as soon as the simulated world changes."""
         sim = self.sim
@@ -527,6 +586,10 @@ class SimHypervisor(_Part):
         self.sim.advance()
         self.sim.restart_host(host)
 
+    async def install_updates(self, host: str, timeout: float, script: str = "") -> str:
+        self.sim.advance()
+        return self.sim.install_updates(host, script)
+
 
 class SimProxy(_Part):
     async def read(self) -> tuple[list[Backend], list[ProxyServer], list[ProxySession]]:
@@ -543,14 +606,40 @@ class SimProxy(_Part):
 
 
 class SimShell(_Part):
+    """Commands "run" for a simulated moment; `reboot` restarts the VM, and a
+    command that upgrades docker gives its node a newer engine at next boot."""
+
     async def run(self, vm: str, command: str, timeout: float,
                   on_line: LineSink | None = None) -> int:
-        self.sim.advance()
-        state = self.sim._vm(vm).state
-        if state != RUNNING:
-            raise ProviderError(f"{vm}: no answer on port 22 (VM is {state})")
+        self._answering(vm)
         for line in (f"$ {command}", "ok"):
             await asyncio.sleep(0.2 / self.sim.speed)
             if on_line:
                 on_line(line)
-        return 0
+        if "docker" in command:
+            self.sim.upgrade_on_boot.add(vm)
+        if "reboot" in command:
+            self.sim.reboot_vm(vm)
+        return self.sim.exit_codes.get(vm, 0)
+
+    def _answering(self, vm: str) -> None:
+        self.sim.advance()
+        state = self.sim._vm(vm).state
+        if state != RUNNING:
+            raise ProviderError(f"{vm}: no answer on port 22 (VM is {state})")
+
+    async def boot_id(self, vm: str) -> str:
+        self._answering(vm)
+        return f"{vm}/{self.sim.boots.get(vm, 0)}"
+
+    async def wait_reboot(self, vm: str, down_timeout: float, up_timeout: float,
+                          boot_id: str = "") -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (down_timeout + up_timeout) / self.sim.speed
+        while loop.time() < deadline:
+            self.sim.advance()
+            if self.sim._vm(vm).state == RUNNING and \
+                    f"{vm}/{self.sim.boots.get(vm, 0)}" != boot_id:
+                return f"{vm}/{self.sim.boots.get(vm, 0)}"
+            await asyncio.sleep(TICK / self.sim.speed)
+        raise ProviderError(f"{vm} did not come back within {down_timeout + up_timeout:.0f}s")

@@ -14,15 +14,19 @@ import hashlib
 import json
 import os
 import threading
+import time
+import weakref
 from pathlib import Path
 from typing import Any, Callable
 
 import docker
 import requests
+from docker.constants import DEFAULT_DOCKER_API_VERSION as API_VERSION
 from docker.errors import APIError, DockerException
+from docker.utils import version_lt
 
-from ..model import MANAGER, Node, Service, Task
-from .base import ProviderError
+from ..model import MANAGER, Lock, Node, Service, Task
+from .base import LockHeld, ProviderError
 
 RETRIES = 5                         # for "update out of sequence"
 NO_LEADER = ("does not have a leader", "too few managers", "rpc error: code = Unavailable",
@@ -69,8 +73,9 @@ def explain(error: BaseException, endpoint: str) -> str:
     text = str(error)
     for needle, words in (("Connection refused", "refuses connections (daemon down?)"),
                           ("No such file or directory", "socket does not exist (daemon down?)"),
-                          ("timed out", "timed out"), ("Name or service not known",
-                                                       "name does not resolve")):
+                          ("Permission denied", "permission denied (root or the docker group?)"),
+                          ("timed out", "timed out"),
+                          ("Name or service not known", "name does not resolve")):
         if needle in text:
             return f"{endpoint}: {words}"
     if "not found in known_hosts" in text:
@@ -83,6 +88,16 @@ def explain(error: BaseException, endpoint: str) -> str:
     return f"{endpoint}: {text or type(error).__name__}"
 
 
+TRANSPORT = (DockerException, requests.exceptions.RequestException, OSError)
+
+
+def _explain_or_raise(error: BaseException, endpoint: str) -> str:
+    """Words for an error after which another manager may answer; else ProviderError."""
+    if isinstance(error, APIError) and not _reachable_failure(error):
+        raise ProviderError(explain(error, endpoint)) from None
+    return explain(error, endpoint)
+
+
 def _reachable_failure(error: BaseException) -> bool:
     """Errors after which another manager should be tried."""
     if isinstance(error, APIError):
@@ -90,6 +105,20 @@ def _reachable_failure(error: BaseException) -> bool:
         return error.status_code in (502, 503) or "not a swarm manager" in text or \
             any(s in text for s in NO_LEADER)
     return True
+
+
+LOCK_LABEL = "io.opsconsole.lock"
+
+
+def lock_from_labels(labels: dict[str, str] | None) -> Lock | None:
+    raw = (labels or {}).get(LOCK_LABEL)
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw)
+        return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]))
+    except (ValueError, KeyError, TypeError):   # still a lock: never ignore one
+        return Lock("someone (unreadable lock label)", "?", raw[:60], 0.0)
 
 
 def parse_node(n: dict[str, Any]) -> Node:
@@ -139,14 +168,24 @@ class DockerSwarm:
                  tls: dict[str, str] | None = None, timeout: float = 10.0) -> None:
         self.timeout = timeout
         self.candidates = self._candidates(endpoints, context, tls or {})
-        self.endpoint = self.candidates[0][0]
+        self.endpoint = self.candidates[0][0]   # the manager that answered last
         self.failover = ""              # what happened at the last switch, in words
+        self.events_endpoint = ""       # where the event stream is open now ("" while not)
         self._client: CountingClient | None = None
-        self._changed = asyncio.Event()
+        self._lock = threading.Lock()   # endpoint, client and stream change together
+        self._connecting = threading.Lock()     # held while looking for a manager
+        self._failed_search = (0, "")           # how many searches found none; the last why
+        # Change tracking: a count of events (and own writes); each waiter knows the
+        # count it last saw, so a change is never lost while a waiter was busy reading.
+        self._changes = 0
+        self._changed = asyncio.Event()         # replaced by a fresh one at each change
+        self._read_start = 0                    # the count when the last read began
+        self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
         self._events_stop = threading.Event()
         self._events_thread: threading.Thread | None = None
-        self._events_stream = None
+        self._events_stream: Any = None
 
     # -- connecting --------------------------------------------------------------
     @staticmethod
@@ -162,48 +201,90 @@ class DockerSwarm:
         return [(host, tls)]
 
     def _connect(self, endpoint: str, tls: dict[str, str]) -> CountingClient:
+        """A client speaking the API version both sides know (one /version request)."""
         tls_config = None
         if tls or endpoint.startswith("https://"):
             tls_config = docker.tls.TLSConfig(
                 client_cert=(tls["cert"], tls["key"]) if "cert" in tls else None,
                 ca_cert=tls.get("ca"), verify=tls.get("ca", True))
             endpoint = endpoint.replace("tcp://", "https://", 1)
-        return CountingClient(base_url=endpoint, version="auto", tls=tls_config or False,
-                              timeout=self.timeout)
+        api = CountingClient(base_url=endpoint, version="auto", tls=tls_config or False,
+                             timeout=self.timeout)
+        # "auto" takes the daemon's newest version; like the docker CLI, speak no newer
+        # one than this SDK knows (Debian's dockerd 20.10 says 1.41 and gets 1.41).
+        if version_lt(API_VERSION, api.api_version):
+            api._version = API_VERSION
+        return api
 
     @property
     def requests_sent(self) -> int:
         return self._client.requests_sent if self._client else 0
 
     def _call(self, fn: Callable[[CountingClient], Any]) -> Any:
-        """Run `fn` on the current manager; on failure move to the next one that answers."""
-        errors = []
-        order = [c for c in self.candidates if c[0] == self.endpoint] + \
-            [c for c in self.candidates if c[0] != self.endpoint]
-        for endpoint, tls in order:
+        """Run `fn` on the manager in use; if it fails, on the next one that answers.
+
+        One thread at a time looks for a manager (the others wait, then use what it
+        found), and the switch happens only once another manager has answered, so
+        `endpoint` always names the manager whose answer the console shows.
+        """
+        errors: list[str] = []
+        with self._lock:
+            client, current = self._client, self.endpoint
+        if client is not None:
             try:
-                if self._client is None or endpoint != self.endpoint:
-                    client = self._connect(endpoint, tls)
-                    if endpoint != self.endpoint:
-                        self.failover = (f"switched from {self.endpoint} to {endpoint}: "
-                                         + "; ".join(errors))
-                    self._client, self.endpoint = client, endpoint
-                return fn(self._client)
-            except (DockerException, requests.exceptions.RequestException, OSError) as e:
-                if isinstance(e, APIError) and not _reachable_failure(e):
-                    raise ProviderError(explain(e, endpoint)) from None
-                errors.append(explain(e, endpoint))
-                self._client = None if endpoint == self.endpoint else self._client
-        raise ProviderError("no manager answers: " + "; ".join(errors))
+                return fn(client)
+            except TRANSPORT as e:
+                errors.append(_explain_or_raise(e, current))
+        searches = self._failed_search[0]
+        with self._connecting:
+            with self._lock:
+                found, current = self._client, self.endpoint
+            if self._failed_search[0] != searches and found is client:
+                raise ProviderError(self._failed_search[1])     # no use asking them again
+            if found is not None and found is not client:     # found meanwhile
+                try:
+                    return fn(found)
+                except TRANSPORT as e:
+                    errors.append(_explain_or_raise(e, current))
+                    client = found
+            for endpoint, tls in sorted(self.candidates, key=lambda c: c[0] != current):
+                if client is not None and endpoint == current:
+                    continue                                    # it has just failed
+                api = None
+                try:
+                    api = self._connect(endpoint, tls)
+                    result = fn(api)
+                except TRANSPORT as e:
+                    if api is not None:
+                        api.close()
+                    errors.append(_explain_or_raise(e, endpoint))
+                    continue
+                self._switch(api, endpoint, errors)
+                return result
+            failure = "no manager answers: " + "; ".join(errors)
+            self._failed_search = (self._failed_search[0] + 1, failure)
+        raise ProviderError(failure)
+
+    def _switch(self, api: CountingClient, endpoint: str, errors: list[str]) -> None:
+        with self._lock:
+            old, previous = self._client, self.endpoint
+            self._client, self.endpoint = api, endpoint
+            if endpoint != previous:
+                self.failover = f"switched from {previous} to {endpoint}: " + "; ".join(errors)
+            stream = self._events_stream if endpoint != self.events_endpoint else None
+        if old is not None and old is not api:
+            old.close()
+        _close_quietly(stream)          # the event stream reopens on the new manager
 
     async def _run(self, fn: Callable[[CountingClient], Any]) -> Any:
-        self._loop = asyncio.get_running_loop()
         return await asyncio.to_thread(self._call, fn)
 
     # -- reads ---------------------------------------------------------------------
     async def read(self) -> tuple[list[Node], list[Service], list[Task]]:
         def fetch(api: CountingClient):
             return api.nodes(), api.services(), api.tasks()
+        self._loop = asyncio.get_running_loop()
+        self._read_start = self._changes    # a change from now on may postdate this answer
         raw_nodes, raw_services, raw_tasks = await self._run(fetch)
         self._ensure_events()
         services = [parse_service(s) for s in raw_services]
@@ -212,35 +293,70 @@ class DockerSwarm:
             [parse_task(t, names) for t in raw_tasks]
 
     async def wait_for_change(self, timeout: float) -> None:
-        self._changed.clear()
-        try:
-            await asyncio.wait_for(self._changed.wait(), timeout)
-        except asyncio.TimeoutError:
-            pass
+        """At the first change this caller (task) has not seen yet, else after `timeout`.
+
+        A caller's first wait counts from the start of the latest read, so changes
+        that came while a refresh was being read still wake it at once.
+        """
+        me = asyncio.current_task()
+        if self._seen.get(me, self._read_start) == self._changes:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        if me is not None:
+            self._seen[me] = self._changes
+
+    def _changed_now(self) -> None:
+        """Count a change and wake every waiter (on the event loop's thread only)."""
+        self._changes += 1
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     def _ensure_events(self) -> None:
-        if self._events_thread is None or not self._events_thread.is_alive():
+        if not self._closed and (self._events_thread is None
+                                 or not self._events_thread.is_alive()):
             self._events_stop.clear()
             self._events_thread = threading.Thread(target=self._follow_events, daemon=True,
                                                    name="swarm-events")
             self._events_thread.start()
 
     def _follow_events(self) -> None:
-        """Node and service events wake the refresh loop (there are no task events)."""
+        """Node and service events wake the refresh loop (there are no task events).
+
+        The stream is opened on the manager in use; a failover closes it and it opens
+        again on the new one, replaying what happened since the old one broke.
+        """
+        since = int(time.time()) - 1
         while not self._events_stop.is_set():
-            endpoint, tls = next(c for c in self.candidates if c[0] == self.endpoint)
+            with self._lock:
+                endpoint = self.endpoint
+            api = None
             try:
-                api = self._connect(endpoint, tls)
-                self._events_stream = api.events(filters={"type": ["node", "service"]},
-                                                 decode=True)
-                for _ in self._events_stream:
-                    if self._loop is not None:
-                        self._loop.call_soon_threadsafe(self._changed.set)
-                    if self._events_stop.is_set():
-                        return
-            except Exception:   # noqa: BLE001 - the poll still runs; retry the stream later
+                api = self._connect(endpoint, dict(self.candidates)[endpoint])
+                stream = api.events(since=since, filters={"type": ["node", "service"]},
+                                    decode=True)
+                with self._lock:
+                    if self._events_stop.is_set() or endpoint != self.endpoint:
+                        _close_quietly(stream)      # closing, or switched meanwhile
+                        continue
+                    self._events_stream, self.events_endpoint = stream, endpoint
+                for _ in stream:
+                    self._wake()
+            except Exception:   # noqa: BLE001 - the poll still runs; open the stream again
                 pass
-            self._events_stop.wait(2.0)
+            finally:
+                with self._lock:
+                    self._events_stream, self.events_endpoint = None, ""
+                if api is not None:
+                    api.close()
+            since = int(time.time()) - 1
+            self._events_stop.wait(0.5)
+
+    def _wake(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._changed_now)
 
     # -- writes --------------------------------------------------------------------
     def _update_node(self, node_id: str, change: Callable[[dict], None]) -> None:
@@ -268,14 +384,14 @@ class DockerSwarm:
     async def set_availability(self, node_id: str, availability: str) -> None:
         await asyncio.to_thread(self._update_node, node_id,
                                 lambda spec: spec.__setitem__("Availability", availability))
-        self._changed.set()
+        self._changed_now()
 
     async def set_role(self, node_id: str, role: str) -> None:
         if role not in (MANAGER, "worker"):
             raise ProviderError(f"unknown role {role!r}")
         await asyncio.to_thread(self._update_node, node_id,
                                 lambda spec: spec.__setitem__("Role", role))
-        self._changed.set()
+        self._changed_now()
 
     async def rebalance(self, service_id: str) -> None:
         """`docker service update --force`: tasks are replaced and spread again."""
@@ -289,11 +405,68 @@ class DockerSwarm:
                 params={"version": svc["Version"]["Index"]}))
         await self._run(force)
 
-    async def close(self) -> None:
-        self._events_stop.set()
-        stream = self._events_stream
-        if stream is not None:
+    # -- the operation lock: a label on the swarm itself, set at its version ------
+    async def read_lock(self) -> Lock | None:
+        info = await self._run(lambda api: api.inspect_swarm())
+        return lock_from_labels(info.get("Spec", {}).get("Labels"))
+
+    def _swap_lock(self, decide: Callable[[Lock | None], Lock | None]) -> None:
+        """Compare-and-set of the lock label; a racing writer makes ours fail, so re-read."""
+        def attempt(api: CountingClient) -> bool:
+            info = api.inspect_swarm()
+            spec = copy.deepcopy(info["Spec"])
+            labels = spec.setdefault("Labels", {}) or {}
+            spec["Labels"] = labels
+            wanted = decide(lock_from_labels(labels))
+            if wanted is None:
+                labels.pop(LOCK_LABEL, None)
+            else:
+                labels[LOCK_LABEL] = json.dumps(wanted.__dict__, sort_keys=True)
             try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a dead stream is fine
-                pass
+                api.update_swarm(info["Version"]["Index"], swarm_spec=spec)
+                return True
+            except APIError as e:
+                if "update out of sequence" in (e.explanation or str(e)):
+                    return False
+                raise
+        for _ in range(RETRIES):
+            if self._call(attempt):
+                self._wake()            # a worker thread: hand the change to the loop
+                return
+        raise ProviderError(f"{self.endpoint}: the swarm kept changing while setting the lock")
+
+    async def take_lock(self, lock: Lock) -> None:
+        def decide(held: Lock | None) -> Lock:
+            if held is not None and held.op != lock.op:
+                raise LockHeld(held)
+            return lock
+        await asyncio.to_thread(self._swap_lock, decide)
+
+    async def release_lock(self, op: str) -> None:
+        await asyncio.to_thread(self._swap_lock,
+                                lambda held: None if held is None or held.op == op else held)
+
+    async def break_lock(self) -> None:
+        await asyncio.to_thread(self._swap_lock, lambda held: None)
+
+    async def close(self) -> None:
+        """Stop the event stream and its thread, and let go of the connections."""
+        with self._lock:
+            self._closed = True
+            self._events_stop.set()
+            stream, client, self._client = self._events_stream, self._client, None
+        _close_quietly(stream)
+        thread = self._events_thread
+        if thread is not None and thread.is_alive():
+            await asyncio.to_thread(thread.join, self.timeout)
+        if client is not None:
+            client.close()
+
+
+def _close_quietly(stream: Any) -> None:
+    """Closing a stream from another thread ends its blocking read (not over ssh://)."""
+    if stream is not None:
+        try:
+            stream.close()
+        except Exception:  # noqa: BLE001 - closing a dead stream is fine
+            pass

@@ -46,8 +46,10 @@ def test_capacity_refusal_names_the_service_task_and_reason(sim):
 
 def test_capacity_fails_when_two_leaving_nodes_overflow_max_per_node(sim):
     snap = sim_snapshot(sim)
-    # api: 4 replicas, max 1 per node, over 6 nodes: losing 3 nodes leaves 3 slots for 4
-    api = service_of(snap, "api")
+    # api made 4 replicas, max 1 per node, over 6 nodes: losing 3 nodes leaves 3 slots for 4
+    api = replace(service_of(snap, "api"), max_per_node=1)
+    snap = replace(snap, services=tuple(api if s.swarm_id == api.swarm_id else s
+                                        for s in snap.services))
     api_nodes = sorted({t.node_id for t in snap.tasks_of_service(api.swarm_id) if t.wanted})
     free = [n.swarm_id for n in snap.nodes if n.swarm_id not in api_nodes]
     leaving = frozenset(api_nodes[:1] + free)

@@ -1,0 +1,298 @@
+"""Maintenance windows: a whole physical host, or a rolling update VM by VM.
+
+Both are plans of small idempotent steps built from the node steps in
+plans.py, so the engine journals, pauses, aborts and resumes them like any
+other operation. What a plan decided from the cluster (which worker to
+promote, which VMs, in which order) is kept in `plan.params`, so a console
+that died mid-way rebuilds the very same plan from the journal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
+from .engine import Context, Plan, Step
+from .guards import (FAIL, OK, WARN, Check, capacity, proxy_keeps_a_server, quorum_after_loss,
+                     spread)
+from .plans import PlanError, Timing, drain_steps, return_steps
+
+HOST_STEPS = ("updates", "script", "manual")
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """How a maintenance window runs; the inventory's [maintenance] table."""
+    host_step: str = "updates"          # updates | script | manual (operator presses p)
+    script: str = ""                    # for host_step = script
+    update_command: str = ""            # rolling update: run on each VM over SSH
+    reboot: bool = False                # rolling update: reboot each VM after the command
+    expect_engine_change: bool = False  # rolling update: the Docker engine version must change
+    shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
+    update_timeout: float = 3600.0      # host updates, or the VM update command
+    boot_timeout: float = 600.0         # host or VM back, node Ready
+    failure_budget: int = 0             # VMs allowed to fail in a rolling update
+    retries: int = 0                    # per VM
+    time_limit: float = 0.0             # whole rolling update; 0 = none
+
+
+# -- waits on the cluster, as steps ---------------------------------------------------
+def _wait(title: str, what: str, probe, timeout: float, group: str = "") -> Step:
+    async def run(ctx: Context) -> None:
+        await ctx.wait_for(what, probe, timeout)
+    return Step(title, run, group=group)
+
+
+def _vm_state(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
+    def probe(snap: Snapshot) -> str | None:
+        v = snap.get(f"vm:{vm}")
+        state = v.state if isinstance(v, VM) else "missing"
+        return None if state == wanted else f"{vm} is {state}"
+    return _wait(f"wait until {vm} is {wanted}", f"{vm} to be {wanted}", probe, timeout, group)
+
+
+def _node_state(node: Node, wanted: str, timeout: float, group: str = "",
+                engine_not: str = "") -> Step:
+    def probe(snap: Snapshot) -> str | None:
+        n = snap.get(node.id)
+        if not isinstance(n, Node):
+            return f"{node.hostname} is not in the swarm"
+        if n.state != wanted:
+            return f"{node.hostname} is {n.state}"
+        if engine_not and n.engine_version == engine_not:
+            return f"{node.hostname} still runs engine {n.engine_version}"
+        return None
+    extra = f" with an engine newer than {engine_not}" if engine_not else ""
+    return _wait(f"wait until node {node.hostname} is {wanted}{extra}",
+                 f"{node.hostname} to be {wanted}", probe, timeout, group)
+
+
+def _healthy(vms: list[str], timeout: float, group: str = "") -> Step:
+    """The gate before going on: every service converged, the VMs' proxy servers UP."""
+    def probe(snap: Snapshot) -> str | None:
+        bad = [s.name for s in snap.services if not snap.converged(s)]
+        bad += [f"{s.backend}/{s.name} {s.status}" for v in vms for s in snap.servers_of_vm(v)
+                if not s.status.startswith("UP")]
+        return "; ".join(bad) or None
+    return _wait(f"health gate: services converged, proxy servers of {', '.join(vms)} UP",
+                 "the cluster to be healthy", probe, timeout, group)
+
+
+def _action(title: str, call, group: str = "", undo=None) -> Step:
+    async def run(ctx: Context) -> None:
+        await call(ctx)
+    return Step(title, run, undo, group)
+
+
+# -- host maintenance --------------------------------------------------------------------
+def _host_vms(snap: Snapshot, host: str) -> list[VM]:
+    if snap.get(f"host:{host}") is None:
+        raise PlanError(f"no host named {host!r} (known: "
+                        f"{', '.join(sorted(h.name for h in snap.hosts)) or 'none'})")
+    vms = [v for v in snap.vms if v.host == host]
+    # workers first, managers last: the control plane stays whole as long as it can
+    return sorted(vms, key=lambda v: (_role(snap, v) == MANAGER, v.name))
+
+
+def _role(snap: Snapshot, vm: VM) -> str:
+    node = snap.node_of_vm(vm)
+    return node.role if node else ""
+
+
+def _stand_in(snap: Snapshot, host: str) -> Node | None:
+    """A ready, active worker on another host that may vote while this host is down."""
+    workers = [n for n in snap.nodes if n.role == WORKER and n.state == READY
+               and n.availability == "active" and (vm := snap.vm_of_node(n)) and vm.host != host]
+    return min(workers, key=lambda n: n.hostname) if workers else None
+
+
+def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
+                     options: WindowOptions = WindowOptions(), params: dict | None = None) -> Plan:
+    if options.host_step not in HOST_STEPS:
+        raise PlanError(f"unknown host step {options.host_step!r} (one of {', '.join(HOST_STEPS)})")
+    vms = _host_vms(snap, host)
+    nodes = [n for v in vms if (n := snap.node_of_vm(v))]
+    leaving = frozenset(n.swarm_id for n in nodes)
+    managers = [n for n in nodes if n.role == MANAGER]
+    params = dict(params or {})
+    params.setdefault("host", host)
+    params.setdefault("vms", [v.name for v in vms])
+
+    quorum = quorum_after_loss(snap, managers)
+    promote = params.get("promote")
+    if promote is None:
+        stand_in = _stand_in(snap, host) if quorum.level == FAIL else None
+        promote = stand_in.hostname if stand_in else ""
+        params["promote"] = promote
+    checks = [capacity(snap, leaving), spread(snap, leaving),
+              proxy_keeps_a_server(snap, set(params["vms"]))]
+    if promote:
+        checks.append(Check("quorum", OK, f"{quorum.message.split('. Fix')[0]}; so {promote} "
+                            "is promoted to manager for the window and demoted after"))
+    else:
+        checks.append(quorum)
+    unmatched = [v.name for v in vms if snap.node_of_vm(v) is None]
+    if unmatched:
+        checks.append(Check("nodes", WARN, f"no swarm node for {', '.join(unmatched)}: "
+                            "only powered off and on"))
+
+    steps: list[Step] = []
+    stand_in_node = snap.node_named(promote) if promote else None
+    if stand_in_node:
+        steps.append(_action(f"promote {promote} to manager for the window",
+                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, MANAGER),
+                             undo=lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+    for node in nodes:
+        steps += drain_steps(snap, node, timing)
+    for vm in vms:
+        steps.append(_action(f"shut down {vm.name} (graceful, {options.shutdown_timeout:.0f}s)",
+                             lambda ctx, v=vm.name: ctx.actions.stop_vm(v, options.shutdown_timeout),
+                             undo=lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
+        steps.append(_vm_state(vm.name, "off", options.shutdown_timeout))
+    steps += _host_steps(host, options)
+    for vm in vms:
+        steps.append(_action(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
+    for vm in vms:
+        steps.append(_vm_state(vm.name, RUNNING, options.boot_timeout))
+    for node in nodes:
+        steps.append(_node_state(node, READY, options.boot_timeout))
+    for node in nodes:
+        steps += return_steps(snap, node)
+    steps.append(_rebalance(snap, leaving))
+    if stand_in_node:
+        steps.append(_action(f"demote {promote} back to worker",
+                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+    steps.append(_healthy(params["vms"], timing.drain_timeout))
+
+    def guard(now: Snapshot) -> list[Check]:
+        return [c for c in (capacity(now, leaving),) if c.level == FAIL]
+    return Plan("maintenance", host, steps, checks, guard, params=params)
+
+
+def _host_steps(host: str, options: WindowOptions) -> list[Step]:
+    def host_up(snap: Snapshot) -> str | None:
+        h = snap.get(f"host:{host}")
+        state = getattr(h, "state", "missing")
+        return None if state == "up" else f"{host} is {state}"
+    if options.host_step == "manual":
+        async def hold(ctx: Context) -> None:
+            ctx.op.state = "paused"
+            ctx.log(f"⏸ {host} is yours: do the work, then press p (or `opsconsole resume`) "
+                    "to bring everything back")
+            await ctx.checkpoint()
+        return [Step(f"hold: the operator works on {host} and presses p to continue", hold)]
+    what = f"run {options.script!r}" if options.host_step == "script" else "install updates"
+    return [
+        _action(f"{what} on {host}", lambda ctx: ctx.actions.install_updates(
+            host, options.update_timeout, options.script if options.host_step == "script" else "")),
+        _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout),
+        _action(f"restart {host}", lambda ctx: ctx.actions.restart_host(host)),
+        _wait(f"wait until {host} is up again", f"{host} to come back", host_up,
+              options.boot_timeout),
+    ]
+
+
+def _rebalance(snap: Snapshot, returned: frozenset[str]) -> Step:
+    """Swarm does not move tasks back: spread again the services that crowded elsewhere."""
+    services = sorted({t.service_id for n in returned for t in snap.tasks_on_node(n)
+                       if (s := snap.get(f"service:{t.service_id}")) is not None
+                       and getattr(s, "mode", "") == "replicated"})
+
+    async def run(ctx: Context) -> None:
+        for sid in services:
+            await ctx.actions.rebalance(sid)
+            ctx.log(f"rebalanced {getattr(snap.get(f'service:{sid}'), 'name', sid)}")
+    names = [getattr(snap.get(f"service:{s}"), "name", s) for s in services]
+    return Step(f"rebalance {', '.join(names) or 'nothing'}", run)
+
+
+# -- rolling update -------------------------------------------------------------------------
+def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Timing = Timing(),
+                   options: WindowOptions = WindowOptions(), params: dict | None = None) -> Plan:
+    """Workers first, then managers one at a time; each VM drained, updated, returned."""
+    if not options.update_command and not options.reboot:
+        raise PlanError("nothing to roll: set update_command (and/or reboot) in [maintenance]")
+    params = dict(params or {})
+    if "vms" not in params:
+        chosen = [v for v in snap.vms if not targets or v.name in targets]
+        missing = sorted(set(targets or ()) - {v.name for v in chosen})
+        if missing:
+            raise PlanError(f"no VM named {', '.join(missing)}")
+        chosen.sort(key=lambda v: (_role(snap, v) == MANAGER, v.name))
+        params["vms"] = [v.name for v in chosen]
+    vms = [snap.get(f"vm:{n}") for n in params["vms"]]
+    if not all(isinstance(vm, VM) for vm in vms):
+        raise PlanError("a VM of the recorded plan is gone from the cluster")
+    # a manager that reboots stops voting: with too few managers, a worker that is
+    # already updated votes in its place while the managers go, and stops after
+    managers = [n for vm in vms if (n := snap.node_of_vm(vm)) and n.role == MANAGER]
+    lone = next((m for m in managers if quorum_after_loss(snap, [m]).level == FAIL), None)
+    if "promote" not in params:
+        stand_in = _stand_in(snap, "") if lone else None
+        params["promote"] = stand_in.hostname if stand_in else ""
+    stand_in_node = snap.node_named(params["promote"]) if params["promote"] else None
+    checks: list[Check] = []
+    if lone and not stand_in_node:
+        checks.append(quorum_after_loss(snap, [lone]))
+    elif stand_in_node:
+        checks.append(Check("quorum", OK, f"{stand_in_node.hostname} votes as a manager while "
+                            "the managers reboot, and is demoted after"))
+    steps: list[Step] = []
+    for vm in vms:
+        node = snap.node_of_vm(vm)
+        if stand_in_node and node is not None and node.role == MANAGER and not any(
+                s.title.startswith("promote") for s in steps):
+            steps.append(_action(f"promote {stand_in_node.hostname} to manager while the "
+                                 "managers reboot", lambda ctx: ctx.actions.set_role(
+                                     stand_in_node.swarm_id, MANAGER), undo=lambda ctx:
+                                 ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+        if node is None:
+            checks.append(Check("nodes", WARN, f"{vm.name} has no swarm node: skipped"))
+            continue
+        one = frozenset({node.swarm_id})
+        for c in (capacity(snap, one), spread(snap, one), proxy_keeps_a_server(snap, {vm.name})):
+            if c.level != OK:
+                checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
+        steps += _update_one(snap, vm, node, timing, options)
+    if stand_in_node:
+        steps.append(_action(f"demote {stand_in_node.hostname} back to worker",
+                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+    checks.append(Check("order", OK, "one VM at a time: " + ", ".join(params["vms"])))
+    return Plan("rolling-update", ", ".join(params["vms"]) if targets else "cluster", steps,
+                checks, params=params, retries=options.retries,
+                failure_budget=options.failure_budget, time_limit=options.time_limit)
+
+
+def _update_one(snap: Snapshot, vm: VM, node: Node, timing: Timing,
+                options: WindowOptions) -> list[Step]:
+    group = vm.name
+    steps = [_grouped(s, group) for s in drain_steps(snap, node, timing)]
+    if options.update_command:
+        async def update(ctx: Context) -> None:
+            await ctx.actions.run_command(vm.name, options.update_command, options.update_timeout,
+                                          on_line=lambda line: ctx.log(f"{vm.name}│ {line}"))
+        steps.append(Step(f"run the update on {vm.name}", update, group=group))
+    if options.reboot:
+        steps.append(_action(f"reboot {vm.name}", lambda ctx: ctx.actions.reboot_vm(
+            vm.name, options.boot_timeout), group=group))
+    steps.append(_node_state(node, READY, options.boot_timeout, group,
+                             engine_not=node.engine_version if options.expect_engine_change
+                             else ""))
+    steps += [_grouped(s, group) for s in return_steps(snap, node)]
+    steps.append(_healthy([vm.name], timing.drain_timeout, group))
+    return steps
+
+
+def _grouped(step: Step, group: str) -> Step:
+    step.group = group
+    return step
+
+
+def make_window(kind: str, snap: Snapshot, target: str, timing: Timing,
+                options: WindowOptions, params: dict | None = None) -> Plan:
+    if kind == "maintenance":
+        return host_maintenance(snap, target, timing, options, params)
+    if kind == "rolling-update":
+        targets = None if target in ("", "cluster") else [t.strip() for t in target.split(",")]
+        return rolling_update(snap, targets, timing, options, params)
+    raise PlanError(f"unknown operation {kind!r}")
+
