@@ -43,10 +43,29 @@ class ProxyConfig:
     timeout: float = 5.0
 
 
+# Keys of the [winrm] table (defaults for every host) and of a host's `winrm = {...}`.
+WINRM_KEYS: dict[str, type] = {
+    "transport": str, "scheme": str, "port": int, "cert_validation": bool, "ca_bundle": str,
+    "user_env": str, "password_env": str, "cert_pem": str, "cert_key_pem": str,
+    "allow_basic": bool, "computer_name": str, "read_timeout": int, "operation_timeout": int,
+    "call_timeout": float}
+# Keys of the [ssh] table (defaults) and of a VM's `ssh = {...}`.
+SSH_KEYS: dict[str, type] = {
+    "user": str, "port": int, "address": str, "host_keys": list, "known_hosts": list,
+    "identity_files": list, "config": list, "connect_timeout": float}
+SSH_SITE_ONLY = ("known_hosts", "identity_files", "config", "connect_timeout")
+# Keys of [maintenance]: how windows run (see ops/maintenance.py WindowOptions).
+MAINTENANCE_KEYS: dict[str, type] = {
+    "host_step": str, "script": str, "update_command": str, "reboot": bool,
+    "expect_engine_change": bool, "shutdown_timeout": float, "update_timeout": float,
+    "boot_timeout": float, "failure_budget": int, "retries": int, "time_limit": float}
+
+
 @dataclass(frozen=True)
 class HostConfig:
     name: str
     address: str = ""
+    winrm: dict[str, Any] = field(default_factory=dict)   # [winrm] merged with the host's
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class VMConfig:
     host: str
     address: str = ""
     node: str = ""                      # Swarm hostname, when it differs from the name
+    ssh: dict[str, Any] = field(default_factory=dict)     # [ssh] merged with the VM's
 
 
 @dataclass(frozen=True)
@@ -69,6 +89,9 @@ class Inventory:
     proxy: ProxyConfig | None = None
     hosts: dict[str, HostConfig] = field(default_factory=dict)
     vms: dict[str, VMConfig] = field(default_factory=dict)
+    winrm: bool = False                 # hosts are reached over WinRM ([winrm] present)
+    ssh: dict[str, Any] | None = None   # the [ssh] table, when VMs are reached over SSH
+    maintenance: dict[str, Any] = field(default_factory=dict)
 
 
 def default_state_dir() -> Path:
@@ -110,6 +133,15 @@ class _Reader:
             raise self.fail(key, "expected a list of non-empty strings")
         return tuple(value)
 
+    def typed(self, schema: dict[str, type]) -> dict[str, Any]:
+        """Every key of this table, checked against a schema of key -> type."""
+        out = {}
+        for key in self.table:
+            if key not in schema:
+                raise self.fail(key, f"unknown key (known here: {', '.join(sorted(schema))})")
+            out[key] = self.strings(key) if schema[key] is list else self.get(key, schema[key])
+        return out
+
     def sub(self, key: str) -> "_Reader":
         return _Reader(self.path, self.text, self.get(key, dict, {}), self.where + (key,))
 
@@ -132,21 +164,23 @@ def _words(type_name: str) -> str:
 
 
 def _line_of(text: str, where: tuple[str, ...], key: str | None) -> int:
-    """Best line for a key: inside its [table] header's section, else the header."""
+    """Best line for a key: inside its [table] section; for an inline table, its line."""
     lines = text.splitlines()
-    start = 0
+    start = -1
     if where:
         quoted = r"\.".join(rf'\s*(?:"{re.escape(w)}"|{re.escape(w)})\s*' for w in where)
         header = re.compile(rf"^\s*\[{quoted}\]\s*(#.*)?$")
-        start = next((i for i, ln in enumerate(lines) if header.match(ln)), 0)
+        start = next((i for i, ln in enumerate(lines) if header.match(ln)), -1)
+        if start < 0:                 # no [a.b] header: `b = {...}` inside [a]
+            return _line_of(text, where[:-1], where[-1])
     if key:
         pattern = re.compile(rf'^\s*(?:"{re.escape(key)}"|{re.escape(key)})\s*=')
-        for i in range(start + 1 if where else 0, len(lines)):
-            if i > start and where and lines[i].lstrip().startswith("["):
+        for i in range(start + 1, len(lines)):
+            if lines[i].lstrip().startswith("["):
                 break
             if pattern.match(lines[i]):
                 return i + 1
-    return start + 1
+    return start + 1 if start >= 0 else 1
 
 
 def load(path: str | os.PathLike[str]) -> Inventory:
@@ -217,12 +251,19 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
         proxy = ProxyConfig(sock, dict(servers), p.positive("timeout", ProxyConfig.timeout))
         p.done()
 
+    winrm = "winrm" in data
+    winrm_defaults = top.sub("winrm").typed(WINRM_KEYS)
+    ssh = top.sub("ssh").typed(SSH_KEYS) if "ssh" in data else None
+    maintenance = top.sub("maintenance").typed(MAINTENANCE_KEYS)
+
     hosts: dict[str, HostConfig] = {}
     htable = top.sub("hosts")
     for name in htable.table:
         h = htable.sub(name)
         _check_name(h, name)
-        hosts[name] = HostConfig(name, h.get("address", str, ""))
+        own = h.sub("winrm").typed(WINRM_KEYS)
+        winrm = winrm or bool(own)
+        hosts[name] = HostConfig(name, h.get("address", str, ""), {**winrm_defaults, **own})
         h.done()
     htable.used.update(htable.table)
 
@@ -235,13 +276,20 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
         if host not in hosts:
             raise v.fail("host", f"{host!r} is not a host of [hosts] "
                                  f"(known: {', '.join(hosts) or 'none'})")
-        vms[name] = VMConfig(name, host, v.get("address", str, ""), v.get("node", str, ""))
+        own = v.sub("ssh")
+        settings = own.typed(SSH_KEYS)
+        site_only = [k for k in settings if k in SSH_SITE_ONLY]
+        if site_only:
+            raise own.fail(site_only[0], "belongs in the [ssh] table, for every VM")
+        vms[name] = VMConfig(name, host, v.get("address", str, ""), v.get("node", str, ""),
+                             {**(ssh or {}), **settings})
         v.done()
     vtable.used.update(vtable.table)
     top.done()
     if swarm is None:
         raise top.fail(None, "no [swarm] table: the console needs at least one manager")
     return Inventory(path=path, read_only=read_only, theme=theme, keys=dict(keys),
+                     winrm=winrm, ssh=ssh, maintenance=maintenance,
                      state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
                      timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
 

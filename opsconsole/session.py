@@ -5,6 +5,9 @@ same read-only rule.
 """
 from __future__ import annotations
 
+import getpass
+import os
+import sys
 from dataclasses import dataclass
 
 from .cluster import Cluster
@@ -13,7 +16,7 @@ from .model import VM, Host
 from .ops.actions import Actions
 from .ops.engine import Engine
 from .ops.records import Audit, Journal
-from .providers.base import Providers
+from .providers.base import ProviderError, Providers
 from .providers.static import UNMANAGED, StaticHypervisor
 
 
@@ -46,7 +49,60 @@ def connect(inventory: Inventory) -> Providers:
     if inventory.proxy:
         from .providers.haproxy import HAProxy
         proxy = HAProxy(inventory.proxy.socket, inventory.proxy.timeout)
-    return Providers(swarm, StaticHypervisor(hosts, vms), proxy, None, close=swarm.close)
+    hypervisor = hyperv(inventory, vms) if inventory.winrm else StaticHypervisor(hosts, vms)
+    shell = ssh(inventory) if inventory.ssh is not None else None
+    closers = [p for p in (swarm, hypervisor, shell) if hasattr(p, "close")]
+
+    async def close() -> None:
+        for p in closers:
+            await p.close()
+    return Providers(swarm, hypervisor, proxy, shell, close=close)
+
+
+def hyperv(inventory: Inventory, vms: list[VM]):
+    """HyperV over WinRM; credentials come from the environment variables the file names."""
+    from .providers.hyperv import HyperV
+    from .providers.powershell.remote import WinRMHost
+    hosts = []
+    for h in inventory.hosts.values():
+        w = dict(h.winrm)
+        user_env, password_env = w.pop("user_env", ""), w.pop("password_env", "")
+        username = _secret(user_env, f"WinRM user for {h.name}") if user_env else ""
+        password = _secret(password_env, f"WinRM password for {username or h.name}",
+                           hidden=True) if password_env else ""
+        w["expect_computer_name"] = w.pop("computer_name", "")
+        hosts.append(WinRMHost(h.name, h.address, username=username, password=password, **w))
+    return HyperV(hosts, vms)
+
+
+_asked: dict[str, str] = {}
+
+
+def _secret(env_var: str, what: str, hidden: bool = False) -> str:
+    """From the environment variable the inventory names, else asked once on a terminal.
+
+    Kept in memory only: never written, never logged.
+    """
+    value = os.environ.get(env_var) or _asked.get(env_var)
+    if value:
+        return value
+    if not sys.stdin.isatty():
+        raise ProviderError(f"{what}: environment variable {env_var} is not set")
+    value = (getpass.getpass if hidden else input)(f"{what} ({env_var} is not set): ")
+    _asked[env_var] = value
+    return value
+
+
+def ssh(inventory: Inventory):
+    from .providers.ssh import SSH, SSHTarget
+    site = inventory.ssh or {}
+    targets = [SSHTarget(v.name, v.ssh.get("address") or v.address, v.ssh.get("user", ""),
+                         v.ssh.get("port", 0), tuple(v.ssh.get("host_keys", ())))
+               for v in inventory.vms.values()]
+    return SSH(targets, config=tuple(site.get("config", ())),
+               known_hosts=tuple(site.get("known_hosts", ())),
+               client_keys=tuple(site.get("identity_files", ())),
+               connect_timeout=site.get("connect_timeout", 10.0))
 
 
 def open_session(inventory: Inventory | None = None, read_only: bool = False,

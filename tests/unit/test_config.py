@@ -89,3 +89,77 @@ def test_missing_and_unreadable_files(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="cannot read"):
         load(bad)
+
+
+SITE = """\
+[swarm]
+endpoints = ["unix:///run/docker.sock"]
+
+[winrm]
+transport = "ntlm"
+user_env = "T_WINRM_USER"
+password_env = "T_WINRM_PASSWORD"
+call_timeout = 900
+
+[ssh]
+known_hosts = ["/etc/ssh/ssh_known_hosts"]
+user = "admin"
+
+[maintenance]
+update_command = "sudo apt-get -y upgrade"
+reboot = true
+failure_budget = 1
+
+[hosts.hv-01]
+address = "hv-01.example"
+winrm = { port = 15986, cert_validation = false }
+
+[vms.vm-01]
+host = "hv-01"
+address = "10.0.0.11"
+ssh = { port = 2222, host_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"] }
+"""
+
+
+def test_winrm_ssh_and_maintenance_tables_merge_site_and_own_settings(tmp_path):
+    inv = load(write(tmp_path, SITE))
+    assert inv.winrm and inv.ssh == {"known_hosts": ("/etc/ssh/ssh_known_hosts",), "user": "admin"}
+    assert inv.hosts["hv-01"].winrm == {"transport": "ntlm", "user_env": "T_WINRM_USER",
+                                        "password_env": "T_WINRM_PASSWORD", "call_timeout": 900.0,
+                                        "port": 15986, "cert_validation": False}
+    assert inv.vms["vm-01"].ssh["user"] == "admin" and inv.vms["vm-01"].ssh["port"] == 2222
+    assert inv.maintenance == {"update_command": "sudo apt-get -y upgrade", "reboot": True,
+                               "failure_budget": 1}
+
+
+@pytest.mark.parametrize("old, new, line, words", [
+    ('transport = "ntlm"', 'transport = "ntlm"\npasword_env = "X"', 6, "winrm.pasword_env: unknown"),
+    ("port = 15986,", 'port = "15986",', 21, "expected an integer"),
+    ("port = 2222,", 'known_hosts = ["/x"], port = 2222,', 26, "belongs in the [ssh] table"),
+    ("reboot = true", 'reboot = "yes"', 16, "maintenance.reboot: expected true or false"),
+])
+def test_bad_site_tables(tmp_path, old, new, line, words):
+    path = write(tmp_path, SITE.replace(old, new, 1))
+    with pytest.raises(ConfigError) as err:
+        load(path)
+    assert str(err.value).startswith(f"{path}:{line}") and words in str(err.value), str(err.value)
+
+
+def test_connect_builds_hyperv_and_ssh_from_the_inventory(tmp_path, monkeypatch):
+    from opsconsole.providers.base import ProviderError
+    from opsconsole.session import connect
+    inv = load(write(tmp_path, SITE))
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)
+    monkeypatch.delenv("T_WINRM_USER", raising=False)
+    with pytest.raises(ProviderError, match="T_WINRM_USER is not set"):
+        connect(inv)
+    monkeypatch.setenv("T_WINRM_USER", "ops")
+    monkeypatch.setenv("T_WINRM_PASSWORD", "s3cret")
+    providers = connect(inv)
+    host = providers.hypervisor._hosts["hv-01"].cfg
+    assert (host.username, host.password, host.port, host.cert_validation) == \
+        ("ops", "s3cret", 15986, False)
+    assert "s3cret" not in repr(host)
+    target = providers.shell.targets["vm-01"]
+    assert (target.user, target.port, target.address) == ("admin", 2222, "10.0.0.11")
+    assert target.host_keys == ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",)
