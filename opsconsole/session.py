@@ -15,6 +15,7 @@ from .config import Inventory, read_only_from_env
 from .model import VM, Host
 from .ops.actions import Actions
 from .ops.engine import Engine
+from .ops.maintenance import WindowOptions
 from .ops.records import Audit, Journal
 from .providers.base import ProviderError, Providers
 from .providers.static import UNMANAGED, StaticHypervisor
@@ -32,6 +33,10 @@ class Session:
     @property
     def journal(self) -> Journal:
         return self.engine.journal
+
+    @property
+    def window_options(self) -> WindowOptions:
+        return WindowOptions(**self.inventory.maintenance)
 
 
 def connect(inventory: Inventory) -> Providers:
@@ -109,8 +114,9 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
                  speed: float = 1.0, scale: int = 0, seed: int = 1,
                  providers: Providers | None = None) -> Session:
     """Read-only wins: the flag, the environment or the file can each turn it on."""
-    if inventory is None:
-        inventory = Inventory()
+    if inventory is None:   # the simulated site updates docker on each VM and reboots it
+        inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
+                                           "reboot": True})
     # No inventory file and no [swarm]: the simulated cluster (or the providers
     # given, e.g. a test's own SimCluster), with records under state_dir/sim.
     if inventory.path is None and inventory.swarm is None:

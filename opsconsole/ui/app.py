@@ -14,6 +14,8 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.markup import escape
 from textual.message import Message
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
@@ -59,9 +61,18 @@ class NodeCommands(Provider):
                 text = f"{op} {node.hostname}"
                 score = matcher.match(text)
                 if score > 0:
-                    yield Hit(score, matcher.highlight(text),
+                    yield Hit(score, _highlight(matcher, text),
                               lambda op=op, node=node: app.request(op, node.swarm_id),
-                              help=f"{op} the Swarm node {node.hostname}")
+                              help=escape(f"{op} the Swarm node {node.hostname}"))
+
+
+def _highlight(matcher, text: str) -> Content:
+    """Like matcher.highlight(), which reads its text as markup: a node's name must not be."""
+    content = Content(text)
+    for offset in matcher.fuzzy_search.match(matcher.query, text)[1]:
+        if not text[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content
 
 
 class OpsConsole(App):
@@ -133,6 +144,13 @@ class OpsConsole(App):
         self.refresh_loop()
         self.set_interval(1.0, self.query_one(OpsPanel).tick)
 
+    def notify(self, message: str, *, title: str = "", severity="information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Textual reads messages as markup by default; ours carry remote names and
+        errors ("[/x]" would crash the toast), so here they are plain text."""
+        super().notify(message, title=title, severity=severity, timeout=timeout,
+                       markup=markup)
+
     # -- colours from the theme ----------------------------------------------------
     def watch_theme(self) -> None:
         variables = self.get_css_variables()
@@ -157,6 +175,8 @@ class OpsConsole(App):
             await asyncio.sleep(0.2)   # coalesce event bursts into one refresh
 
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
+        if not self.is_running:     # shutting down: the widgets may be gone already
+            return
         snap = self.snapshot = message.snapshot
         self.query_one(Details).record(snap)
         self.query_one(ClusterTree).show(snap)
@@ -178,6 +198,8 @@ class OpsConsole(App):
         self._show_details()
 
     def on_operation_changed(self, message: OperationChanged) -> None:
+        if not self.is_running:     # shutting down: the widgets may be gone already
+            return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
 

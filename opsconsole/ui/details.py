@@ -51,7 +51,7 @@ class Details(Static):
             parts += [Text(""), related]
         self.update(Group(*parts))
 
-    def _tasks_table(self, title: str, rows) -> Table:
+    def _tasks_table(self, title: Text, rows) -> Table:
         t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
                   expand=True)
         for col in ("task", "where", "state", "desired", "error"):
@@ -65,15 +65,15 @@ class Details(Static):
     def _related(self, entity, snap: Snapshot):
         if isinstance(entity, Node):
             tasks = snap.tasks_on_node(entity.swarm_id, wanted_only=False)
-            return self._tasks_table(f"tasks on {entity.hostname} ({len(tasks)}, with history)",
-                                     [(t, entity.hostname) for t in tasks])
+            title = Text(f"tasks on {entity.hostname} ({len(tasks)}, with history)")
+            return self._tasks_table(title, [(t, entity.hostname) for t in tasks])
         if isinstance(entity, Service):
             def where(t):
                 n = snap.get(f"node:{t.node_id}")
                 return n.hostname if isinstance(n, Node) else "unassigned"
             tasks = sorted(snap.tasks_of_service(entity.swarm_id), key=lambda t: (where(t), t.slot))
             running, desired = snap.convergence(entity)
-            return self._tasks_table(f"tasks by node: {running}/{desired} running",
+            return self._tasks_table(Text(f"tasks by node: {running}/{desired} running"),
                                      [(t, where(t)) for t in tasks])
         if isinstance(entity, ProxyServer):
             sessions = snap.sessions_of_server(entity)

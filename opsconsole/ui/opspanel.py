@@ -62,6 +62,8 @@ class OpsPanel(VerticalScroll):
             view.refresh_view()
 
     def tick(self) -> None:
+        if not self.app.is_running:  # shutting down: the views may be gone already
+            return
         for view in self.views.values():
             if view.op.state in ("running", "paused"):
                 view.refresh_view()

@@ -11,6 +11,7 @@ from functools import lru_cache
 from typing import Callable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
@@ -39,6 +40,10 @@ def sort_key(snap: Snapshot, entity_id: str) -> tuple:
 
 class ClusterTree(Tree[str]):
     """Tree whose node data is the entity id (or a group id)."""
+
+    # The help promises ← → to fold and unfold; Textual's Tree binds neither.
+    BINDINGS = [Binding("left", "fold", "Fold", show=False),
+                Binding("right", "unfold", "Unfold", show=False)]
 
     def __init__(self, style: Style, **kwargs) -> None:
         super().__init__("cluster", data="root", **kwargs)
@@ -195,6 +200,19 @@ class ClusterTree(Tree[str]):
                 del self.index[n.data]
             stack.extend(n.children)
 
+    def action_fold(self) -> None:
+        """Fold the branch under the cursor; on a folded one or a leaf, go to its parent."""
+        node = self.cursor_node
+        if node is not None and node.is_expanded and node.children:
+            node.collapse()
+        else:
+            self.action_cursor_parent()
+
+    def action_unfold(self) -> None:
+        node = self.cursor_node
+        if node is not None and not node.is_expanded:
+            node.expand()
+
     @property
     def selected_id(self) -> str | None:
         node = self.cursor_node
@@ -208,5 +226,8 @@ class ClusterTree(Tree[str]):
         while parent is not None:
             parent.expand()
             parent = parent.parent
+        # node.line is stale after any change until the lines are rebuilt (at the
+        # next render): rebuild now, or the cursor lands on whatever line it was
+        self._tree_lines
         self.move_cursor(node)
         return True
