@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -22,7 +23,8 @@ from .config import ConfigError, load
 from .model import ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Snapshot
 from .ops.actions import ReadOnlyError
 from .ops.engine import ABORTED, DONE, StepFailed
-from .ops.plans import PLANS, PlanError, make_plan
+from .ops import catalog
+from .ops.plans import PlanError
 from .providers.base import ProviderError
 from .session import Session, open_session
 
@@ -138,10 +140,10 @@ def status_tree(snap: Snapshot) -> Tree:
     return root
 
 
-def _plan(session: Session, kind: str, target: str, force: bool):
-    async def build():
-        snap = await session.cluster.snapshot()
-        return make_plan(kind, snap, target, session.inventory.timing, force)
+def _build(session: Session, kind: str, target: str, force: bool):
+    async def build(snap: Snapshot):
+        return catalog.build(kind, snap, target, session.inventory.timing,
+                             session.window_options, force)
     return build
 
 
@@ -155,48 +157,23 @@ def print_plan(plan) -> None:
         con.print(Text(f"  {i}. {step.title}"))
 
 
-@main.command()
-@click.argument("operation", type=click.Choice(sorted(PLANS)))
-@click.argument("target")
-@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
-@click.pass_context
-def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
-    """Show what OPERATION on TARGET would do and what the checks find; change nothing."""
-    session = _session(ctx)
-
-    async def go():
-        try:
-            return await _plan(session, operation, target, force)()
-        finally:
-            await session.providers.close()
-    p = _run(go())
-    print_plan(p)
-    if p.refused:
-        sys.exit(EXIT_REFUSED)
-
-
-@main.command()
-@click.argument("operation", type=click.Choice(sorted(PLANS)))
-@click.argument("target")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
-@click.pass_context
-def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool) -> None:
-    """Run OPERATION on TARGET headless, printing each step."""
-    session = _session(ctx)
+def _execute(session: Session, build, yes: bool, confirm_word: str = "",
+             resume: dict | None = None) -> None:
+    """Plan from a fresh snapshot, show it, confirm, run with the log streaming, exit code."""
     if session.read_only:
-        fail(EXIT_REFUSED, f"read-only mode: refused to {operation} {target}")
+        fail(EXIT_REFUSED, "read-only mode: refused to change anything")
 
     async def go():
         try:
-            p = await _plan(session, operation, target, force)()
+            p = await build(await session.cluster.snapshot())
             print_plan(p)
             if p.refused:
                 fail(EXIT_REFUSED, "refused by the checks above")
+            word = confirm_word or p.target
             if not yes:
-                answer = await asyncio.to_thread(click.prompt, f"Type {p.target} to confirm",
+                answer = await asyncio.to_thread(click.prompt, f"Type {word} to confirm",
                                                  default="", show_default=False)
-                if answer.strip() != p.target:
+                if answer.strip() != word:
                     fail(EXIT_REFUSED, "not confirmed; nothing changed")
             seen = 0
 
@@ -206,16 +183,126 @@ def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool)
                     click.echo(line)
                 seen = len(op.log)
             session.engine._on_change = show
-            return await session.engine.run(p)
+            op = session.engine.start(p, resume=resume)
+            await op.task
+            return op
         finally:
             await session.providers.close()
     try:
         op = _run(go())
     except StepFailed as e:
         fail(EXIT_REFUSED, str(e))
+    if op.report_path:
+        click.echo(f"report: {op.report_path}")
     if op.state != DONE:
         fail(EXIT_ABORTED if op.state == ABORTED else EXIT_FAILED,
              f"{op.title} {op.state}: {op.error}")
+
+
+OPERATION = click.Choice(catalog.OPERATIONS)
+
+
+@main.command()
+@click.argument("operation", type=OPERATION)
+@click.argument("target")
+@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
+@click.pass_context
+def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
+    """Show what OPERATION on TARGET would do and what the checks find; change nothing.
+
+    TARGET: a node or VM for cordon/drain/activate, a host for maintenance,
+    'cluster' or VM names separated by commas for rolling-update.
+    """
+    session = _session(ctx)
+
+    async def go():
+        try:
+            return await _build(session, operation, target, force)(
+                await session.cluster.snapshot())
+        finally:
+            await session.providers.close()
+    p = _run(go())
+    print_plan(p)
+    if p.refused:
+        sys.exit(EXIT_REFUSED)
+
+
+@main.command()
+@click.argument("operation", type=OPERATION)
+@click.argument("target")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
+@click.pass_context
+def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool) -> None:
+    """Run OPERATION on TARGET headless, printing each step (see `plan` for TARGET)."""
+    session = _session(ctx)
+    _execute(session, _build(session, operation, target, force), yes)
+
+
+def _unfinished(session: Session, op_id: str) -> dict:
+    found = [r for r in session.journal.unfinished() if r["op"] == op_id]
+    if not found:
+        known = ", ".join(r["op"] for r in session.journal.unfinished()) or "none"
+        fail(EXIT_USAGE, f"no unfinished operation {op_id!r} in the journal (unfinished: {known})")
+    return found[0]
+
+
+@main.command()
+@click.argument("op_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
+    """Carry on an unfinished operation from where its console stopped."""
+    session = _session(ctx)
+    record = _unfinished(session, op_id)
+
+    async def build(snap: Snapshot):
+        return catalog.rebuild(record, snap, session.inventory.timing, session.window_options)
+    _execute(session, build, yes, confirm_word=op_id, resume=record)
+
+
+@main.command()
+@click.argument("op_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rollback(ctx: click.Context, op_id: str, yes: bool) -> None:
+    """Bring back into service what an unfinished operation took out."""
+    session = _session(ctx)
+    record = _unfinished(session, op_id)
+
+    async def build(snap: Snapshot):
+        return catalog.rollback(record, snap)
+    _execute(session, build, yes, confirm_word=op_id)
+
+
+@main.command()
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def unlock(ctx: click.Context, yes: bool) -> None:
+    """Break the cluster's operation lock (a console died holding it). Audited."""
+    session = _session(ctx)
+    if session.read_only:
+        fail(EXIT_REFUSED, "read-only mode: refused to break the lock")
+
+    async def go():
+        try:
+            snap = await session.cluster.snapshot()
+            if snap.lock is None:
+                click.echo("the cluster is not locked")
+                return
+            lock = snap.lock
+            click.echo(f"locked by {lock.holder} for {lock.title!r} (operation {lock.op}), "
+                       f"{present.duration(lock.age(time.time()))} ago")
+            if not yes:
+                answer = await asyncio.to_thread(click.prompt, "Type unlock to break it",
+                                                 default="", show_default=False)
+                if answer.strip() != "unlock":
+                    fail(EXIT_REFUSED, "not confirmed; the lock stays")
+            await session.engine.actions.break_lock(lock.holder)
+            click.echo("lock broken")
+        finally:
+            await session.providers.close()
+    _run(go())
 
 
 @main.command()
@@ -224,10 +311,10 @@ def journal(ctx: click.Context) -> None:
     """List recorded operations, unfinished ones first."""
     session = _session(ctx)
     con = Console(highlight=False)
-    unfinished = session.journal.unfinished()
-    for rec in unfinished:
+    for rec in session.journal.unfinished():
         con.print(Text(f"UNFINISHED {rec['op']}  {rec['kind']} {rec['target']}  by {rec['who']}  "
-                       f"steps done {len(rec['done_steps'])}/{len(rec['steps'])}",
+                       f"steps done {len(rec['done_steps'])}/{len(rec['steps'])}  "
+                       f"(opsconsole resume {rec['op']} | opsconsole rollback {rec['op']})",
                        style="bold yellow"))
     for rec in session.journal.read():
         if rec.get("event") in ("begin", "end"):

@@ -53,6 +53,7 @@ class Plan:
     failure_budget: int = 0         # failed groups tolerated before the operation fails
     time_limit: float = 0.0         # seconds for the whole operation; 0 = none
     params: dict = field(default_factory=dict)   # what rebuilds this plan (for resume)
+    report: bool = False            # write a markdown report at the end
 
     @property
     def refused(self) -> list[Check]:
@@ -78,6 +79,8 @@ class Operation:
     begun: int = 0                  # how many steps have started (undo covers these)
     skip: frozenset[int] = frozenset()   # steps an earlier console finished (resume)
     failed_groups: list[str] = field(default_factory=list)
+    report_path: str = ""
+    notes: dict[str, object] = field(default_factory=dict)   # "step:key" -> what a step kept
     times: dict[int, list[float]] = field(default_factory=dict)   # step -> [start, end]
     _resume: asyncio.Event = field(default_factory=asyncio.Event)
     _poke: asyncio.Event = field(default_factory=asyncio.Event)   # pause/abort wake waits
@@ -123,6 +126,16 @@ class Context:
 
     async def snapshot(self) -> Snapshot:
         return await self.engine.cluster.snapshot()
+
+    def remember(self, key: str, value: object) -> None:
+        """Journal a fact this step needs if it is run again after a crash."""
+        self.op.notes[f"{self.op.index}:{key}"] = value
+        self.engine.journal.append({"event": "note", "op": self.op.id, "index": self.op.index,
+                                    "key": key, "value": value})
+
+    def recall(self, key: str) -> object | None:
+        """What this step remembered in an earlier run (a console that died), if anything."""
+        return self.op.notes.get(f"{self.op.index}:{key}")
 
     async def checkpoint(self) -> None:
         """Where pause and abort take effect inside a step."""
@@ -207,7 +220,8 @@ class Engine:
             if resume.get("steps") != [s.title for s in plan.steps]:
                 raise StepFailed(f"cannot resume {resume.get('op')}: the plan made now differs "
                                  "from the one recorded; roll it back instead")
-            op = Operation(plan, id=resume["op"], skip=frozenset(resume.get("done_steps", [])))
+            op = Operation(plan, id=resume["op"], skip=frozenset(resume.get("done_steps", [])),
+                           notes=dict(resume.get("notes", {})))
         else:
             op = Operation(plan)
         self.operations.append(op)
@@ -257,12 +271,20 @@ class Engine:
         ctx.log(f"start {op.title}: {len(plan.steps)} steps")
         swarm = self.cluster.providers.swarm
         locked = False
+        takes_over = plan.params.get("takes_over")
         try:
+            held = await swarm.read_lock()
+            if held is not None and takes_over and held.op == takes_over:
+                ctx.log(f"taking over the lock of {takes_over} from {held.holder}")
+                await swarm.break_lock()
             await swarm.take_lock(Lock(who(), op.id, op.title, time.time()))
             locked = True
             await self._steps(ctx)
             op.index = len(plan.steps)
             op.state = DONE
+            if takes_over:      # the operation this one rolled back is closed now
+                self.journal.append({"event": "end", "op": takes_over, "state": "rolled back",
+                                     "error": f"rolled back by {op.id}"})
         except Aborted:
             op.state = ABORTED
             ctx.log("aborted; restoring what can be restored")
@@ -286,7 +308,20 @@ class Engine:
                 self.journal.append({"event": "end", "op": op.id, "state": op.state,
                                      "error": op.error, "failed": op.failed_groups})
             ctx.log(f"{op.state} after {op.elapsed:.1f}s")
+            if plan.report:
+                self._write_report(op)
             self.changed(op)
+
+    def _write_report(self, op: Operation) -> None:
+        from .report import markdown
+        folder = self.journal.path.parent / "reports"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{op.id}.md"
+            path.write_text(markdown(op, who()))
+            op.report_path = str(path)
+        except OSError as e:
+            op.log.append(f"⚠ could not write the report: {e}")
 
     async def _steps(self, ctx: Context) -> None:
         """Run the steps in order; a failing step of a group retries or skips its group."""

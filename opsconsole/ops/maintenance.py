@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
+from ..providers.base import ProviderError
 from .engine import Context, Plan, Step
 from .guards import (FAIL, OK, WARN, Check, capacity, proxy_keeps_a_server, quorum_after_loss,
                      spread)
@@ -42,7 +43,7 @@ def _wait(title: str, what: str, probe, timeout: float, group: str = "") -> Step
     return Step(title, run, group=group)
 
 
-def _vm_state(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
+def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
     def probe(snap: Snapshot) -> str | None:
         v = snap.get(f"vm:{vm}")
         state = v.state if isinstance(v, VM) else "missing"
@@ -50,7 +51,7 @@ def _vm_state(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
     return _wait(f"wait until {vm} is {wanted}", f"{vm} to be {wanted}", probe, timeout, group)
 
 
-def _node_state(node: Node, wanted: str, timeout: float, group: str = "",
+def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
                 engine_not: str = "") -> Step:
     def probe(snap: Snapshot) -> str | None:
         n = snap.get(node.id)
@@ -66,7 +67,7 @@ def _node_state(node: Node, wanted: str, timeout: float, group: str = "",
                  f"{node.hostname} to be {wanted}", probe, timeout, group)
 
 
-def _healthy(vms: list[str], timeout: float, group: str = "") -> Step:
+def wait_healthy(vms: list[str], timeout: float, group: str = "") -> Step:
     """The gate before going on: every service converged, the VMs' proxy servers UP."""
     def probe(snap: Snapshot) -> str | None:
         bad = [s.name for s in snap.services if not snap.converged(s)]
@@ -77,7 +78,7 @@ def _healthy(vms: list[str], timeout: float, group: str = "") -> Step:
                  "the cluster to be healthy", probe, timeout, group)
 
 
-def _action(title: str, call, group: str = "", undo=None) -> Step:
+def act(title: str, call, group: str = "", undo=None) -> Step:
     async def run(ctx: Context) -> None:
         await call(ctx)
     return Step(title, run, undo, group)
@@ -138,34 +139,72 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     steps: list[Step] = []
     stand_in_node = snap.node_named(promote) if promote else None
     if stand_in_node:
-        steps.append(_action(f"promote {promote} to manager for the window",
+        steps.append(act(f"promote {promote} to manager for the window",
                              lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, MANAGER),
                              undo=lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
     for node in nodes:
         steps += drain_steps(snap, node, timing)
     for vm in vms:
-        steps.append(_action(f"shut down {vm.name} (graceful, {options.shutdown_timeout:.0f}s)",
-                             lambda ctx, v=vm.name: ctx.actions.stop_vm(v, options.shutdown_timeout),
-                             undo=lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
-        steps.append(_vm_state(vm.name, "off", options.shutdown_timeout))
+        steps.append(act(f"shut down {vm.name} (graceful, {options.shutdown_timeout:.0f}s)",
+                         lambda ctx, v=vm.name: ctx.actions.stop_vm(v, options.shutdown_timeout),
+                         undo=_start_again(vm.name, options)))
+        steps.append(wait_vm(vm.name, "off", options.shutdown_timeout))
     steps += _host_steps(host, options)
     for vm in vms:
-        steps.append(_action(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
+        steps.append(act(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
     for vm in vms:
-        steps.append(_vm_state(vm.name, RUNNING, options.boot_timeout))
+        steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
     for node in nodes:
-        steps.append(_node_state(node, READY, options.boot_timeout))
+        steps.append(wait_node(node, READY, options.boot_timeout))
     for node in nodes:
         steps += return_steps(snap, node)
-    steps.append(_rebalance(snap, leaving))
+    params.setdefault("rebalance", _crowded(snap, leaving))
+    steps.append(_rebalance(snap, params["rebalance"]))
     if stand_in_node:
-        steps.append(_action(f"demote {promote} back to worker",
+        steps.append(act(f"demote {promote} back to worker",
                              lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
-    steps.append(_healthy(params["vms"], timing.drain_timeout))
+    steps.append(wait_healthy(params["vms"], timing.drain_timeout))
 
     def guard(now: Snapshot) -> list[Check]:
         return [c for c in (capacity(now, leaving),) if c.level == FAIL]
-    return Plan("maintenance", host, steps, checks, guard, params=params)
+    return Plan("maintenance", host, steps, checks, guard, params=params, report=True)
+
+
+def _reboot(vm: str, options: WindowOptions):
+    """Reboot once, even across a console crash: the boot id before is journaled.
+
+    Run again after a crash, a VM already on another boot id has rebooted; one
+    still on the old id either never got the command or is about to go down,
+    so it gets a short while to go, and the command again if it does not.
+    """
+    async def run(ctx: Context) -> None:
+        shell = ctx.actions.providers.shell
+        before = ctx.recall("boot_id")
+        if before is None:
+            before = await shell.boot_id(vm)
+            ctx.remember("boot_id", before)
+        else:
+            try:
+                await shell.wait_reboot(vm, 15.0, options.boot_timeout, boot_id=str(before))
+                return
+            except ProviderError:
+                ctx.log(f"{vm} did not reboot before the restart; rebooting it now")
+        await ctx.actions.reboot_vm(vm, options.boot_timeout)
+        await shell.wait_reboot(vm, min(options.boot_timeout, 120.0), options.boot_timeout,
+                                boot_id=str(before))
+    return run
+
+
+def _start_again(vm: str, options: WindowOptions):
+    """Undo of a shutdown: let a shutdown in progress finish, then start the VM."""
+    async def undo(ctx: Context) -> None:
+        def settled(snap: Snapshot) -> str | None:
+            state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+            return None if state in ("off", RUNNING, "saved") else f"{vm} is {state}"
+        snap = await ctx.wait_for(f"{vm} to finish stopping", settled, options.shutdown_timeout)
+        if getattr(snap.get(f"vm:{vm}"), "state", "") != RUNNING:
+            await ctx.actions.start_vm(vm)
+    return undo
 
 
 def _host_steps(host: str, options: WindowOptions) -> list[Step]:
@@ -182,21 +221,23 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
         return [Step(f"hold: the operator works on {host} and presses p to continue", hold)]
     what = f"run {options.script!r}" if options.host_step == "script" else "install updates"
     return [
-        _action(f"{what} on {host}", lambda ctx: ctx.actions.install_updates(
+        act(f"{what} on {host}", lambda ctx: ctx.actions.install_updates(
             host, options.update_timeout, options.script if options.host_step == "script" else "")),
         _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout),
-        _action(f"restart {host}", lambda ctx: ctx.actions.restart_host(host)),
+        act(f"restart {host}", lambda ctx: ctx.actions.restart_host(host)),
         _wait(f"wait until {host} is up again", f"{host} to come back", host_up,
               options.boot_timeout),
     ]
 
 
-def _rebalance(snap: Snapshot, returned: frozenset[str]) -> Step:
-    """Swarm does not move tasks back: spread again the services that crowded elsewhere."""
-    services = sorted({t.service_id for n in returned for t in snap.tasks_on_node(n)
-                       if (s := snap.get(f"service:{t.service_id}")) is not None
-                       and getattr(s, "mode", "") == "replicated"})
+def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
+    """Replicated services whose tasks will crowd onto the other nodes."""
+    return sorted({t.service_id for n in leaving for t in snap.tasks_on_node(n)
+                   if getattr(snap.get(f"service:{t.service_id}"), "mode", "") == "replicated"})
 
+
+def _rebalance(snap: Snapshot, services: list[str]) -> Step:
+    """Swarm does not move tasks back: spread again the services that crowded elsewhere."""
     async def run(ctx: Context) -> None:
         for sid in services:
             await ctx.actions.rebalance(sid)
@@ -241,7 +282,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
         node = snap.node_of_vm(vm)
         if stand_in_node and node is not None and node.role == MANAGER and not any(
                 s.title.startswith("promote") for s in steps):
-            steps.append(_action(f"promote {stand_in_node.hostname} to manager while the "
+            steps.append(act(f"promote {stand_in_node.hostname} to manager while the "
                                  "managers reboot", lambda ctx: ctx.actions.set_role(
                                      stand_in_node.swarm_id, MANAGER), undo=lambda ctx:
                                  ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
@@ -252,18 +293,19 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
         for c in (capacity(snap, one), spread(snap, one), proxy_keeps_a_server(snap, {vm.name})):
             if c.level != OK:
                 checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
-        steps += _update_one(snap, vm, node, timing, options)
+        engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
+        steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:
-        steps.append(_action(f"demote {stand_in_node.hostname} back to worker",
+        steps.append(act(f"demote {stand_in_node.hostname} back to worker",
                              lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
     checks.append(Check("order", OK, "one VM at a time: " + ", ".join(params["vms"])))
     return Plan("rolling-update", ", ".join(params["vms"]) if targets else "cluster", steps,
-                checks, params=params, retries=options.retries,
+                checks, params=params, retries=options.retries, report=True,
                 failure_budget=options.failure_budget, time_limit=options.time_limit)
 
 
 def _update_one(snap: Snapshot, vm: VM, node: Node, timing: Timing,
-                options: WindowOptions) -> list[Step]:
+                options: WindowOptions, engine_before: str) -> list[Step]:
     group = vm.name
     steps = [_grouped(s, group) for s in drain_steps(snap, node, timing)]
     if options.update_command:
@@ -272,13 +314,12 @@ def _update_one(snap: Snapshot, vm: VM, node: Node, timing: Timing,
                                           on_line=lambda line: ctx.log(f"{vm.name}│ {line}"))
         steps.append(Step(f"run the update on {vm.name}", update, group=group))
     if options.reboot:
-        steps.append(_action(f"reboot {vm.name}", lambda ctx: ctx.actions.reboot_vm(
-            vm.name, options.boot_timeout), group=group))
-    steps.append(_node_state(node, READY, options.boot_timeout, group,
-                             engine_not=node.engine_version if options.expect_engine_change
-                             else ""))
+        steps.append(Step(f"reboot {vm.name} and wait for it", _reboot(vm.name, options),
+                          group=group))
+    steps.append(wait_node(node, READY, options.boot_timeout, group,
+                             engine_not=engine_before if options.expect_engine_change else ""))
     steps += [_grouped(s, group) for s in return_steps(snap, node)]
-    steps.append(_healthy([vm.name], timing.drain_timeout, group))
+    steps.append(wait_healthy([vm.name], timing.drain_timeout, group))
     return steps
 
 

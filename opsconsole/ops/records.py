@@ -62,8 +62,11 @@ class Journal(JsonLines):
         open_ops: dict[str, dict[str, Any]] = {}
         for rec in self.read():
             if rec.get("event") == "begin":      # a resumed operation begins again
-                done = open_ops.get(rec["op"], {}).get("done_steps", [])
-                open_ops[rec["op"]] = dict(rec, done_steps=done)
+                before = open_ops.get(rec["op"], {})
+                open_ops[rec["op"]] = dict(rec, done_steps=before.get("done_steps", []),
+                                           notes=before.get("notes", {}))
+            elif rec.get("event") == "note" and rec.get("op") in open_ops:
+                open_ops[rec["op"]]["notes"][f"{rec['index']}:{rec['key']}"] = rec.get("value")
             elif rec.get("event") == "step" and rec.get("phase") == "done" and rec["op"] in open_ops:
                 open_ops[rec["op"]]["done_steps"].append(rec["index"])
             elif rec.get("event") == "end":
