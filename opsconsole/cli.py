@@ -257,7 +257,7 @@ def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
     record = _unfinished(session, op_id)
 
     async def build(snap: Snapshot):
-        return catalog.rebuild(record, snap, session.inventory.timing, session.window_options)
+        return catalog.rebuild(record, snap)
     _execute(session, build, yes, confirm_word=op_id, resume=record)
 
 

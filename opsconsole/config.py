@@ -17,8 +17,8 @@ from .ops.plans import Timing
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
 # The TUI's remappable bindings (ids of opsconsole/ui/app.py's BINDINGS).
-BINDING_IDS = ("cordon", "drain", "activate", "pause", "abort", "filter", "help", "theme",
-               "quit")
+BINDING_IDS = ("cordon", "drain", "activate", "maintenance", "rolling_update", "pause", "abort",
+               "filter", "audit", "help", "theme", "quit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 

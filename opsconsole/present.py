@@ -112,6 +112,11 @@ def summary(snap: Snapshot) -> list[Piece]:
             BAD if tol <= 0 else OK)]
     if snap.servers:
         out += [("  ", PLAIN), (f"sessions {snap.session_count}", PLAIN)]
+    if snap.lock is not None:
+        age = duration(snap.lock.age(snap.taken_at)) if snap.lock.since else "?"
+        out += [("  LOCKED ", BAD), (f"{snap.lock.title} by {snap.lock.holder}, {age}", WARN)]
+    if snap.proxy_read_only:
+        out += [("  proxy read-only", WARN)]
     for problem in snap.problems:
         out += [("  ⚠ ", BAD), (problem, BAD)]
     return out

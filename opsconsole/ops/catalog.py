@@ -7,6 +7,8 @@ back into service).
 """
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from ..model import VM, Snapshot
 from .engine import Plan
 from .maintenance import WindowOptions, act, make_window, wait_healthy, wait_node, wait_vm
@@ -23,15 +25,20 @@ def build(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
     if kind in NODE_OPERATIONS:
         plan = make_plan(kind, snap, target, timing, force)
         plan.params = {"force": force} if force else {}
-        return plan
-    if kind in WINDOWS:
-        return make_window(kind, snap, target, timing, options, params)
-    raise PlanError(f"unknown operation {kind!r} (known: {', '.join(OPERATIONS)})")
+    elif kind in WINDOWS:
+        plan = make_window(kind, snap, target, timing, options, params)
+        plan.params["options"] = asdict(options)
+    else:
+        raise PlanError(f"unknown operation {kind!r} (known: {', '.join(OPERATIONS)})")
+    plan.params["timing"] = asdict(timing)    # a resumed plan waits as the first one did
+    return plan
 
 
-def rebuild(record: dict, snap: Snapshot, timing: Timing, options: WindowOptions) -> Plan:
-    """The plan of an unfinished operation, as its journal record describes it."""
-    params = record.get("params") or {}
+def rebuild(record: dict, snap: Snapshot) -> Plan:
+    """The plan of an unfinished operation, made as its journal record says it was."""
+    params = dict(record.get("params") or {})
+    timing = Timing(**params.pop("timing", {}))
+    options = WindowOptions(**params.pop("options", {}))
     return build(record["kind"], snap, record["target"], timing, options,
                  force=bool(params.get("force")), params=params)
 

@@ -21,19 +21,22 @@ from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
 from .. import present
-from ..model import VM, Node, ProxyServer, Snapshot, Task
+from ..model import VM, Host, Node, ProxyServer, Snapshot, Task
+from ..ops import catalog
 from ..ops.actions import ReadOnlyError
-from ..ops.engine import Operation, StepFailed
-from ..ops.plans import PlanError, make_plan
+from ..ops.engine import Operation, Plan, StepFailed
+from ..ops.plans import PlanError
 from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
-from .screens import ConfirmScreen, HelpScreen
+from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
 
-NODE_OPERATIONS = ("cordon", "drain", "activate")
-MUTATING_ACTIONS = frozenset(NODE_OPERATIONS + ("pause", "abort"))
+NODE_OPERATIONS = catalog.NODE_OPERATIONS
+MUTATING_ACTIONS = frozenset(NODE_OPERATIONS + ("pause", "abort", "maintenance",
+                                                "rolling_update"))
+TYPED = ("drain",) + catalog.WINDOWS          # these ask to type the target's name
 
 
 class SnapshotReady(Message):
@@ -56,14 +59,22 @@ class NodeCommands(Provider):
         if not isinstance(app, OpsConsole) or app.session.read_only:
             return
         matcher = self.matcher(query)
-        for node in sorted(app.snapshot.nodes, key=lambda n: n.hostname):
-            for op in NODE_OPERATIONS:
-                text = f"{op} {node.hostname}"
-                score = matcher.match(text)
-                if score > 0:
-                    yield Hit(score, _highlight(matcher, text),
-                              lambda op=op, node=node: app.request(op, node.swarm_id),
-                              help=escape(f"{op} the Swarm node {node.hostname}"))
+        snap = app.snapshot
+        entries = [(op, node.swarm_id, f"{op} {node.hostname}",
+                    f"{op} the Swarm node {node.hostname}")
+                   for node in sorted(snap.nodes, key=lambda n: n.hostname)
+                   for op in NODE_OPERATIONS]
+        entries += [("maintenance", h.name, f"maintenance {h.name}",
+                     f"drain {h.name}'s VMs, shut them down, update and restart it, bring "
+                     "everything back") for h in snap.hosts]
+        entries += [("rolling-update", "cluster", "rolling-update cluster",
+                     "update every VM, one at a time, workers first")]
+        for op, target, text, help_text in entries:
+            score = matcher.match(text)
+            if score > 0:
+                yield Hit(score, _highlight(matcher, text),
+                          lambda op=op, target=target: app.request(op, target),
+                          help=escape(help_text))
 
 
 def _highlight(matcher, text: str) -> Content:
@@ -83,9 +94,12 @@ class OpsConsole(App):
         Binding("c", "cordon", "Cordon", id="cordon"),
         Binding("d", "drain", "Drain", id="drain"),
         Binding("a", "activate", "Activate", id="activate"),
+        Binding("m", "maintenance", "Maintain host", id="maintenance"),
+        Binding("U", "rolling_update", "Rolling update", id="rolling_update"),
         Binding("p", "pause", "Pause", id="pause"),
         Binding("x", "abort", "Abort", id="abort"),
         Binding("slash", "filter", "Filter", id="filter"),
+        Binding("L", "audit", "Audit log", id="audit", show=False),
         Binding("question_mark", "help", "Help", id="help"),
         Binding("t", "next_theme", "Theme", id="theme"),
         Binding("q", "quit", "Quit", id="quit"),
@@ -136,11 +150,9 @@ class OpsConsole(App):
         self.query_one("#filter").display = False
         self.query_one(ClusterTree).focus()
         self.sub_title = self.session.source
-        for rec in self.session.journal.unfinished():
-            self.notify(f"{rec['kind']} {rec['target']} by {rec['who']} stopped after "
-                        f"{len(rec['done_steps'])} of {len(rec['steps'])} steps "
-                        f"(journal {rec['op']}). Check the node before acting.",
-                        title="unfinished operation", severity="warning", timeout=30)
+        unfinished = self.session.journal.unfinished()
+        if unfinished:
+            self.call_after_refresh(self._offer_unfinished, unfinished[0])
         self.refresh_loop()
         self.set_interval(1.0, self.query_one(OpsPanel).tick)
 
@@ -177,6 +189,11 @@ class OpsConsole(App):
     def on_snapshot_ready(self, message: SnapshotReady) -> None:
         if not self.is_running:     # shutting down: the widgets may be gone already
             return
+        for notice in set(message.snapshot.notices) - set(self.snapshot.notices):
+            self.notify(notice, title="the console acted", severity="warning", timeout=15)
+        if message.snapshot.endpoint != self.snapshot.endpoint and self.snapshot.endpoint:
+            self.notify(f"now using {message.snapshot.endpoint}", title="swarm manager changed",
+                        severity="warning", timeout=15)
         snap = self.snapshot = message.snapshot
         self.query_one(Details).record(snap)
         self.query_one(ClusterTree).show(snap)
@@ -243,27 +260,83 @@ class OpsConsole(App):
             return
         self.request(kind, node.swarm_id)
 
-    def request(self, kind: str, node_id: str) -> None:
+    def _selected(self):
+        entity_id = self.query_one(ClusterTree).selected_id
+        return self.snapshot.get(entity_id) if entity_id else None
+
+    def action_maintenance(self) -> None:
+        """The host of whatever is selected: a host, a VM, a node, a task."""
+        entity, snap = self._selected(), self.snapshot
+        node = self._selected_node()
+        vm = entity if isinstance(entity, VM) else snap.vm_of_node(node) if node else None
+        host = entity.name if isinstance(entity, Host) else vm.host if vm else ""
+        if not host:
+            self.notify("Select a host (or one of its VMs) first.", severity="warning")
+            return
+        self.request("maintenance", host)
+
+    def action_rolling_update(self) -> None:
+        """The selected VM, the selected host's VMs, or else the whole cluster."""
+        entity, snap = self._selected(), self.snapshot
+        node = self._selected_node()
+        vm = entity if isinstance(entity, VM) else snap.vm_of_node(node) if node else None
+        if isinstance(entity, Host):
+            target = ",".join(v.name for v in snap.vms if v.host == entity.name)
+        else:
+            target = vm.name if vm else "cluster"
+        self.request("rolling-update", target)
+
+    def request(self, kind: str, target: str) -> None:
         """Plan, confirm, start: the only way the TUI changes anything."""
         if self.session.read_only:
             self.notify("read-only mode: nothing can be changed", severity="error")
             return
         try:
-            plan = make_plan(kind, self.snapshot, node_id, self.session.inventory.timing)
+            plan = catalog.build(kind, self.snapshot, target, self.session.inventory.timing,
+                                 self.session.window_options)
         except PlanError as e:
             self.notify(str(e), severity="error")
             return
+        self._confirm_and_start(plan, plan.target if kind in TYPED else "")
 
+    def _confirm_and_start(self, plan: Plan, typed: str, resume: dict | None = None) -> None:
         def confirmed(ok: bool | None) -> None:
             if not ok:
                 self.notify(f"{plan.kind} {plan.target}: cancelled, nothing changed")
                 return
             try:
-                self.query_one(OpsPanel).show(self.session.engine.start(plan))
+                self.query_one(OpsPanel).show(self.session.engine.start(plan, resume=resume))
             except (StepFailed, ReadOnlyError) as e:
                 self.notify(str(e), severity="error")
-        typed = plan.target if kind == "drain" else ""
         self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed), confirmed)
+
+    def _offer_unfinished(self, record: dict) -> None:
+        """A console died mid-operation: say so first, and offer resume or roll back."""
+        def chosen(choice: str | None) -> None:
+            if self.session.read_only or choice not in ("resume", "rollback"):
+                self.notify(f"{record['kind']} {record['target']} stays unfinished "
+                            f"(journal {record['op']}); `opsconsole resume` or `rollback` "
+                            "can finish it later", severity="warning", timeout=20)
+                return
+            try:
+                if choice == "resume":
+                    plan = catalog.rebuild(record, self.snapshot)
+                else:
+                    plan = catalog.rollback(record, self.snapshot)
+            except PlanError as e:
+                self.notify(str(e), severity="error")
+                return
+            self._confirm_and_start(plan, record["op"], resume=record if choice == "resume"
+                                    else None)
+
+        async def when_seen() -> None:      # plans need the cluster as it is now
+            while not self.snapshot.nodes:
+                await asyncio.sleep(0.1)
+            self.push_screen(UnfinishedScreen(record, self.session.read_only), chosen)
+        self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
+
+    def action_audit(self) -> None:
+        self.push_screen(AuditScreen(list(self.session.engine.actions.audit.read())[-500:]))
 
     def action_pause(self) -> None:
         op = self.session.engine.running

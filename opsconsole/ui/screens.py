@@ -1,6 +1,7 @@
 """Modal screens: the confirmation every change goes through, and help."""
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from rich.text import Text
@@ -87,18 +88,91 @@ Acting on the selected node (or the VM that runs it)
   c   cordon: no new tasks here, running tasks stay
   d   drain: proxy server to drain, sessions end, tasks move elsewhere
   a   activate: node active again, proxy server ready
-Every change shows its plan and its checks first; drain asks you to type the name.
+
+Maintenance windows
+  m   maintain the selected host: drain its VMs' nodes, shut the VMs down,
+      update and restart the host, start everything, activate, rebalance
+  U   rolling update: the selected VM, the selected host's VMs, or the whole
+      cluster; workers first, then managers, one VM at a time
+Every change shows its plan and its checks first; drain and the windows ask
+you to type the target's name. One operation at a time in the whole cluster:
+the lock is in the Swarm, and the header shows who holds it.
 
 Operations
   p   pause / resume the running operation     x   abort it (restores what it can)
 
 Other
-  t   next theme     ?   this help     q   quit
+  L   audit log     t   next theme     ?   this help     q   quit
 
 Read-only mode (--read-only, OPSCONSOLE_READ_ONLY=1, or read_only in the
 inventory) removes every key that changes something; the operations layer
 refuses them too.
 """
+
+
+class UnfinishedScreen(ModalScreen[str]):
+    """An operation a dead console left behind: resume it, roll it back, or later."""
+
+    BINDINGS = [Binding("escape", "later", "Later", id="unfinished.later")]
+
+    def __init__(self, record: dict, read_only: bool) -> None:
+        super().__init__()
+        self.record, self.read_only = record, read_only
+
+    def compose(self) -> ComposeResult:
+        r = self.record
+        done, steps = r.get("done_steps", []), r.get("steps", [])
+        with Vertical(id="confirm"):
+            yield Label(Text(f"Unfinished: {r['kind']} {r['target']}", style="bold"),
+                        id="confirm-title")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(Text(f"Started by {r.get('who', '?')} (journal {r['op']}); the "
+                                  f"console stopped after {len(done)} of {len(steps)} steps."))
+                for i, title in enumerate(steps):
+                    mark = "✔" if i in done else "·"
+                    yield Static(Text(f"{mark} {i + 1}. {title}"), classes="step")
+            with Horizontal(id="confirm-buttons"):
+                if not self.read_only:
+                    yield Button("Resume", variant="primary", id="unfinished-resume")
+                    yield Button("Roll back", variant="warning", id="unfinished-rollback")
+                yield Button("Later", id="unfinished-later")
+
+    @on(Button.Pressed, "#unfinished-resume")
+    def resume(self) -> None:
+        self.dismiss("resume")
+
+    @on(Button.Pressed, "#unfinished-rollback")
+    def rollback(self) -> None:
+        self.dismiss("rollback")
+
+    @on(Button.Pressed, "#unfinished-later")
+    def action_later(self) -> None:
+        self.dismiss("later")
+
+
+class AuditScreen(ModalScreen[None]):
+    """Every mutating action: who, from where, what, when, how it went (newest first)."""
+
+    BINDINGS = [Binding("escape,q,L", "dismiss", "Close", id="audit.close")]
+
+    def __init__(self, records: list[dict]) -> None:
+        super().__init__()
+        self.records = records
+
+    def compose(self) -> ComposeResult:
+        from rich.table import Table
+        table = Table(title="audit log", expand=True, show_edge=False)
+        for col in ("when", "who", "action", "target", "result"):
+            table.add_column(col, overflow="fold")
+        for r in reversed(self.records):
+            when = time.strftime("%m-%d %H:%M:%S", time.localtime(r.get("time", 0)))
+            table.add_row(*(Text(str(v)) for v in (when, r.get("who", ""), r.get("action", ""),
+                                                   r.get("target", ""), r.get("result", ""))))
+        with VerticalScroll(id="help"):
+            yield Static(table if self.records else Text("nothing audited yet"))
+
+    def action_dismiss(self) -> None:
+        self.dismiss(None)
 
 
 class HelpScreen(ModalScreen[None]):

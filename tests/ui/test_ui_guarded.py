@@ -5,19 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from textual.command import CommandInput, CommandPalette
-from textual.widgets import Footer
-from textual.widgets._footer import FooterKey
 from textual.widgets._toast import Toast
 
 from opsconsole.ui.app import MUTATING_ACTIONS
 from opsconsole.ui.screens import ConfirmScreen
-from uikit import Rig, details_text, started, until
+from uikit import footer_actions, Rig, details_text, started, until
 
 MARKUP = "[bold red]x[/]"
-
-
-def _footer_actions(c: Rig) -> set[str]:
-    return {key.action for key in c.app.query_one(Footer).query(FooterKey)}
 
 
 async def _palette(pilot, c: Rig, query: str) -> list[str]:
@@ -69,9 +63,9 @@ async def test_read_only_changes_nothing(console):
         badge = app.query_one("#read-only")
         assert str(badge.content) == "READ-ONLY"
         assert badge.display and badge.region.width >= len("READ-ONLY")
-        await until(pilot, lambda: {"filter", "help", "next_theme"} <= _footer_actions(c),
+        await until(pilot, lambda: {"filter", "help", "next_theme"} <= footer_actions(c),
                     "the footer's keys")
-        actions = _footer_actions(c)
+        actions = footer_actions(c)
         assert not actions & MUTATING_ACTIONS, actions
 
         vm03 = c.node("vm-03")
@@ -103,7 +97,7 @@ async def test_read_write_footer_has_the_operation_keys(console):
     c = console(manual_clock=True)
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
-        await until(pilot, lambda: MUTATING_ACTIONS <= _footer_actions(c),
+        await until(pilot, lambda: MUTATING_ACTIONS <= footer_actions(c),
                     "the operation keys in the footer")
         assert not c.app.query("#read-only")
 

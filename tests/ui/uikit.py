@@ -62,18 +62,20 @@ class Rig:
 def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = False,
                  read_only: bool = False, timing: Timing = Timing(), theme: str = "",
                  poll_interval: float = 0.25, seed: int = 1,
-                 prepare: Callable[[SimCluster], None] | None = None) -> Rig:
+                 prepare: Callable[[SimCluster], None] | None = None,
+                 maintenance: dict | None = None, sim: SimCluster | None = None) -> Rig:
     """A console on its own simulated cluster, with journal and audit under tmp_path.
 
     `manual_clock` freezes the sim: it moves only when the test advances the clock.
     `prepare` may change the sim before the console's first snapshot.
     """
     clock = ManualClock() if manual_clock else None
-    sim = SimCluster(seed=seed, speed=speed, **({"clock": clock} if clock else {}))
+    sim = sim or SimCluster(seed=seed, speed=speed, **({"clock": clock} if clock else {}))
     if prepare:
         prepare(sim)
     state_dir = tmp_path / "state"
-    session = open_session(Inventory(state_dir=state_dir, timing=timing),
+    session = open_session(Inventory(state_dir=state_dir, timing=timing,
+                                     maintenance=maintenance or {}),
                            read_only=read_only, providers=sim.providers())
     app = OpsConsole(session, theme=theme, poll_interval=poll_interval)
     return Rig(app, sim, session, clock, state_dir)
@@ -130,6 +132,13 @@ def render_text(renderable, width: int = 200) -> str:
 
 def details_text(app: OpsConsole) -> str:
     return render_text(app.query_one(Details).content)
+
+
+def footer_actions(c: Rig) -> set[str]:
+    """The actions the footer offers right now."""
+    from textual.widgets import Footer
+    from textual.widgets._footer import FooterKey
+    return {key.action for key in c.app.query_one(Footer).query(FooterKey)}
 
 
 def summary_text(app: OpsConsole) -> str:

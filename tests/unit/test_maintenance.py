@@ -223,7 +223,7 @@ async def test_killed_at_every_step_boundary_then_resumed(tmp_path, kind, target
         second = make_rig(tmp_path / f"k{k}", sim)
         [record] = second.journal.unfinished()
         assert record["op"] == op.id and sim.lock is not None and sim.lock.op == op.id
-        plan = catalog.rebuild(record, await second.snapshot(), FAST, options)
+        plan = catalog.rebuild(record, await second.snapshot())
         resumed = second.engine.start(plan, resume=record)
         await asyncio.wait_for(resumed.task, 60)
         assert resumed.state == DONE, f"killed at step {k}: {resumed.error}"
