@@ -419,6 +419,45 @@ class Lab:
             if wait:
                 self.wait_node(name, "ready")
 
+    def add_worker(self, name: str, host: str | None = None) -> VM:
+        """A new VM on the running lab: its own namespace and dockerd, joined as a worker."""
+        with self._step(f"add {name}"):
+            if any(vm.name == name for vm in self.vms):
+                raise LabError(f"{name} exists already")
+            used = {vm.address for vm in self.vms}
+            address = next(f"{PREFIX}{i}" for i in range(11, 250) if f"{PREFIX}{i}" not in used)
+            vm = VM(name, host or self.hosts[-1].name, "worker", address, self.root / name)
+            self._plug(vm)
+            self.vms.append(vm)
+            next(h for h in self.hosts if h.name == vm.host).vms.append(name)
+            self._boot_vm(vm)
+            self._load_image(vm, _image_tar())
+            with self.manager_client() as c:
+                token = c.swarm.attrs["JoinTokens"]["Worker"]
+                leader = next(n.attrs["ManagerStatus"]["Addr"] for n in c.nodes.list()
+                              if (n.attrs.get("ManagerStatus") or {}).get("Leader"))
+            with self.client(name) as c:
+                c.swarm.join(remote_addrs=[leader], listen_addr=f"{address}:2377",
+                             advertise_addr=address, join_token=token)
+            self.wait_node(name, "ready")
+            return vm
+
+    def remove_vm(self, name: str) -> None:
+        """Power the VM off and take it out of the swarm and the lab for good."""
+        with self._step(f"remove {name}"):
+            vm = self.vm(name)
+            self._halt_vm(vm)
+            self.wait_node(name, "down")
+            with self.manager_client() as c:
+                for n in c.nodes.list(filters={"name": name}):
+                    if n.attrs["Description"]["Hostname"] == name:
+                        n.remove(force=True)
+            self.vms.remove(vm)
+            next(h for h in self.hosts if h.name == vm.host).vms.remove(name)
+            _run("ip", "netns", "delete", vm.netns, check=False)
+            _run("ip", "link", "delete", vm.veth, check=False)
+            shutil.rmtree(vm.dir, ignore_errors=True)
+
     # -- the pieces
     def _check_prerequisites(self) -> None:
         if os.geteuid() != 0:
@@ -436,17 +475,21 @@ class Lab:
         _run("ip", "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
         _run("ip", "link", "set", BRIDGE, "up")
         for vm in self.vms:
-            _run("ip", "netns", "add", vm.netns)
-            _run("ip", "link", "add", vm.veth, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
-            _run("ip", "link", "set", vm.veth, "master", BRIDGE, "up")
-            _run("ip", "-n", vm.netns, "addr", "add", f"{vm.address}/24", "dev", "eth0")
-            _run("ip", "-n", vm.netns, "link", "set", "eth0", "up")
-            _run("ip", "-n", vm.netns, "link", "set", "lo", "up")
-            # No default route on purpose: a VM can reach the lab subnet and nothing else.
+            self._plug(vm)
         nf = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")  # exists once br_netfilter is loaded
         if nf.exists() and nf.read_text().strip() == "1" and shutil.which("iptables") \
                 and _run("iptables", "-C", *FORWARD_RULE, check=False).returncode:
             _run("iptables", "-I", *FORWARD_RULE)  # removed again by cleanup()
+
+    def _plug(self, vm: VM) -> None:
+        """The VM's network namespace, cabled to the lab bridge."""
+        _run("ip", "netns", "add", vm.netns)
+        _run("ip", "link", "add", vm.veth, "type", "veth", "peer", "name", "eth0", "netns", vm.netns)
+        _run("ip", "link", "set", vm.veth, "master", BRIDGE, "up")
+        _run("ip", "-n", vm.netns, "addr", "add", f"{vm.address}/24", "dev", "eth0")
+        _run("ip", "-n", vm.netns, "link", "set", "eth0", "up")
+        _run("ip", "-n", vm.netns, "link", "set", "lo", "up")
+        # No default route on purpose: a VM can reach the lab subnet and nothing else.
 
     def _boot_vm(self, vm: VM) -> None:
         """Boot one VM: its dockerd, in its own net + UTS namespace.  Used by up() and start_vm()."""
