@@ -57,8 +57,9 @@ SSH_SITE_ONLY = ("known_hosts", "identity_files", "config", "connect_timeout")
 # Keys of [maintenance]: how windows run (see ops/maintenance.py WindowOptions).
 MAINTENANCE_KEYS: dict[str, type] = {
     "host_step": str, "script": str, "update_command": str, "reboot": bool,
-    "expect_engine_change": bool, "shutdown_timeout": float, "update_timeout": float,
-    "boot_timeout": float, "failure_budget": int, "retries": int, "time_limit": float}
+    "reboot_command": str, "expect_engine_change": bool, "shutdown_timeout": float,
+    "update_timeout": float, "boot_timeout": float, "failure_budget": int, "retries": int,
+    "time_limit": float}
 
 
 @dataclass(frozen=True)

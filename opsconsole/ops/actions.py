@@ -95,9 +95,9 @@ class Actions:
         await self.providers.swarm.break_lock()
 
     @mutating("reboot VM")
-    async def reboot_vm(self, vm: str, timeout: float) -> None:
+    async def reboot_vm(self, vm: str, command: str = REBOOT) -> None:
         """Reboot over SSH, detached so the command returns (wait_reboot sees it back)."""
-        await self._need("shell", self.providers.shell).run(vm, REBOOT, 30.0)
+        await self._need("shell", self.providers.shell).run(vm, command, 30.0)
 
     @mutating("run command")
     async def run_command(self, vm: str, command: str, timeout: float, on_line=None) -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
 from ..providers.base import ProviderError
+from .actions import REBOOT
 from .engine import Context, Plan, Step
 from .guards import (FAIL, OK, WARN, Check, capacity, proxy_keeps_a_server, quorum_after_loss,
                      spread)
@@ -27,6 +28,7 @@ class WindowOptions:
     script: str = ""                    # for host_step = script
     update_command: str = ""            # rolling update: run on each VM over SSH
     reboot: bool = False                # rolling update: reboot each VM after the command
+    reboot_command: str = REBOOT        # how a VM is told to reboot (detached: it must return)
     expect_engine_change: bool = False  # rolling update: the Docker engine version must change
     shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
     update_timeout: float = 3600.0      # host updates, or the VM update command
@@ -189,7 +191,7 @@ def _reboot(vm: str, options: WindowOptions):
                 return
             except ProviderError:
                 ctx.log(f"{vm} did not reboot before the restart; rebooting it now")
-        await ctx.actions.reboot_vm(vm, options.boot_timeout)
+        await ctx.actions.reboot_vm(vm, options.reboot_command)
         await shell.wait_reboot(vm, min(options.boot_timeout, 120.0), options.boot_timeout,
                                 boot_id=str(before))
     return run
