@@ -32,7 +32,7 @@ from .base import LineSink, LockHeld, ProviderError, Providers
 
 TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
-EPOCH = 1_790_000_000.0     # a fixed wall-clock origin keeps snapshots reproducible
+EPOCH = 1_790_000_000.0     # a fixed wall-clock origin keeps hand-clocked sims reproducible
 WARM_UP = 60.0              # simulated seconds run before the first read
 
 
@@ -59,6 +59,9 @@ class SimCluster:
         self.speed, self.clock = speed, clock
         self._origin = clock()
         self.now = 0.0                      # simulated seconds since start
+        # session start times: on the wall clock when the sim runs in real time (so the
+        # console's ages are right), on a fixed origin when a test moves the clock
+        self.epoch = time.time() - WARM_UP / speed if clock is time.monotonic else EPOCH
         self._events: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
@@ -485,7 +488,7 @@ class SimCluster:
         if server is not None:
             sid = f"0x{self.rng.getrandbits(40):010x}"
             self.sessions[sid] = ProxySession(sid, "portail", server.name,
-                                              started_at=EPOCH + self.now,
+                                              started_at=self.epoch + self.now / self.speed,
                                               client=f"198.51.100.{self.rng.randint(2, 254)}:"
                                                      f"{self.rng.randint(20000, 60000)}")
             self._schedule(self.rng.expovariate(1 / self.session_mean_s),

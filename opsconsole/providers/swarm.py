@@ -362,17 +362,20 @@ class DockerSwarm:
             loop.call_soon_threadsafe(self._changed_now)
 
     # -- writes --------------------------------------------------------------------
-    def _update_node(self, node_id: str, change: Callable[[dict], None]) -> None:
-        """Send the node's whole current spec with one field changed, at its version.
+    def _update_spec(self, what: str, inspect: Callable[[CountingClient], dict],
+                     change: Callable[[dict], None],
+                     update: Callable[[CountingClient, int, dict], Any]) -> None:
+        """Send an object's whole current spec, changed, at the version it was read at.
 
-        A stale version fails with "update out of sequence": reload and retry.
+        A racing writer makes Swarm answer "update out of sequence": read again
+        and retry, a bounded number of times.
         """
         def attempt(api: CountingClient) -> bool:
-            node = api.inspect_node(node_id)
-            spec = copy.deepcopy(node["Spec"])
+            current = inspect(api)
+            spec = copy.deepcopy(current["Spec"])
             change(spec)
             try:
-                api.update_node(node_id, node["Version"]["Index"], spec)
+                update(api, current["Version"]["Index"], spec)
                 return True
             except APIError as e:
                 if "update out of sequence" in (e.explanation or str(e)):
@@ -381,8 +384,12 @@ class DockerSwarm:
         for _ in range(RETRIES):
             if self._call(attempt):
                 return
-        raise ProviderError(f"{self.endpoint}: node {node_id} kept changing under us "
+        raise ProviderError(f"{self.endpoint}: {what} kept changing under us "
                             f"(update out of sequence {RETRIES} times)")
+
+    def _update_node(self, node_id: str, change: Callable[[dict], None]) -> None:
+        self._update_spec(f"node {node_id}", lambda api: api.inspect_node(node_id), change,
+                          lambda api, version, spec: api.update_node(node_id, version, spec))
 
     async def set_availability(self, node_id: str, availability: str) -> None:
         await asyncio.to_thread(self._update_node, node_id,
@@ -398,15 +405,17 @@ class DockerSwarm:
 
     async def rebalance(self, service_id: str) -> None:
         """`docker service update --force`: tasks are replaced and spread again."""
-        def force(api: CountingClient) -> None:
-            svc = api.inspect_service(service_id)
-            spec = copy.deepcopy(svc["Spec"])
+        def force(spec: dict) -> None:
             template = spec.setdefault("TaskTemplate", {})
             template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+
+        def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(
                 api._url("/services/{0}/update", service_id), data=spec,
-                params={"version": svc["Version"]["Index"]}))
-        await self._run(force)
+                params={"version": version}))
+        await asyncio.to_thread(self._update_spec, f"service {service_id}",
+                                lambda api: api.inspect_service(service_id), force, update)
+        self._changed_now()
 
     # -- the operation lock: a label on the swarm itself, set at its version ------
     async def read_lock(self) -> Lock | None:
@@ -414,29 +423,17 @@ class DockerSwarm:
         return lock_from_labels(info.get("Spec", {}).get("Labels"))
 
     def _swap_lock(self, decide: Callable[[Lock | None], Lock | None]) -> None:
-        """Compare-and-set of the lock label; a racing writer makes ours fail, so re-read."""
-        def attempt(api: CountingClient) -> bool:
-            info = api.inspect_swarm()
-            spec = copy.deepcopy(info["Spec"])
-            labels = spec.setdefault("Labels", {}) or {}
-            spec["Labels"] = labels
+        """Compare-and-set of the lock label on the swarm's spec (see _update_spec)."""
+        def change(spec: dict) -> None:
+            labels = spec["Labels"] = spec.get("Labels") or {}
             wanted = decide(lock_from_labels(labels))
             if wanted is None:
                 labels.pop(LOCK_LABEL, None)
             else:
                 labels[LOCK_LABEL] = json.dumps(wanted.__dict__, sort_keys=True)
-            try:
-                api.update_swarm(info["Version"]["Index"], swarm_spec=spec)
-                return True
-            except APIError as e:
-                if "update out of sequence" in (e.explanation or str(e)):
-                    return False
-                raise
-        for _ in range(RETRIES):
-            if self._call(attempt):
-                self._wake()            # a worker thread: hand the change to the loop
-                return
-        raise ProviderError(f"{self.endpoint}: the swarm kept changing while setting the lock")
+        self._update_spec("the swarm", lambda api: api.inspect_swarm(), change,
+                          lambda api, version, spec: api.update_swarm(version, swarm_spec=spec))
+        self._wake()            # a worker thread: hand the change to the loop
 
     async def take_lock(self, lock: Lock) -> None:
         def decide(held: Lock | None) -> Lock:
