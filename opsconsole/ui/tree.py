@@ -20,6 +20,7 @@ from ..model import (ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Entit
                      ProxySession, Snapshot, Task, diff)
 
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
+OPTIONAL = frozenset({ROOT_UNPLACED})    # shown only while something is in it
 Style = Callable[[list[present.Piece]], Text]
 
 
@@ -54,7 +55,8 @@ class ClusterTree(Tree[str]):
         self.snapshot = Snapshot()
         self.filter_text = ""
         for group in GROUPS:
-            self._ensure_group(group)
+            if group not in OPTIONAL:
+                self._ensure_group(group)
 
     # -- what should be shown --------------------------------------------------
     def _wanted(self, snap: Snapshot) -> set[str]:
@@ -84,6 +86,10 @@ class ClusterTree(Tree[str]):
         change = diff(old, snap)
         self.snapshot = snap
         cursor = self.cursor_node
+        # where the cursor goes if its entity vanishes: the nearest ancestor that stays
+        fallback = [cursor.data] if cursor is not None and cursor.data else []
+        while fallback and fallback[-1] in old.by_id:
+            fallback.append(old.parent_id(old.by_id[fallback[-1]]))
         wanted = self._wanted(snap)
 
         dirty: set[str] = set()
@@ -105,6 +111,8 @@ class ClusterTree(Tree[str]):
             node = self.index.get(entity_id)
             if node is not None and node.parent is not None and node.parent.data == parent_id:
                 continue
+            if parent_id in OPTIONAL:
+                self._ensure_group(parent_id)
             parent = self.index.get(parent_id)
             if parent is None:
                 continue
@@ -119,8 +127,10 @@ class ClusterTree(Tree[str]):
             if node is not None and entity is not None:
                 node.set_label(self._label(entity, snap))
         self._relabel_groups(snap)
-        if cursor is not None and cursor.tree is self and cursor is not self.cursor_node:
-            self.move_cursor(cursor)
+        target = next((self.index[i] for i in fallback if i in self.index), None)
+        if target is not None and target is not self.cursor_node:
+            self._tree_lines        # lines are stale after changes: rebuild, then move
+            self.move_cursor(target)
 
     def relabel_all(self) -> None:
         """After a theme change every label is drawn again in the new colours."""
@@ -164,12 +174,16 @@ class ClusterTree(Tree[str]):
 
     def _ensure_group(self, group: str) -> None:
         if group not in self.index:
-            node = self.root.add(self.style_pieces(present.group_label(group, self.snapshot)),
-                                 data=group, expand=True)
-            self.index[group] = node
+            later = [self.index[g] for g in GROUPS[GROUPS.index(group) + 1:] if g in self.index]
+            label = self.style_pieces(present.group_label(group, self.snapshot))
+            self.index[group] = self.root.add(label, data=group, expand=True, before=later[0]) \
+                if later else self.root.add(label, data=group, expand=True)
 
     def _relabel_groups(self, snap: Snapshot) -> None:
-        for group in GROUPS:
+        for group in [g for g in GROUPS if g in OPTIONAL and g in self.index]:
+            if not self.index[group].children:
+                self.index.pop(group).remove()
+        for group in [g for g in GROUPS if g in self.index]:
             node = self.index[group]
             count = len(node.children)
             node.set_label(self.style_pieces(present.group_label(group, snap) + [

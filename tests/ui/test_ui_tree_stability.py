@@ -90,3 +90,39 @@ async def test_left_and_right_fold_and_unfold(console):
         assert tree.select_id("vm:vm-02")
         await pilot.press("right")
         assert tree.index["vm:vm-02"].is_expanded
+
+
+async def test_cursor_on_a_task_that_goes_away_lands_on_its_node(console):
+    c = console(speed=40, poll_interval=0.1)
+    async with c.app.run_test(size=(120, 60)) as pilot:
+        await started(pilot, c)
+        tree, vm05 = c.tree, c.node("vm-05")
+        task = c.wanted_tasks_on("vm-05")[0]
+        assert tree.select_id(task.id)
+        await pilot.pause()
+        assert tree.selected_id == task.id
+        c.sim.set_availability(vm05.swarm_id, "drain")      # the task is shut down
+        await until(pilot, lambda: task.id not in tree.index, "the task to leave the tree")
+        await until(pilot, lambda: tree.selected_id == vm05.id,
+                    "the cursor to land on the task's node")
+
+
+async def test_nodes_without_a_vm_get_a_group_only_while_there_are_some(console):
+    from dataclasses import replace
+    from opsconsole.model import ROOT_HOSTS, ROOT_SERVICES, ROOT_UNPLACED
+    c = console(manual_clock=True)
+    async with c.app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, c)
+        tree = c.tree
+        assert ROOT_UNPLACED not in tree.index
+        vm06 = c.node("vm-06")
+        c.sim.nodes[vm06.swarm_id] = replace(vm06, hostname="stray")   # no VM runs "stray"
+        c.sim.changed.set()
+        await until(pilot, lambda: ROOT_UNPLACED in tree.index, "the group to appear")
+        order = [n.data for n in tree.root.children]
+        assert order.index(ROOT_HOSTS) < order.index(ROOT_UNPLACED) < order.index(ROOT_SERVICES)
+        assert tree.index[vm06.id].parent is tree.index[ROOT_UNPLACED]
+        c.sim.nodes[vm06.swarm_id] = vm06
+        c.sim.changed.set()
+        await until(pilot, lambda: ROOT_UNPLACED not in tree.index, "the group to go")
+        assert tree.index[vm06.id].parent is tree.index["vm:vm-06"]
