@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import MANAGER, READY, Node, Service, Snapshot, quorum_tolerance
+from ..model import MANAGER, READY, Node, Snapshot, quorum_tolerance
 from ..placement import tasks_without_home
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -98,7 +98,3 @@ def drain_checks(snap: Snapshot, node: Node) -> list[Check]:
             checks.append(Check("sessions", WARN, f"{snap.proxy_read_only}; sessions are not "
                                 "drained first: they move when the tasks stop"))
     return checks
-
-
-def service_of(snap: Snapshot, name: str) -> Service | None:
-    return next((s for s in snap.services if s.name == name), None)

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
-from ..model import (ACTIVE, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
+from ..model import (AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
                      VM, WORKER, Backend, Host, Lock, Node, ProxyServer, ProxySession,
                      Service, Task)
 from ..placement import Load, best_node, constraint_holds, why_unplaceable

@@ -12,7 +12,6 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from .. import present
 from ..ops.engine import Plan
 
 LEVEL_ROLES = {"ok": "ok", "warn": "warn", "fail": "bad"}

@@ -8,7 +8,7 @@ import pytest
 from opsconsole.model import DOWN, DRAIN, MANAGER, PAUSE, WORKER, Node, Snapshot
 from opsconsole.ops import plans
 from opsconsole.ops.guards import (FAIL, OK, WARN, capacity, drain_checks, failures, node_ready,
-                                   proxy_keeps_a_server, quorum_after_loss, service_of, spread)
+                                   proxy_keeps_a_server, quorum_after_loss, spread)
 from opsconsole.ops.plans import PlanError
 
 from unitkit import sim_snapshot
@@ -25,6 +25,10 @@ def pinned_reports(sim) -> tuple[Snapshot, Node]:
 
 
 # -- capacity and spread -----------------------------------------------------------------------
+
+def service_of(snap, name):
+    return next((s for s in snap.services if s.name == name), None)
+
 
 def test_capacity_ok_counts_tasks_that_move(sim):
     snap = sim_snapshot(sim)

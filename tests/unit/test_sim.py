@@ -1,7 +1,6 @@
 """The simulated cluster: determinism, topology, Swarm/Hyper-V/HAProxy behaviour."""
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 
