@@ -101,6 +101,28 @@ class Operation:
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started if self.started else 0.0
 
+    def units(self) -> list[tuple[str, str]]:
+        """(group, done | failed | current | pending) for each VM of a window, in order."""
+        failed = {f.split(":", 1)[0] for f in self.failed_groups}
+        out: dict[str, str] = {}
+        for i, step in enumerate(self.plan.steps):
+            if not step.group:
+                continue
+            if step.group in failed:
+                status = "failed"
+            elif i == self.index and self.state not in FINISHED:
+                status = "current"
+            elif i < self.index or self.state == DONE:
+                status = "done"
+            else:
+                status = "pending"
+            before = out.get(step.group)
+            # a group is done only when all its steps are; current wins over the rest
+            if before in ("failed", "current") or (before == "pending" and status == "done"):
+                continue
+            out[step.group] = status
+        return list(out.items())
+
     @property
     def current_step(self) -> str:
         steps = self.plan.steps

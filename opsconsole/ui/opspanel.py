@@ -10,6 +10,9 @@ from .. import present
 from ..ops.engine import Operation
 
 
+UNIT_MARKS = {"done": "✔", "failed": "✘", "current": "▶", "pending": "·"}
+
+
 class OperationView(Vertical):
     def __init__(self, op: Operation) -> None:
         super().__init__(classes="operation")
@@ -21,6 +24,7 @@ class OperationView(Vertical):
             yield ProgressBar(total=1.0, show_eta=False, classes="op-bar")
             yield Label("", classes="op-time")
         yield Label("", classes="op-step")
+        yield Label("", classes="op-units")
         yield Static("", classes="op-log")
 
     def on_mount(self) -> None:
@@ -40,6 +44,10 @@ class OperationView(Vertical):
         self.query_one(".op-step", Label).update(
             Text(step + (f"  — {op.detail}" if op.detail else "")))
         self.query_one(".op-log", Static).update(Text("\n".join(op.log[-4:])))
+        units = op.units()
+        box = self.query_one(".op-units", Label)
+        box.display = bool(units)
+        box.update(Text("  ".join(f"{UNIT_MARKS[status]} {group}" for group, status in units)))
 
 
 class OpsPanel(VerticalScroll):

@@ -251,3 +251,17 @@ async def test_rollback_of_a_dead_console_brings_everything_back(tmp_path):
     assert healthy(snap) == [] and sim.lock is None
     assert second.journal.unfinished() == []
     assert sum(n.role == MANAGER for n in snap.nodes) == 2      # the stand-in is demoted
+
+
+async def test_operation_units_report_progress_per_vm(tmp_path):
+    rig = rig_on(tmp_path)
+    rig.sim.exit_codes["vm-03"] = 1
+    plan = catalog.build("rolling-update", await rig.snapshot(), "vm-03,vm-05", FAST,
+                         replace(ROLL, failure_budget=1, expect_engine_change=False))
+    op = rig.engine.start(plan)
+    assert op.units() == [("vm-03", "current"), ("vm-05", "pending")]
+    await until(lambda: dict(op.units()).get("vm-05") == "current", timeout=30,
+                what="vm-05 to start")
+    assert dict(op.units())["vm-03"] == "failed"
+    await asyncio.wait_for(op.task, 60)
+    assert op.units() == [("vm-03", "failed"), ("vm-05", "done")]
