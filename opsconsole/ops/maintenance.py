@@ -250,8 +250,13 @@ def _rebalance(snap: Snapshot, services: list[str]) -> Step:
 
 # -- rolling update -------------------------------------------------------------------------
 def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Timing = Timing(),
-                   options: WindowOptions = WindowOptions(), params: dict | None = None) -> Plan:
-    """Workers first, then managers one at a time; each VM drained, updated, returned."""
+                   options: WindowOptions = WindowOptions(), params: dict | None = None,
+                   label: str = "") -> Plan:
+    """Workers first, then managers one at a time; each VM drained, updated, returned.
+
+    `label` is how the operator named the targets ("cluster", a host, VMs): the
+    plan's target, and the word the confirmation asks for.
+    """
     if not options.update_command and not options.reboot:
         raise PlanError("nothing to roll: set update_command (and/or reboot) in [maintenance]")
     params = dict(params or {})
@@ -301,7 +306,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
         steps.append(act(f"demote {stand_in_node.hostname} back to worker",
                              lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
     checks.append(Check("order", OK, "one VM at a time: " + ", ".join(params["vms"])))
-    return Plan("rolling-update", ", ".join(params["vms"]) if targets else "cluster", steps,
+    return Plan("rolling-update", label or (",".join(targets) if targets else "cluster"), steps,
                 checks, params=params, retries=options.retries, report=True,
                 failure_budget=options.failure_budget, time_limit=options.time_limit)
 
@@ -334,8 +339,13 @@ def make_window(kind: str, snap: Snapshot, target: str, timing: Timing,
                 options: WindowOptions, params: dict | None = None) -> Plan:
     if kind == "maintenance":
         return host_maintenance(snap, target, timing, options, params)
-    if kind == "rolling-update":
-        targets = None if target in ("", "cluster") else [t.strip() for t in target.split(",")]
-        return rolling_update(snap, targets, timing, options, params)
+    if kind == "rolling-update":     # "cluster", a host's name, or VM names with commas
+        if target in ("", "cluster"):
+            targets = None
+        elif snap.get(f"host:{target}") is not None:
+            targets = [v.name for v in snap.vms if v.host == target]
+        else:
+            targets = [t.strip() for t in target.split(",")]
+        return rolling_update(snap, targets, timing, options, params, label=target or "cluster")
     raise PlanError(f"unknown operation {kind!r}")
 

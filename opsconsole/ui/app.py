@@ -280,10 +280,7 @@ class OpsConsole(App):
         entity, snap = self._selected(), self.snapshot
         node = self._selected_node()
         vm = entity if isinstance(entity, VM) else snap.vm_of_node(node) if node else None
-        if isinstance(entity, Host):
-            target = ",".join(v.name for v in snap.vms if v.host == entity.name)
-        else:
-            target = vm.name if vm else "cluster"
+        target = entity.name if isinstance(entity, Host) else vm.name if vm else "cluster"
         self.request("rolling-update", target)
 
     def request(self, kind: str, target: str) -> None:

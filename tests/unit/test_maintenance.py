@@ -265,3 +265,12 @@ async def test_operation_units_report_progress_per_vm(tmp_path):
     assert dict(op.units())["vm-03"] == "failed"
     await asyncio.wait_for(op.task, 60)
     assert op.units() == [("vm-03", "failed"), ("vm-05", "done")]
+
+
+async def test_rolling_update_of_a_host_names_the_host(tmp_path):
+    snap = await rig_on(tmp_path).snapshot()
+    plan = catalog.build("rolling-update", snap, "hv-02", FAST, ROLL)
+    assert plan.target == "hv-02"
+    assert plan.params["vms"] == ["vm-05", "vm-06", "vm-04"]      # the manager last
+    assert catalog.build("rolling-update", snap, "vm-06,vm-02", FAST, ROLL).params["vms"] == \
+        ["vm-02", "vm-06"]
