@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -63,10 +64,15 @@ class Plan:
 _ids = itertools.count(1)
 
 
+def _new_id() -> str:
+    """Unique across consoles too: the cluster lock tells operations apart by id."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_ids)}-{secrets.token_hex(3)}"
+
+
 @dataclass
 class Operation:
     plan: Plan
-    id: str = field(default_factory=lambda: f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_ids)}")
+    id: str = field(default_factory=_new_id)
     state: str = PENDING
     index: int = 0                  # the step running now, or next
     step_progress: float = 0.0      # 0..1 within the current step, when it can tell

@@ -61,6 +61,10 @@ def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
             return f"{node.hostname} is not in the swarm"
         if n.state != wanted:
             return f"{node.hostname} is {n.state}"
+        # a manager back up is Ready before Raft counts it again; until then losing
+        # another manager (or demoting the stand-in) would cost the quorum
+        if wanted == READY and n.role == MANAGER and n.reachability != "reachable":
+            return f"manager {node.hostname} is {n.reachability or 'not yet'} reachable in Raft"
         if engine_not and n.engine_version == engine_not:
             return f"{node.hostname} still runs engine {n.engine_version}"
         return None

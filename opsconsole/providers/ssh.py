@@ -57,7 +57,8 @@ class SSH:
                  agent_path: str | None | tuple = (), connect_timeout: float = 10.0,
                  backoff: tuple[float, float] = (0.5, 5.0)) -> None:
         self.targets = {t.vm: t for t in targets}
-        self.config, self.known_hosts = config, known_hosts
+        # asyncssh reads a tuple as (trusted, CA, revoked) keys and a list as file names
+        self.config, self.known_hosts = config, list(known_hosts) if known_hosts != () else ()
         self.client_keys, self.agent_path = client_keys, agent_path
         self.connect_timeout, self.backoff = connect_timeout, backoff
 

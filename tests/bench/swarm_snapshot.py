@@ -171,7 +171,9 @@ def median_time(fn, runs: int) -> float:
 
 async def bench(lab: Lab, runs: int, scratch: Path) -> None:
     """`scratch`: a private directory for the console's records, the CLI's config, the proxy."""
-    inventory = dataclasses.replace(load(lab.inventory_path), state_dir=scratch / "state")
+    # the Swarm side only, as the CLI draws it: no HAProxy, WinRM or SSH in this refresh
+    inventory = dataclasses.replace(load(lab.inventory_path), state_dir=scratch / "state",
+                                    proxy=None, winrm=False, ssh=None)
     manager = lab.vm("vm-01")
     cli = docker_cli()
     version = subprocess.run([cli, "version", "--format", "{{.Client.Version}}"],

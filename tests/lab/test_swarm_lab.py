@@ -1,6 +1,7 @@
 """The lab itself is real: nodes, HTTP on the VM addresses, node failure, drain."""
 import tomllib
 import urllib.request
+from pathlib import Path
 
 # No proxies, whatever the environment says: lab traffic stays on the lab subnet.
 _http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -37,6 +38,17 @@ def test_inventory(swarm_lab, tmp_path):
     assert set(inv["hosts"]) == {"hv-01", "hv-02"}
     assert inv["vms"]["vm-01"] == {"host": "hv-01", "address": "10.77.0.11", "node": "vm-01"}
     assert len(inv["vms"]) == len(swarm_lab.vms)
+    # every real system of the lab: HAProxy, the WinRM emulators, each VM's sshd
+    assert inv["proxy"]["socket"] == f"unix://{swarm_lab.admin_socket}"
+    assert inv["proxy"]["servers"] == {f"portal/{vm.name}": vm.name for vm in swarm_lab.vms}
+    assert (inv["winrm"]["transport"], inv["winrm"]["scheme"], inv["winrm"]["allow_basic"]) == \
+        ("basic", "http", True)
+    assert {h: t["winrm"]["port"] for h, t in inv["hosts"].items()} == swarm_lab.winrm_ports
+    assert inv["ssh"]["user"] == "root"
+    known = Path(inv["ssh"]["known_hosts"][0]).read_text().split()
+    assert [w for w in known if w.startswith("10.77.")] == [vm.address for vm in swarm_lab.vms]
+    assert Path(inv["ssh"]["identity_files"][0]).exists()
+    assert inv["maintenance"]["reboot_command"] == "reboot"   # the lab's script in each VM
 
 
 def test_web_answers_on_each_node_address(swarm_lab):

@@ -1,17 +1,17 @@
 """The Swarm provider, the engine and the console against the real lab: no mocks.
 
 Every test opens the console's own session on the lab's inventory
-(`open_session(load(lab.inventory_path))`) and changes the swarm only through
-the engine, as the console does; what it then asserts is read straight from a
-lab manager with the docker SDK or CLI. Waits poll a real condition with a
-deadline: generous, because CI is a loaded 2-core machine, and finite.
-After each test every node is active and ready again and the services have
-converged, whatever the test did or where it failed.
+(`open_session(load(lab.inventory_path))`, with every real provider: Swarm,
+HAProxy, WinRM, SSH) and changes the swarm only through the engine, as the
+console does; what it then asserts is read straight from a lab manager with
+the docker SDK or CLI. Waits poll a real condition with a deadline: generous,
+because CI is a loaded 2-core machine, and finite. After each test every node
+is active and ready again, every proxy server ready and UP, and the services
+have converged, whatever the test did or where it failed (the `lab` fixture).
 """
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import inspect
 import json
 import os
@@ -23,7 +23,6 @@ from typing import Callable
 
 import pytest
 
-from opsconsole.config import load
 from opsconsole.ops.engine import DONE, FAILED, StepFailed
 from opsconsole.ops.plans import Timing, make_plan
 from opsconsole.session import Session, open_session
@@ -31,7 +30,6 @@ from opsconsole.ui.app import OpsConsole
 from opsconsole.ui.screens import ConfirmScreen
 from opsconsole.ui.tree import ClusterTree
 
-from .swarm_lab import _lab_dockerd_pid
 
 WAIT = 120.0                    # the most any one condition may take
 DRAIN = Timing(drain_timeout=90.0)
@@ -82,19 +80,6 @@ def update_node(lab, hostname: str, change: Callable[[dict], None]) -> None:
         node.update(spec)
 
 
-def restore(lab) -> None:
-    """Every VM up, every node active and ready, the services converged."""
-    for vm in list(lab.vms):
-        if not _lab_dockerd_pid(vm.pidfile):
-            lab.start_vm(vm.name)
-    for name, (state, avail, _) in lab.node_states().items():
-        if avail != "active":
-            update_node(lab, name, lambda spec: spec.update(Availability="active"))
-    for vm in lab.vms:
-        lab.wait_node(vm.name, "ready")
-    lab.wait_converged()
-
-
 def web_on(lab, hostname: str) -> None:
     """Make sure a `web` task runs on `hostname` (web has one slot fewer than there are nodes).
 
@@ -120,33 +105,6 @@ def session_journal_end(session: Session) -> tuple[str, str]:
 
 def endpoint_vm(lab, endpoint: str) -> str:
     return next(vm.name for vm in lab.vms if vm.socket == endpoint)
-
-
-# ---------------------------------------------------------------- fixtures
-@pytest.fixture
-def lab(swarm_lab):
-    """The session's lab, converged before the test and put back after it."""
-    restore(swarm_lab)
-    yield swarm_lab
-    restore(swarm_lab)
-
-
-@pytest.fixture
-def inventory(lab, tmp_path):
-    """The lab's inventory as the console loads it; journal and audit under tmp_path."""
-    return dataclasses.replace(load(lab.inventory_path), state_dir=tmp_path / "state")
-
-
-@pytest.fixture
-async def console(inventory):
-    """The console's session on the lab; closing it leaves no thread behind."""
-    session = open_session(inventory)
-    try:
-        yield session
-    finally:
-        thread = session.providers.swarm._events_thread
-        await session.providers.close()
-        assert thread is None or not thread.is_alive(), "the event thread outlived close()"
 
 
 # ---------------------------------------------------------------- reading

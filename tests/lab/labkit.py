@@ -1,0 +1,131 @@
+"""Helpers the lab tests share: polling with a deadline, what the systems say, watchers."""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from typing import Callable
+
+WAIT = 120.0                    # the most any one condition may take
+
+
+async def until(cond: Callable[[], object], what: str, timeout: float = WAIT, step: float = 0.2):
+    """Poll `cond()` (awaited if it is a coroutine) until it is truthy and return that;
+    fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = cond()
+        if inspect.isawaitable(got):
+            got = await got
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(step)
+
+
+def swarm_picture(lab) -> tuple[list[dict], list[dict], list[dict]]:
+    """Nodes, services and tasks meant to run, straight from a lab manager."""
+    with lab.manager_client() as c:
+        return c.api.nodes(), c.api.services(), c.api.tasks(filters={"desired-state": "running"})
+
+
+def running_on(lab, service: str) -> dict[str, str]:
+    """hostname -> task id of every running task of `service`."""
+    nodes, services, tasks = swarm_picture(lab)
+    names = {n["ID"]: n["Description"]["Hostname"] for n in nodes}
+    sid = next(s["ID"] for s in services if s["Spec"]["Name"] == service)
+    return {names[t["NodeID"]]: t["ID"] for t in tasks
+            if t["ServiceID"] == sid and t["Status"]["State"] == "running"}
+
+
+def wall(monotonic: float) -> float:
+    """A time.monotonic() reading (the engine's step times) as wall-clock time."""
+    return monotonic + (time.time() - time.monotonic())
+
+
+def step_times(op, prefix: str) -> tuple[float, float]:
+    """Wall-clock start and end of the operation's first step whose title starts so."""
+    i = next(i for i, s in enumerate(op.plan.steps) if s.title.startswith(prefix))
+    start, *end = op.times[i]
+    return wall(start), wall(end[0]) if end else 0.0
+
+
+class ProxyWatch:
+    """HAProxy's portal servers every 0.1 s, as a timeline, from a thread:
+    [(wall time, {server: (status, admin, sessions)})]."""
+
+    def __init__(self, lab, period: float = 0.1) -> None:
+        self.lab, self.period = lab, period
+        self.timeline: list[tuple[float, dict[str, tuple[str, str, int]]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                servers = self.lab.proxy_servers()
+                sessions = self.lab.proxy_sessions()
+            except OSError:
+                continue
+            self.timeline.append((time.time(), {k: (v[0], v[1], sessions.get(k, 0))
+                                                for k, v in servers.items()}))
+
+    def __enter__(self) -> "ProxyWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def of(self, server: str) -> list[tuple[float, str, str, int]]:
+        return [(t, *s[server]) for t, s in self.timeline if server in s]
+
+
+class Sampler:
+    """`fn()` every `period` seconds from a thread, as a timeline [(wall time, value)];
+    failures (a manager mid-election, a VM rebooting) are skipped."""
+
+    def __init__(self, fn: Callable[[], object], period: float = 0.5) -> None:
+        self.fn, self.period = fn, period
+        self.timeline: list[tuple[float, object]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            try:
+                self.timeline.append((time.time(), self.fn()))
+            except Exception:       # noqa: BLE001 - a sample missed, the next one counts
+                continue
+
+    def __enter__(self) -> "Sampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def between(self, start: float, end: float) -> list:
+        return [v for t, v in self.timeline if start <= t <= end]
+
+
+def node_roles(lab) -> dict[str, tuple[str, str, str]]:
+    """hostname -> (role, state, availability), from the first manager that answers."""
+    return {k: (v[2], v[0], v[1]) for k, v in lab.node_states().items()}
+
+
+async def whole(console, servers_up: bool = True):
+    """A snapshot with every provider answering and the cluster at rest."""
+    async def ready():
+        snap = await console.cluster.snapshot()
+        return snap if (not snap.problems and all(h.state == "up" for h in snap.hosts)
+                        and all(v.state == "running" for v in snap.vms)
+                        and all(n.state == "ready" for n in snap.nodes)
+                        and all(snap.converged(s) for s in snap.services)
+                        and (not servers_up or all(s.status == "UP" for s in snap.servers))) \
+            else None
+    return await until(ready, "a whole snapshot from every provider")
