@@ -12,7 +12,6 @@ have converged, whatever the test did or where it failed (the `lab` fixture).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import re
@@ -30,43 +29,14 @@ from opsconsole.ui.app import OpsConsole
 from opsconsole.ui.screens import ConfirmScreen
 from opsconsole.ui.tree import ClusterTree
 
+from .labkit import WAIT, running_on, swarm_picture, until
 
-WAIT = 120.0                    # the most any one condition may take
+
 DRAIN = Timing(drain_timeout=90.0)
 CLI = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")
 
 
 # ---------------------------------------------------------------- helpers
-async def until(cond: Callable[[], object], what: str, timeout: float = WAIT, step: float = 0.2):
-    """Poll `cond()` (awaited if it is a coroutine) until it is truthy and return that;
-    fail naming `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = cond()
-        if inspect.isawaitable(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(step)
-
-
-def swarm_picture(lab) -> tuple[list[dict], list[dict], list[dict]]:
-    """Nodes, services and tasks meant to run, straight from a lab manager."""
-    with lab.manager_client() as c:
-        return c.api.nodes(), c.api.services(), c.api.tasks(filters={"desired-state": "running"})
-
-
-def running_on(lab, service: str) -> dict[str, str]:
-    """hostname -> task id of every running task of `service`."""
-    nodes, services, tasks = swarm_picture(lab)
-    names = {n["ID"]: n["Description"]["Hostname"] for n in nodes}
-    sid = next(s["ID"] for s in services if s["Spec"]["Name"] == service)
-    return {names[t["NodeID"]]: t["ID"] for t in tasks
-            if t["ServiceID"] == sid and t["Status"]["State"] == "running"}
-
-
 def availability(lab, hostname: str) -> str:
     return lab.node_states()[hostname][1]
 
