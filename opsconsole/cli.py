@@ -182,7 +182,7 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                 for line in op.log[seen:]:
                     click.echo(line)
                 seen = len(op.log)
-            session.engine._on_change = show
+            session.engine.on_change = show
             op = session.engine.start(p, resume=resume)
             await op.task
             return op
@@ -240,9 +240,10 @@ def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool)
 
 
 def _unfinished(session: Session, op_id: str) -> dict:
-    found = [r for r in session.journal.unfinished() if r["op"] == op_id]
+    unfinished = session.journal.unfinished()
+    found = [r for r in unfinished if r["op"] == op_id]
     if not found:
-        known = ", ".join(r["op"] for r in session.journal.unfinished()) or "none"
+        known = ", ".join(r["op"] for r in unfinished) or "none"
         fail(EXIT_USAGE, f"no unfinished operation {op_id!r} in the journal (unfinished: {known})")
     return found[0]
 

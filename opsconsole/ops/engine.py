@@ -215,14 +215,14 @@ class Engine:
                  on_change: Callable[[Operation], None] | None = None) -> None:
         self.cluster, self.actions, self.journal = cluster, actions, journal
         self.operations: list[Operation] = []
-        self._on_change = on_change or (lambda op: None)
+        self.on_change = on_change or (lambda op: None)   # front ends set who hears
 
     @property
     def read_only(self) -> bool:
         return self.actions.read_only
 
     def changed(self, op: Operation) -> None:
-        self._on_change(op)
+        self.on_change(op)
 
     @property
     def running(self) -> Operation | None:

@@ -116,10 +116,7 @@ def cordon(snap: Snapshot, name: str) -> Plan:
 
 def activate(snap: Snapshot, name: str) -> Plan:
     node = find_node(snap, name)
-    vm = snap.vm_of_node(node)
-    steps = [_set_availability(node, ACTIVE)]
-    steps += [_set_server(s, "ready") for s in (snap.servers_of_vm(vm.name) if vm else [])
-              if s.admin != "ready"]
+    steps = return_steps(snap, node, only_needed=True)
     return Plan("activate", node.hostname, steps, [node_ready(node), Check(
         "effect", "ok", "new tasks may land here; Swarm does not move running tasks back "
         "(rebalance does)")])
@@ -136,11 +133,16 @@ def drain_steps(snap: Snapshot, node: Node, timing: Timing) -> list[Step]:
     return steps + [_set_availability(node, DRAIN), _wait_drained(node, affected, timing)]
 
 
-def return_steps(snap: Snapshot, node: Node) -> list[Step]:
-    """The reverse of a drain: node active, then its proxy servers ready."""
+def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[Step]:
+    """The reverse of a drain: node active, then its proxy servers ready.
+
+    `only_needed` leaves out servers already ready; a window keeps them all,
+    since its own earlier steps will have drained them by then.
+    """
     vm = snap.vm_of_node(node)
+    servers = snap.servers_of_vm(vm.name) if vm else []
     return [_set_availability(node, ACTIVE)] + [
-        _set_server(s, "ready") for s in (snap.servers_of_vm(vm.name) if vm else [])]
+        _set_server(s, "ready") for s in servers if not only_needed or s.admin != "ready"]
 
 
 def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:

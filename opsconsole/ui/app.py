@@ -115,7 +115,7 @@ class OpsConsole(App):
         self._keys = keys or {}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
-        session.engine._on_change = lambda op: self.post_message(OperationChanged(op))
+        session.engine.on_change = lambda op: self.post_message(OperationChanged(op))
 
     # -- layout -----------------------------------------------------------------
     def compose(self) -> ComposeResult:
