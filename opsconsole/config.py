@@ -59,7 +59,7 @@ MAINTENANCE_KEYS: dict[str, type] = {
     "host_step": str, "script": str, "update_command": str, "reboot": bool,
     "reboot_command": str, "expect_engine_change": bool, "shutdown_timeout": float,
     "update_timeout": float, "boot_timeout": float, "failure_budget": int, "retries": int,
-    "time_limit": float}
+    "time_limit": float, "engine_stall": float, "engine_restart_command": str}
 
 
 @dataclass(frozen=True)

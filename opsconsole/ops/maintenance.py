@@ -8,6 +8,7 @@ that died mid-way rebuilds the very same plan from the journal.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
@@ -33,6 +34,10 @@ class WindowOptions:
     shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
     update_timeout: float = 3600.0      # host updates, or the VM update command
     boot_timeout: float = 600.0         # host or VM back, node Ready
+    # a node still not Ready this long after its VM runs again gets its engine restarted
+    # once over SSH (a Swarm agent can stall re-registering with a restarted manager); 0 = never
+    engine_stall: float = 60.0
+    engine_restart_command: str = "systemctl restart docker"
     failure_budget: int = 0             # VMs allowed to fail in a rolling update
     retries: int = 0                    # per VM
     time_limit: float = 0.0             # whole rolling update; 0 = none
@@ -55,6 +60,13 @@ def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
 
 def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
                 engine_not: str = "") -> Step:
+    probe = _node_probe(node, wanted, engine_not)
+    extra = f" with an engine newer than {engine_not}" if engine_not else ""
+    return _wait(f"wait until node {node.hostname} is {wanted}{extra}",
+                 f"{node.hostname} to be {wanted}", probe, timeout, group)
+
+
+def _node_probe(node: Node, wanted: str, engine_not: str = ""):
     def probe(snap: Snapshot) -> str | None:
         n = snap.get(node.id)
         if not isinstance(n, Node):
@@ -68,9 +80,51 @@ def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
         if engine_not and n.engine_version == engine_not:
             return f"{node.hostname} still runs engine {n.engine_version}"
         return None
+    return probe
+
+
+def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
+                   engine_not: str = "") -> Step:
+    """Wait for a returning node to be Ready; restart a stalled engine once.
+
+    Swarm sometimes leaves a restarted node Down for good although its VM runs
+    and its daemon answers: the agent's session with the managers stalls
+    (moby/moby#38107). What an engineer would do is restart the engine; this
+    step does it once, in the log and the audit, after `engine_stall` seconds.
+    """
+    probe = _node_probe(node, READY, engine_not)
+    what = f"{node.hostname} to be {READY}"
+    stall = options.engine_stall
+
+    async def run(ctx: Context) -> None:
+        if stall <= 0 or ctx.actions.providers.shell is None or not options.engine_restart_command:
+            await ctx.wait_for(what, probe, options.boot_timeout)
+            return
+        t0, since = time.monotonic(), None
+
+        def back_or_stalled(snap: Snapshot) -> str | None:
+            nonlocal since
+            pending = probe(snap)
+            n, v = snap.get(node.id), snap.get(f"vm:{vm}")
+            stuck = (pending is not None and isinstance(n, Node) and n.state != READY
+                     and getattr(v, "state", "unknown") in (RUNNING, "unknown"))
+            since = (since or time.monotonic()) if stuck else None
+            return None if stuck and time.monotonic() - since >= stall else pending
+        snap = await ctx.wait_for(what, back_or_stalled, options.boot_timeout)
+        if probe(snap) is None:
+            return
+        ctx.log(f"⚠ {vm} runs but node {node.hostname} has stayed "
+                f"{getattr(snap.get(node.id), 'state', '?')} for {stall:.0f}s: restarting its "
+                f"Docker engine (`{options.engine_restart_command}`)")
+        try:
+            await ctx.actions.run_command(vm, options.engine_restart_command, 120.0,
+                                          on_line=lambda line: ctx.log(f"{vm}│ {line}"))
+        except ProviderError as e:
+            ctx.log(f"could not restart the engine on {vm}: {e}; still waiting")
+        left = options.boot_timeout - (time.monotonic() - t0)
+        await ctx.wait_for(what, probe, max(left, stall))
     extra = f" with an engine newer than {engine_not}" if engine_not else ""
-    return _wait(f"wait until node {node.hostname} is {wanted}{extra}",
-                 f"{node.hostname} to be {wanted}", probe, timeout, group)
+    return Step(f"wait until node {node.hostname} is {READY}{extra}", run, group=group)
 
 
 def wait_healthy(vms: list[str], timeout: float, group: str = "") -> Step:
@@ -161,7 +215,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     for vm in vms:
         steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
     for node in nodes:
-        steps.append(wait_node(node, READY, options.boot_timeout))
+        steps.append(wait_node_back(node, snap.vm_of_node(node).name, options))
     for node in nodes:
         steps += return_steps(snap, node)
     params.setdefault("rebalance", _crowded(snap, leaving))
@@ -327,8 +381,8 @@ def _update_one(snap: Snapshot, vm: VM, node: Node, timing: Timing,
     if options.reboot:
         steps.append(Step(f"reboot {vm.name} and wait for it", _reboot(vm.name, options),
                           group=group))
-    steps.append(wait_node(node, READY, options.boot_timeout, group,
-                             engine_not=engine_before if options.expect_engine_change else ""))
+    steps.append(wait_node_back(node, vm.name, options, group,
+                                engine_not=engine_before if options.expect_engine_change else ""))
     steps += [_grouped(s, group) for s in return_steps(snap, node)]
     steps.append(wait_healthy([vm.name], timing.drain_timeout, group))
     return steps

@@ -83,6 +83,9 @@ class SimCluster:
         self.boots: dict[str, int] = {}             # VM -> how many times it booted
         self.upgrade_on_boot: set[str] = set()      # VMs whose engine changes at next boot
         self.exit_codes: dict[str, int] = {}        # VM -> what its commands exit with
+        self.stalled_agents: set[str] = set()       # VMs whose node stays Down after the next
+                                                    # boot until their engine restarts
+        self.engine_restarts: dict[str, int] = {}   # VM -> engine restarts asked over SSH
         self._build(scale)
         self.session_rate = session_rate * len(self.servers)
         self._schedule(self._next_arrival_delay(), self._session_arrives)
@@ -383,9 +386,20 @@ class SimCluster:
             if node and name in self.upgrade_on_boot:
                 self.upgrade_on_boot.discard(name)
                 self.nodes[node.swarm_id] = replace(node, engine_version="24.0.7")
-            if node:
+            if node and name in self.stalled_agents:   # the Swarm agent never registers
+                self.stalled_agents.discard(name)
+            elif node:
                 self._schedule(self._delay(2.0, 4.0), lambda: self._node_up(node.swarm_id))
         self._schedule(self._delay(5.0, 9.0), running)
+        self.changed.set()
+
+    def restart_engine(self, name: str) -> None:
+        """`systemctl restart docker`: the node drops and registers again."""
+        self.engine_restarts[name] = self.engine_restarts.get(name, 0) + 1
+        node = self._node_of_vm(name)
+        if node:
+            self._node_down(node.swarm_id)
+            self._schedule(self._delay(1.0, 2.0), lambda: self._node_up(node.swarm_id))
         self.changed.set()
 
     def reboot_vm(self, name: str) -> None:
@@ -609,8 +623,9 @@ class SimProxy(_Part):
 
 
 class SimShell(_Part):
-    """Commands "run" for a simulated moment; `reboot` restarts the VM, and a
-    command that upgrades docker gives its node a newer engine at next boot."""
+    """Commands "run" for a simulated moment; `reboot` restarts the VM,
+    `systemctl restart docker` its engine, and another command that names
+    docker (an upgrade) gives its node a newer engine at next boot."""
 
     async def run(self, vm: str, command: str, timeout: float,
                   on_line: LineSink | None = None) -> int:
@@ -619,7 +634,9 @@ class SimShell(_Part):
             await asyncio.sleep(0.2 / self.sim.speed)
             if on_line:
                 on_line(line)
-        if "docker" in command:
+        if "restart docker" in command:
+            self.sim.restart_engine(vm)
+        elif "docker" in command:
             self.sim.upgrade_on_boot.add(vm)
         if "reboot" in command:
             self.sim.reboot_vm(vm)

@@ -14,7 +14,8 @@ few seconds.
 It also carries out what a VM asks for itself: inside a lab VM, reboot,
 shutdown, poweroff, halt and systemctl are the lab's script (see vminit.py),
 which leaves a request in the VM's power directory; labd then restarts that
-VM (a new boot id, its dockerd and sshd started again) and nothing else.
+VM (a new boot id, its dockerd and sshd started again) and nothing else;
+`systemctl restart docker` restarts its dockerd alone.
 Everything it does is logged to ROOT/labd/labd.log.
 """
 from __future__ import annotations
@@ -121,9 +122,14 @@ class LabWorld(MemoryWorld):
         log.info("%s: restarted (its VMs stay off until started)", self.host)
 
     def reboot_guest(self, name: str, requested: float, verb: str) -> None:
-        """A reboot the VM asked for itself (its power script)."""
+        """A reboot (or engine restart) the VM asked for itself (its power script)."""
         vm = self._vm(name)
         _record(vm, event="request", verb=verb, requested=requested, seen=time.time())
+
+        if verb == "restart-docker":      # `systemctl restart docker`: the engine alone
+            self._in_background(name, "Running", "restart docker",
+                                lambda: self.lab.restart_engine(name))
+            return
 
         def run() -> None:
             time.sleep(REBOOT_GRACE_S)

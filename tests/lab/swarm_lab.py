@@ -145,24 +145,29 @@ POWER_SCRIPT = """\
 # opsconsole-lab-power {vm}
 # The power commands of lab VM {vm}: bind-mounted over reboot, shutdown, poweroff, halt,
 # telinit, init and systemctl inside that VM's own mount namespace only (tests/lab/vminit.py).
-# It asks the lab (labd) to restart this VM, i.e. its dockerd and sshd; nothing else.
+# It asks the lab (labd) to restart this VM, i.e. its dockerd and sshd, or with
+# `systemctl restart docker` its dockerd alone; nothing else.
 me=${{0##*/}}
 verb=$me
 case $me in
   systemctl|telinit|init)
     verb=
-    for a in "$@"; do case $a in -*) ;; *) verb=$a; break ;; esac; done ;;
+    for a in "$@"; do case $a in -*) ;; *) verb=$a; break ;; esac; done
+    case "$me $*" in "systemctl restart docker"|"systemctl restart docker.service") verb=restart-docker ;; esac ;;
   shutdown)
     case " $* " in *" -c "*) echo "{vm}: no shutdown pending"; exit 0 ;; esac
     verb=reboot ;;
 esac
 case $verb in
-  reboot|poweroff|halt|kexec|soft-reboot|0|6) ;;
+  reboot|poweroff|halt|kexec|soft-reboot|0|6|restart-docker) ;;
   *) echo "$me${{verb:+ $verb}}: not available in lab VM {vm} (opsconsole lab)" >&2; exit 1 ;;
 esac
 printf '%s %s %s\\n' "$verb" "$(date +%s.%N)" "$me" > {power}/request.tmp &&
   mv -f {power}/request.tmp {power}/request || exit 1
-echo "{vm}: restarting (the lab restarts this VM's dockerd and sshd)"
+case $verb in
+  restart-docker) echo "{vm}: restarting docker (the lab restarts this VM's dockerd)" ;;
+  *) echo "{vm}: restarting (the lab restarts this VM's dockerd and sshd)" ;;
+esac
 """
 
 
@@ -372,6 +377,31 @@ def _pids_in_netns(ns: str) -> list[int]:
 
 def _cgroup_dirs(name: str) -> list[str]:  # cgroup v1 (one per controller) and v2
     return glob.glob(f"/sys/fs/cgroup/*/{name}") + glob.glob(f"/sys/fs/cgroup/{name}")
+
+
+def _sshd_side(pids: list[int]) -> set[int]:
+    """Of `pids`, the VM's sshd and its sessions: everything in the pid namespace sshd runs in."""
+    def pidns(pid: int) -> str:
+        try:
+            return os.readlink(f"/proc/{pid}/ns/pid")
+        except OSError:
+            return ""
+    def exe(pid: int) -> str:
+        try:
+            return os.readlink(f"/proc/{pid}/exe")
+        except OSError:
+            return ""
+    def parent(pid: int) -> int:
+        try:
+            return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            return 0
+    spaces = {pidns(p) for p in pids if exe(p) == SSHD} - {""}
+    side = {p for p in pids if pidns(p) in spaces}
+    for p in list(side):    # and what started sshd's namespace (unshare, nsenter): it dies with them
+        while (p := parent(p)) in pids:
+            side.add(p)
+    return side
 
 
 def _pids_in_cgroups(name: str) -> list[int]:
@@ -851,9 +881,25 @@ class Lab:
     def _do_boot(self, vm: VM, reason: str) -> None:
         """A new boot id, the VM's dockerd in its own net + UTS namespace, then its sshd."""
         t0 = time.time()
+        vm.boot_id_file.write_text(f"{uuid.uuid4()}\n")
+        self._start_dockerd(vm)
+        t_docker = time.time()
+        self._start_sshd(vm)
+        _record(vm, event="boot", reason=reason, boot_id=vm.boot_id(), start=t0, docker=t_docker,
+                end=time.time())
+
+    def restart_engine(self, name: str, reason: str = "systemctl restart docker") -> None:
+        """What `systemctl restart docker` does in a VM: its dockerd only; sshd and boot id stay."""
+        vm = self.vm(name)
+        with self._power(vm):
+            t0 = time.time()
+            self._stop_dockerd(vm, spare_sshd=True)
+            self._start_dockerd(vm)
+            _record(vm, event="engine restart", reason=reason, start=t0, end=time.time())
+
+    def _start_dockerd(self, vm: VM) -> None:
         for d in ("data", "x"):
             (vm.dir / d).mkdir(parents=True, exist_ok=True)
-        vm.boot_id_file.write_text(f"{uuid.uuid4()}\n")
         cfg = vm.dir / "daemon.json"  # own config: never read the host's /etc/docker/daemon.json
         cfg.write_text(json.dumps({"deprecated-key-path": str(vm.dir / "key.json")}))
         vm.sock.unlink(missing_ok=True)
@@ -883,19 +929,20 @@ class Lab:
                 raise LabError(f"dockerd on {vm.name} not answering after {self.timeout:.0f}s; "
                                f"{vm.log_file}:\n{_tail(vm.log_file)}")
             time.sleep(0.1)
-        t_docker = time.time()
-        self._start_sshd(vm)
-        _record(vm, event="boot", reason=reason, boot_id=vm.boot_id(), start=t0, docker=t_docker,
-                end=time.time())
 
     def _do_halt(self, vm: VM) -> None:
-        """Power a VM off: its sshd (and every session) at once, then SIGTERM dockerd (bounded
-        wait), then kill whatever is left of it."""
+        """Power a VM off: its sshd (and every session) at once, then its dockerd."""
         self._stop_sshd(vm)
+        self._stop_dockerd(vm)
+
+    def _stop_dockerd(self, vm: VM, spare_sshd: bool = False) -> None:
+        """SIGTERM dockerd (bounded wait), then kill whatever is left of it (and of sshd's
+        side too unless `spare_sshd`: an engine restart keeps the VM's SSH sessions)."""
         # by its pidfile: this process or another (labd) may have started the running one
         pid = _lab_dockerd_pid(vm.pidfile)
         if pid and _alive(pid):
             os.kill(pid, signal.SIGTERM)
+            os.kill(pid, signal.SIGCONT)      # as systemd does: a stopped process gets it too
             if not _wait_dead([pid], self.stop_timeout):
                 log.warning("dockerd on %s ignored SIGTERM for %ss; killing it", vm.name, self.stop_timeout)
         proc = self._procs.pop(vm.name, None)
@@ -904,7 +951,12 @@ class Lab:
                 proc.kill()
             proc.wait()
         # containerd, shims and tasks may survive a killed dockerd; a powered-off VM keeps nothing.
-        _kill(set(_pids_in_netns(vm.netns)) | set(_pids_in_cgroups(vm.cgroup)))
+        in_netns = _pids_in_netns(vm.netns)
+        spared = _sshd_side(in_netns) if spare_sshd else set()
+        _kill((set(in_netns) - spared) | set(_pids_in_cgroups(vm.cgroup)))
+        # a killed containerd may linger as a zombie nobody reaps; by its pid file the next
+        # dockerd would take it for alive and wait for it in vain
+        (vm.dir / "x" / "containerd" / "containerd.pid").unlink(missing_ok=True)
         _unmount_all(vm.dir)
         _remove_cgroups(vm.cgroup)
 

@@ -274,3 +274,28 @@ async def test_rolling_update_of_a_host_names_the_host(tmp_path):
     assert plan.params["vms"] == ["vm-05", "vm-06", "vm-04"]      # the manager last
     assert catalog.build("rolling-update", snap, "vm-06,vm-02", FAST, ROLL).params["vms"] == \
         ["vm-02", "vm-06"]
+
+
+@pytest.mark.parametrize("kind, target, stall, boot", [("maintenance", "hv-01", 1.0, 4.0),
+                                                       ("rolling-update", "vm-01", 1.0, 30.0),
+                                                       ("maintenance", "hv-01", 0.0, 4.0)])
+async def test_a_node_stuck_down_after_boot_gets_its_engine_restarted_once(
+        tmp_path, kind, target, stall, boot):
+    # Swarm can leave a restarted manager Down although its VM runs (moby/moby#38107)
+    rig = rig_on(tmp_path)
+    rig.sim.stalled_agents.add("vm-01")
+    options = replace(ROLL, expect_engine_change=False, engine_stall=stall, boot_timeout=boot)
+    plan = catalog.build(kind, await rig.snapshot(), target, FAST, options)
+    op = await run_plan(rig, plan, timeout=90)
+    if not stall:           # switched off: the wait runs out and says what is pending
+        assert op.state == FAILED and "vm-01 to be ready: vm-01 is down" in op.error
+        assert rig.sim.engine_restarts == {}
+        return
+    assert op.state == DONE, op.error
+    assert rig.sim.engine_restarts == {"vm-01": 1}
+    assert any("vm-01 runs but node vm-01 has stayed down for 1s: restarting its Docker "
+               "engine (`systemctl restart docker`)" in line for line in op.log), op.log
+    restarts = [r for r in rig.audit.read() if r["action"] == "run command"
+                and r["target"] == "vm-01" and "systemctl restart docker" in str(r.get("args"))]
+    assert [r["result"] for r in restarts] == ["started", "ok"]
+    assert healthy(await rig.snapshot()) == []
