@@ -20,17 +20,21 @@ class Cluster:
         self.proxy_map = proxy_map or {}     # "backend/server" -> VM name
         self.last = Snapshot()
 
-    async def snapshot(self) -> Snapshot:
+    async def snapshot(self, hypervisor: bool = True) -> Snapshot:
+        """`hypervisor=False` keeps the hosts and VMs of the last snapshot: for frequent
+        polls that do not look at them (a Hyper-V read runs PowerShell on every host)."""
         p = self.providers
+        last = self.last
+        keep = not hypervisor and last.taken_at > 0
         parts = await asyncio.gather(
             p.swarm.read(),
+            _nothing((last.hosts, last.vms)) if keep else
             p.hypervisor.read() if p.hypervisor else _nothing(([], [])),
             p.proxy.read() if p.proxy else _nothing(([], [], [])),
             p.proxy.read_only_reason() if p.proxy else _nothing(""),
             p.swarm.read_lock(),
             return_exceptions=True)
-        problems: list[str] = []
-        last = self.last
+        problems: list[str] = [x for x in last.problems if keep and x.startswith("hyper-v:")]
 
         def take(result, fallback, what):
             if isinstance(result, BaseException):

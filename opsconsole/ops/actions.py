@@ -36,11 +36,14 @@ def mutating(verb: str) -> Callable[[F], F]:
             detail = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()
                                                if k != "on_line"]
             self.audit.record(verb, target, "started", args=detail)
+            self.generation += 1
             try:
                 await fn(self, target, *args, **kwargs)
             except ProviderError as e:
                 self.audit.record(verb, target, f"failed: {e}")
                 raise
+            finally:
+                self.generation += 1
             self.audit.record(verb, target, "ok", args=detail)
         return guarded  # type: ignore[return-value]
     return wrap
@@ -49,6 +52,7 @@ def mutating(verb: str) -> Callable[[F], F]:
 class Actions:
     def __init__(self, providers: Providers, audit: Audit, read_only: bool) -> None:
         self.providers, self.audit, self.read_only = providers, audit, read_only
+        self.generation = 0     # moves on with every change made: tells stale snapshots apart
 
     def _need(self, what: str, provider):
         if provider is None:

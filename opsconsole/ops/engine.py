@@ -25,6 +25,9 @@ from .records import Journal, who
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED = (
     "pending", "running", "paused", "done", "failed", "aborted")
 FINISHED = (DONE, FAILED, ABORTED)
+POLL_S = 0.5        # waits poll this often between Swarm events,
+POLL_FAST_S = 0.2   # or this often when a poll needs no WinRM round trip
+REUSE_S = 1.0       # a snapshot this young serves a step's checks, if nothing changed since
 
 
 class Aborted(Exception):
@@ -141,6 +144,7 @@ class Context:
     def __init__(self, engine: "Engine", op: Operation) -> None:
         self.engine, self.op = engine, op
         self.actions = engine.actions
+        self._seen: tuple[int, float, Snapshot] = (-1, 0.0, Snapshot())
 
     def log(self, line: str) -> None:
         self.op.log.append(f"{time.strftime('%H:%M:%S')} {line}")
@@ -152,8 +156,19 @@ class Context:
             self.op.step_progress = max(0.0, min(1.0, progress))
         self.engine.changed(self.op)
 
-    async def snapshot(self) -> Snapshot:
-        return await self.engine.cluster.snapshot()
+    async def snapshot(self, hypervisor: bool = True) -> Snapshot:
+        snap = await self.engine.cluster.snapshot(hypervisor)
+        self._seen = (self.actions.generation, time.monotonic(), snap)
+        return snap
+
+    async def current(self) -> Snapshot:
+        """The cluster now, for a step's own checks of nodes, tasks and proxy servers: the
+        last snapshot when it is under REUSE_S old and this console changed nothing since,
+        else a new one. (Its hosts and VMs may be older: see `wait_for`.)"""
+        generation, at, snap = self._seen
+        if generation == self.actions.generation and time.monotonic() - at < REUSE_S:
+            return snap
+        return await self.snapshot()
 
     def remember(self, key: str, value: object) -> None:
         """Journal a fact this step needs if it is run again after a crash."""
@@ -176,24 +191,26 @@ class Context:
                 raise Aborted()
 
     async def wait_for(self, what: str, probe: Callable[[Snapshot], str | None],
-                       timeout: float) -> Snapshot:
+                       timeout: float, hypervisor: bool = True) -> Snapshot:
         """Poll until `probe` returns None (done); else it returns what is pending.
 
-        Wakes on cluster events, not fixed sleeps. Time spent paused does not
-        count against the timeout. On timeout, StepFailed names what is pending.
+        Wakes on Swarm events, else polls: every POLL_S, or POLL_FAST_S when
+        the probe needs no hosts or VMs (`hypervisor=False`: no WinRM round
+        trip, so a poll is cheap). Time spent paused does not count against
+        the timeout. On timeout, StepFailed names what is pending.
         """
         budget = timeout
         while True:
             await self.checkpoint()
             t0 = time.monotonic()
-            snap = await self.snapshot()
+            snap = await self.snapshot(hypervisor)
             pending = probe(snap)
             if pending is None:
                 return snap
             self.say(pending)
             if budget <= 0:
                 raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}: {pending}")
-            await self._until_change(min(0.5, budget))
+            await self._until_change(min(POLL_S if hypervisor else POLL_FAST_S, budget))
             budget -= time.monotonic() - t0
 
     async def _until_change(self, timeout: float) -> None:
@@ -408,7 +425,7 @@ class Engine:
         """Re-check the plan's guards; a failure pauses until resumed or aborted."""
         guard = ctx.op.plan.guard
         while guard:
-            bad = failures(guard(await ctx.snapshot()))
+            bad = failures(guard(await ctx.current()))
             if not bad:
                 return
             ctx.op.state = PAUSED

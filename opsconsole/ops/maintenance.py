@@ -44,9 +44,10 @@ class WindowOptions:
 
 
 # -- waits on the cluster, as steps ---------------------------------------------------
-def _wait(title: str, what: str, probe, timeout: float, group: str = "") -> Step:
+def _wait(title: str, what: str, probe, timeout: float, group: str = "",
+          hypervisor: bool = True) -> Step:
     async def run(ctx: Context) -> None:
-        await ctx.wait_for(what, probe, timeout)
+        await ctx.wait_for(what, probe, timeout, hypervisor)
     return Step(title, run, group=group)
 
 
@@ -63,7 +64,7 @@ def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
     probe = _node_probe(node, wanted, engine_not)
     extra = f" with an engine newer than {engine_not}" if engine_not else ""
     return _wait(f"wait until node {node.hostname} is {wanted}{extra}",
-                 f"{node.hostname} to be {wanted}", probe, timeout, group)
+                 f"{node.hostname} to be {wanted}", probe, timeout, group, hypervisor=False)
 
 
 def _node_probe(node: Node, wanted: str, engine_not: str = ""):
@@ -135,7 +136,7 @@ def wait_healthy(vms: list[str], timeout: float, group: str = "") -> Step:
                 if not s.status.startswith("UP")]
         return "; ".join(bad) or None
     return _wait(f"health gate: services converged, proxy servers of {', '.join(vms)} UP",
-                 "the cluster to be healthy", probe, timeout, group)
+                 "the cluster to be healthy", probe, timeout, group, hypervisor=False)
 
 
 def act(title: str, call, group: str = "", undo=None) -> Step:

@@ -36,7 +36,7 @@ def _set_availability(node: Node, availability: str) -> Step:
     """Idempotent; when it takes capacity away, abort puts back what was there."""
     def to(value: str):
         async def run(ctx: Context) -> None:
-            current = (await ctx.snapshot()).get(node.id)
+            current = (await ctx.current()).get(node.id)
             if isinstance(current, Node) and current.availability == value:
                 ctx.log(f"{node.hostname} is already {value}")
                 return
@@ -50,7 +50,7 @@ def _set_server(server: ProxyServer, state: str) -> Step:
     """Idempotent; when it takes the server out, abort puts back its earlier state."""
     def to(value: str):
         async def run(ctx: Context) -> None:
-            current = (await ctx.snapshot()).get(server.id)
+            current = (await ctx.current()).get(server.id)
             if isinstance(current, ProxyServer) and current.admin == value:
                 return
             await ctx.actions.set_server_state(f"{server.backend}/{server.name}", value)
@@ -71,7 +71,8 @@ def _wait_sessions(server: ProxyServer, timing: Timing) -> Step:
             ctx.say(f"{n} session(s) left on {server.name}", 1 - n / start)
             return f"{n} session(s) still on {server.backend}/{server.name}"
         try:
-            await ctx.wait_for("sessions to end", pending, timing.sessions_timeout)
+            await ctx.wait_for("sessions to end", pending, timing.sessions_timeout,
+                               hypervisor=False)
         except StepFailed as e:   # sessions that outlive the wait move; say so, go on
             ctx.log(f"⚠ {e}; they will move to another server")
     return Step(f"wait for sessions on {server.backend}/{server.name} to end "
@@ -86,7 +87,7 @@ def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
     Swarm's reason for it.
     """
     async def run(ctx: Context) -> None:
-        first = len((await ctx.snapshot()).tasks_on_node(node.swarm_id)) or 1
+        first = len((await ctx.current()).tasks_on_node(node.swarm_id)) or 1
 
         def pending(snap: Snapshot) -> str | None:
             here = [t for t in snap.tasks_on_node(node.swarm_id, wanted_only=False)
@@ -103,7 +104,8 @@ def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
             parts += [f"{t.name} {t.state}" + (f" ({t.error})" if t.error else "")
                       for t in waiting]
             return "; ".join(parts) or "converging: " + ", ".join(unconverged)
-        await ctx.wait_for(f"{node.hostname} to drain", pending, timing.drain_timeout)
+        await ctx.wait_for(f"{node.hostname} to drain", pending, timing.drain_timeout,
+                           hypervisor=False)
     return Step(f"wait until {node.hostname} runs no tasks and its services converge "
                 f"({timing.drain_timeout:.0f}s)", run)
 

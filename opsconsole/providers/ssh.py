@@ -14,6 +14,7 @@ goes through `shell_command` (shlex quoting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shlex
 import signal as signals
@@ -55,12 +56,16 @@ class SSH:
     def __init__(self, targets: Iterable[SSHTarget], *, config: Sequence[str] | None | tuple = (),
                  known_hosts: Sequence[str] | tuple = (), client_keys: Sequence[str] | tuple = (),
                  agent_path: str | None | tuple = (), connect_timeout: float = 10.0,
-                 backoff: tuple[float, float] = (0.5, 5.0)) -> None:
+                 poll: float = 0.1) -> None:
         self.targets = {t.vm: t for t in targets}
         # asyncssh reads a tuple as (trusted, CA, revoked) keys and a list as file names
         self.config, self.known_hosts = config, list(known_hosts) if known_hosts != () else ()
         self.client_keys, self.agent_path = client_keys, agent_path
-        self.connect_timeout, self.backoff = connect_timeout, backoff
+        self.connect_timeout, self.poll = connect_timeout, poll
+        # one connection per VM, reused by commands (a login costs a key exchange and sshd's
+        # re-exec: ~0.25 s on the lab); reboot probes always log in afresh
+        self._open: dict[str, asyncssh.SSHClientConnection] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _target(self, vm: str) -> SSHTarget:
         return self.targets.get(vm) or SSHTarget(vm)
@@ -70,7 +75,9 @@ class SSH:
         pinned = self._pinned(t)
         kwargs: dict = {"known_hosts": ([*pinned], [], []) if pinned else self.known_hosts,
                         "connect_timeout": self.connect_timeout,
-                        "login_timeout": self.connect_timeout}
+                        "login_timeout": self.connect_timeout,
+                        # a kept connection to a VM that vanished is noticed, not waited on
+                        "keepalive_interval": 10, "keepalive_count_max": 3}
         for key, value in (("username", t.user), ("port", t.port)):
             if value:
                 kwargs[key] = value
@@ -106,6 +113,37 @@ class SSH:
                                 "(no key accepted)") from None
         except (OSError, asyncio.TimeoutError, asyncssh.Error) as e:
             raise _Down(f"{vm}: no ssh connection to {_where(t, opts)}: {_words(e)}") from None
+
+    async def _kept(self, vm: str, stale: asyncssh.SSHClientConnection | None = None):
+        """The VM's kept connection; a new one if there is none or it is `stale`."""
+        async with self._locks.setdefault(vm, asyncio.Lock()):
+            conn = self._open.get(vm)
+            if conn is None or conn is stale or conn.is_closed():
+                if conn is not None:
+                    conn.close()
+                self._open[vm] = conn = await self._connect(vm)
+            return conn
+
+    async def _channel(self, vm: str, start):
+        """`start(conn)` on the VM's kept connection; once more on a new one if that fails
+        (the VM rebooted or vanished under the kept one)."""
+        conn = await self._kept(vm)
+        try:
+            return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
+        except (asyncio.TimeoutError, asyncssh.Error, OSError):
+            pass
+        conn = await self._kept(vm, stale=conn)
+        try:
+            return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
+        except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:
+            self._forget(vm)
+            raise _Down(f"{vm}: ssh session refused: {_words(e)}") from None
+
+    def _forget(self, vm: str) -> asyncssh.SSHClientConnection | None:
+        conn = self._open.pop(vm, None)
+        if conn is not None:
+            conn.close()
+        return conn
 
     async def _host_key_problem(self, t: SSHTarget, opts) -> str:
         """Unknown host or changed key, with the key it offered, for a person to check."""
@@ -146,33 +184,31 @@ class SSH:
         Past `timeout` the command's whole process group is killed and a
         ProviderError says so. The login shell must be POSIX (it prints $$).
         """
-        conn = await self._connect(vm)
-        async with conn:
-            # The shell sshd starts leads its own process group: $$ names it.
-            proc = await conn.create_process(f"echo {PGID_MARK}$$\n{command}",
-                                             encoding="utf-8", errors="replace")
-            pgid: list[str] = []
+        # The shell sshd starts leads its own process group: $$ names it.
+        conn, proc = await self._channel(vm, lambda c: c.create_process(
+            f"echo {PGID_MARK}$$\n{command}", encoding="utf-8", errors="replace"))
+        pgid: list[str] = []
 
-            async def pump(stream, first: bool) -> None:
-                while line := await stream.readline():      # "" only at the end
-                    line = line.rstrip("\r\n")
-                    if first and not pgid and line.startswith(PGID_MARK):
-                        pgid.append(line[len(PGID_MARK):].strip())
-                        continue
-                    if on_line:
-                        on_line(line)
-            try:
-                await asyncio.wait_for(asyncio.gather(pump(proc.stdout, True),
-                                                      pump(proc.stderr, False), proc.wait()),
-                                       timeout)
-            except asyncio.TimeoutError:
-                killed = await self._kill(conn, pgid[0] if pgid else "")
-                proc.close()
-                raise ProviderError(f"{vm}: `{command}` timed out after {timeout:g} s; "
-                                    + ("killed it" if killed else "could not kill it")) from None
-            except (asyncssh.Error, OSError) as e:
-                raise ProviderError(f"{vm}: connection lost during `{command}`: "
-                                    f"{_words(e)}") from None
+        async def pump(stream, first: bool) -> None:
+            while line := await stream.readline():      # "" only at the end
+                line = line.rstrip("\r\n")
+                if first and not pgid and line.startswith(PGID_MARK):
+                    pgid.append(line[len(PGID_MARK):].strip())
+                    continue
+                if on_line:
+                    on_line(line)
+        try:
+            await asyncio.wait_for(asyncio.gather(pump(proc.stdout, True),
+                                                  pump(proc.stderr, False), proc.wait()),
+                                   timeout)
+        except asyncio.TimeoutError:
+            killed = await self._kill(conn, pgid[0] if pgid else "")
+            proc.close()
+            raise ProviderError(f"{vm}: `{command}` timed out after {timeout:g} s; "
+                                + ("killed it" if killed else "could not kill it")) from None
+        except (asyncssh.Error, OSError) as e:
+            raise ProviderError(f"{vm}: connection lost during `{command}`: "
+                                f"{_words(e)}") from None
         if proc.exit_status is not None and proc.exit_status >= 0:
             return proc.exit_status
         sig = (proc.exit_signal or ("",))[0]
@@ -197,15 +233,16 @@ class SSH:
     # -- reboots ------------------------------------------------------------------------
     async def boot_id(self, vm: str) -> str:
         """The VM's kernel boot id: changes with every boot."""
-        conn = await self._connect(vm)
-        async with conn:
-            result = await asyncio.wait_for(conn.run(BOOT_ID, check=False), self.connect_timeout)
+        _, result = await self._channel(vm, lambda c: c.run(BOOT_ID, check=False))
         return str(result.stdout or "").strip()
 
     async def _probe(self, vm: str) -> str | None:
-        """The boot id when the VM answers, None while it does not."""
+        """The boot id when the VM answers (a login of its own), None while it does not."""
         try:
-            return await self.boot_id(vm)
+            async with await self._connect(vm) as conn:
+                result = await asyncio.wait_for(conn.run(BOOT_ID, check=False),
+                                                self.connect_timeout)
+            return str(result.stdout or "").strip()
         except _Down:
             return None
         except (asyncio.TimeoutError, asyncssh.Error, OSError):   # went away mid-login
@@ -215,37 +252,36 @@ class SSH:
                           boot_id: str = "") -> str:
         """Wait for the VM to go away, then to answer SSH again; its new boot id.
 
-        With `boot_id` (read before the reboot), a VM that came back before a
-        probe saw it gone counts as rebooted too. Host key and login problems
-        are raised at once: they do not mean "still down".
+        With `boot_id` (read before the reboot), an answer with another boot id
+        is the end, whether or not a probe saw the VM gone. Probes come every
+        `poll` seconds and are cheap while the VM is down (a refused or
+        unreachable port), so the return is noticed within `poll`. Host key and
+        login problems are raised at once: they do not mean "still down".
         """
+        self._forget(vm)                    # the kept connection goes down with the VM
         loop = asyncio.get_running_loop()
-        pause = self.backoff[0]
+        down_at: float | None = None
         deadline = loop.time() + down_timeout
         while True:
             now_id = await self._probe(vm)
             if now_id is None:
-                break
-            if boot_id and now_id and now_id != boot_id:
+                if down_at is None:
+                    down_at = loop.time()
+                    deadline = down_at + up_timeout
+            elif (boot_id and now_id != boot_id) or down_at is not None:
                 return now_id
             if loop.time() >= deadline:
-                raise ProviderError(f"{vm}: still answering after {down_timeout:g} s; "
-                                    "it did not go down")
-            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
-            pause = min(pause * 1.5, self.backoff[1])
-        pause = self.backoff[0]
-        deadline = loop.time() + up_timeout
-        while True:
-            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
-            now_id = await self._probe(vm)
-            if now_id is not None:
-                return now_id
-            if loop.time() >= deadline:
+                if down_at is None:
+                    raise ProviderError(f"{vm}: still answering after {down_timeout:g} s; "
+                                        "it did not go down")
                 raise ProviderError(f"{vm}: no SSH answer {up_timeout:g} s after it went down")
-            pause = min(pause * 1.5, self.backoff[1])
+            await asyncio.sleep(min(self.poll, max(0.0, deadline - loop.time())))
 
     async def close(self) -> None:
-        """Nothing held: every run opens its own connection (VMs reboot under us)."""
+        """Close the kept connections."""
+        for conn in [self._forget(vm) for vm in list(self._open)]:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(conn.wait_closed(), 2)
 
 
 class _Down(ProviderError):

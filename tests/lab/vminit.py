@@ -17,7 +17,8 @@ namespace only:
   * binds the VM's own boot id file over /proc/sys/kernel/random/boot_id (the
     console reads it to tell that a VM rebooted);
   * binds /dev/null over /proc/sysrq-trigger, makes /proc/sys and /sys read-only;
-  * puts an empty tmpfs over /run (no D-Bus, systemd, containerd or docker
+  * puts an empty tmpfs over root's home (the VM's own: a login does not run
+    this machine's shell profile) and over /run (no D-Bus, systemd, containerd or docker
     sockets of the machine) and over the lab's directory, where only this VM's
     ssh (read-only), power and disk directories come back;
   * checks all of that, and only then execs the rest of its command line
@@ -32,6 +33,7 @@ Standalone (stdlib only): it runs with `python3 -I`.
 from __future__ import annotations
 
 import argparse
+import encodings.unicode_escape  # noqa: F401 - used by mountinfo() after the home is covered
 import os
 import subprocess
 import sys
@@ -129,6 +131,13 @@ def make_safe(vm: str, root: str) -> None:
         bind(os.path.join(STAGE, sub), os.path.join(vmdir, sub), readonly)
     detach_under(STAGE)
     os.rmdir(STAGE)
+
+    # a home of the VM's own: a login does not run this machine's ~/.bashrc (pyenv init
+    # there costs 0.2 s per command, which a real VM would not have). Last: this Python
+    # may live under it (what it still needs is imported at the top).
+    home = os.path.expanduser("~root")
+    if os.path.isdir(home):
+        sh("mount", "-t", "tmpfs", "-o", "mode=700,size=1m", "ocl-home", home)
     check(vm, root)
 
 
