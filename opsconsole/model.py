@@ -79,6 +79,12 @@ class Node:
     def schedulable(self) -> bool:
         return self.state == READY and self.availability == ACTIVE
 
+    @property
+    def votes(self) -> bool:
+        """A manager counted in Raft now: Ready, and not reported unreachable (a manager
+        back from a reboot is Ready a moment before Raft counts it again)."""
+        return self.role == MANAGER and self.state == READY and self.reachability != "unreachable"
+
 
 @dataclass(frozen=True)
 class Service:
@@ -297,8 +303,7 @@ class Snapshot:
     @property
     def quorum_tolerance(self) -> int:
         """How many more managers may be lost before Raft loses quorum."""
-        return quorum_tolerance(len(self.managers),
-                                sum(1 for m in self.managers if m.state == READY))
+        return quorum_tolerance(len(self.managers), sum(1 for m in self.managers if m.votes))
 
     def convergence(self, service: Service) -> tuple[int, int]:
         """(running, desired) for a service; global: one per eligible node."""

@@ -63,9 +63,9 @@ def quorum_after_loss(snap: Snapshot, lost_managers: list[Node]) -> Check:
     if not lost_managers:
         return Check("quorum", OK,
                      f"{len(managers)} managers, tolerates {snap.quorum_tolerance} loss(es)")
-    up = sum(1 for m in managers if m.state == READY)
-    # a manager that is already down loses no vote when it is stopped
-    up_after = up - sum(1 for m in lost_managers if m.state == READY)
+    up = sum(1 for m in managers if m.votes)
+    # a manager that is already down (or out of Raft) loses no vote when it is stopped
+    up_after = up - sum(1 for m in lost_managers if m.votes)
     left = quorum_tolerance(len(managers), up_after)
     names = ", ".join(m.hostname for m in lost_managers)
     if left < 0:

@@ -105,6 +105,17 @@ def test_quorum_with_a_manager_already_down():
     assert check.level == FAIL and "leaves 1 of 3" in check.message
 
 
+def test_quorum_does_not_count_a_ready_manager_raft_reports_unreachable():
+    # back from a reboot, Ready, but not yet voting: it must not count as a vote
+    snap, ms = managers("ready", "ready", "ready")
+    back = replace(ms[2], reachability="unreachable")
+    snap = Snapshot(nodes=(ms[0], ms[1], back))
+    assert snap.quorum_tolerance == 0
+    check = quorum_after_loss(snap, [ms[0]])
+    assert check.level == FAIL and "leaves 1 of 3" in check.message
+    assert quorum_after_loss(snap, [back]).level == OK     # it loses no vote it has
+
+
 def test_quorum_with_nothing_lost_reports_tolerance():
     snap, _ = managers("ready", "ready", "ready", "ready", "ready")
     check = quorum_after_loss(snap, [])
