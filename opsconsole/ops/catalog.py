@@ -11,7 +11,8 @@ from dataclasses import asdict
 
 from ..model import VM, Snapshot
 from .engine import Plan
-from .maintenance import WindowOptions, act, make_window, wait_healthy, wait_node, wait_vm
+from .maintenance import (WindowOptions, act, make_window, wait_healthy, wait_node_back,
+                          wait_vm)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
 
 NODE_OPERATIONS = ("cordon", "drain", "activate")
@@ -43,9 +44,11 @@ def rebuild(record: dict, snap: Snapshot) -> Plan:
                  force=bool(params.get("force")), params=params)
 
 
-def rollback(record: dict, snap: Snapshot, boot_timeout: float = 600.0) -> Plan:
-    """Everything an unfinished operation touched, back in service."""
+def rollback(record: dict, snap: Snapshot) -> Plan:
+    """Everything an unfinished operation touched, back in service (waiting and
+    restarting a stalled engine as the operation's recorded options say)."""
     params = record.get("params") or {}
+    options = WindowOptions(**params.get("options", {}))
     names = params.get("vms") or [record["target"]]
     steps = []
     for name in names:
@@ -53,9 +56,9 @@ def rollback(record: dict, snap: Snapshot, boot_timeout: float = 600.0) -> Plan:
         node = snap.node_of_vm(vm) if isinstance(vm, VM) else snap.node_named(name)
         if isinstance(vm, VM) and vm.state != "running":
             steps.append(act(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
-            steps.append(wait_vm(vm.name, "running", boot_timeout))
+            steps.append(wait_vm(vm.name, "running", options.boot_timeout))
             if node is not None:
-                steps.append(wait_node(node, "ready", boot_timeout))
+                steps.append(wait_node_back(node, vm.name, options))
         if node is not None:
             steps += return_steps(snap, node)
     if params.get("promote"):

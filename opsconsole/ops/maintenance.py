@@ -59,24 +59,18 @@ def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
     return _wait(f"wait until {vm} is {wanted}", f"{vm} to be {wanted}", probe, timeout, group)
 
 
-def wait_node(node: Node, wanted: str, timeout: float, group: str = "",
-                engine_not: str = "") -> Step:
-    probe = _node_probe(node, wanted, engine_not)
-    extra = f" with an engine newer than {engine_not}" if engine_not else ""
-    return _wait(f"wait until node {node.hostname} is {wanted}{extra}",
-                 f"{node.hostname} to be {wanted}", probe, timeout, group, hypervisor=False)
-
-
-def _node_probe(node: Node, wanted: str, engine_not: str = ""):
+def _node_back(node: Node, engine_not: str = ""):
+    """Probe: the node is Ready (a manager also reachable in Raft; with `engine_not`, on
+    another engine version)."""
     def probe(snap: Snapshot) -> str | None:
         n = snap.get(node.id)
         if not isinstance(n, Node):
             return f"{node.hostname} is not in the swarm"
-        if n.state != wanted:
+        if n.state != READY:
             return f"{node.hostname} is {n.state}"
         # a manager back up is Ready before Raft counts it again; until then losing
         # another manager (or demoting the stand-in) would cost the quorum
-        if wanted == READY and n.role == MANAGER and n.reachability != "reachable":
+        if n.role == MANAGER and n.reachability != "reachable":
             return f"manager {node.hostname} is {n.reachability or 'not yet'} reachable in Raft"
         if engine_not and n.engine_version == engine_not:
             return f"{node.hostname} still runs engine {n.engine_version}"
@@ -93,7 +87,7 @@ def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
     (moby/moby#38107). What an engineer would do is restart the engine; this
     step does it once, in the log and the audit, after `engine_stall` seconds.
     """
-    probe = _node_probe(node, READY, engine_not)
+    probe = _node_back(node, engine_not)
     what = f"{node.hostname} to be {READY}"
     stall = options.engine_stall
 
