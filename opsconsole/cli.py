@@ -254,12 +254,7 @@ def _unfinished(session: Session, op_id: str) -> dict:
 @click.pass_context
 def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
     """Carry on an unfinished operation from where its console stopped."""
-    session = _session(ctx)
-    record = _unfinished(session, op_id)
-
-    async def build(snap: Snapshot):
-        return catalog.rebuild(record, snap)
-    _execute(session, build, yes, confirm_word=op_id, resume=record)
+    _finish(ctx, op_id, yes, catalog.rebuild, resume=True)
 
 
 @main.command()
@@ -268,12 +263,17 @@ def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, op_id: str, yes: bool) -> None:
     """Bring back into service what an unfinished operation took out."""
+    _finish(ctx, op_id, yes, catalog.rollback, resume=False)
+
+
+def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool) -> None:
+    """Resume or roll back the unfinished operation `op_id`: `make_plan(record, snapshot)`."""
     session = _session(ctx)
     record = _unfinished(session, op_id)
 
     async def build(snap: Snapshot):
-        return catalog.rollback(record, snap)
-    _execute(session, build, yes, confirm_word=op_id)
+        return make_plan(record, snap)
+    _execute(session, build, yes, confirm_word=op_id, resume=record if resume else None)
 
 
 @main.command()

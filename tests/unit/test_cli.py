@@ -103,3 +103,21 @@ def test_journal_lists_operations(run):
     assert run("run", "cordon", "vm-02", "--yes").exit_code == 0
     result = run("journal")
     assert result.exit_code == 0 and "cordon vm-02" in result.output
+
+
+def test_rollback_and_resume_of_an_unfinished_operation(run, tmp_path):
+    # a console died draining vm-03: its journal has a begin and no end
+    journal = tmp_path / "state/opsconsole/sim/journal.jsonl"
+    journal.parent.mkdir(parents=True)
+    journal.write_text(json.dumps({"event": "begin", "op": "dead-1", "kind": "drain",
+                                   "target": "vm-03", "params": {}, "steps": ["x"]}) + "\n")
+    result = run("resume", "dead-2", "--yes")
+    assert result.exit_code == 2 and "no unfinished operation 'dead-2'" in result.output
+    assert "unfinished: dead-1" in result.output
+    result = run("rollback", "dead-1", "--yes")
+    assert result.exit_code == 0, result.output
+    ends = [json.loads(line) for line in journal.read_text().splitlines()
+            if '"event": "end"' in line]
+    assert {"op": "dead-1", "state": "rolled back"}.items() <= \
+        next(e for e in ends if e["op"] == "dead-1").items()
+    assert "dead-1" not in run("journal").output.split("unfinished")[-1]
