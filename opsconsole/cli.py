@@ -141,10 +141,9 @@ def status_tree(snap: Snapshot) -> Tree:
 
 
 def _build(session: Session, kind: str, target: str, force: bool):
-    async def build(snap: Snapshot):
-        return catalog.build(kind, snap, target, session.inventory.timing,
-                             session.window_options, force)
-    return build
+    """The plan of `kind` on `target`, as a function of a snapshot."""
+    return lambda snap: catalog.build(kind, snap, target, session.inventory.timing,
+                                      session.window_options, force)
 
 
 def print_plan(plan) -> None:
@@ -165,7 +164,7 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
 
     async def go():
         try:
-            p = await build(await session.cluster.snapshot())
+            p = build(await session.cluster.snapshot())
             print_plan(p)
             if p.refused:
                 fail(EXIT_REFUSED, "refused by the checks above")
@@ -183,9 +182,7 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                     click.echo(line)
                 seen = len(op.log)
             session.engine.on_change = show
-            op = session.engine.start(p, resume=resume)
-            await op.task
-            return op
+            return await session.engine.run(p, resume=resume)
         finally:
             await session.providers.close()
     try:
@@ -217,8 +214,7 @@ def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
 
     async def go():
         try:
-            return await _build(session, operation, target, force)(
-                await session.cluster.snapshot())
+            return _build(session, operation, target, force)(await session.cluster.snapshot())
         finally:
             await session.providers.close()
     p = _run(go())
@@ -270,10 +266,8 @@ def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool) 
     """Resume or roll back the unfinished operation `op_id`: `make_plan(record, snapshot)`."""
     session = _session(ctx)
     record = _unfinished(session, op_id)
-
-    async def build(snap: Snapshot):
-        return make_plan(record, snap)
-    _execute(session, build, yes, confirm_word=op_id, resume=record if resume else None)
+    _execute(session, lambda snap: make_plan(record, snap), yes, confirm_word=op_id,
+             resume=record if resume else None)
 
 
 @main.command()

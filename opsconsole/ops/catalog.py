@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..model import VM, Snapshot
+from ..model import MANAGER, VM, Snapshot
 from .engine import Plan
-from .maintenance import (WindowOptions, act, make_window, wait_healthy, wait_node_back,
-                          wait_vm)
+from .maintenance import (WindowOptions, act, demote_stand_in, make_window, wait_healthy,
+                          wait_node_back, wait_vm)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
 
 NODE_OPERATIONS = ("cordon", "drain", "activate")
@@ -63,9 +63,8 @@ def rollback(record: dict, snap: Snapshot) -> Plan:
             steps += return_steps(snap, node)
     if params.get("promote"):
         stand_in = find_node(snap, params["promote"])
-        if stand_in.role == "manager":
-            steps.append(act(f"demote {stand_in.hostname} back to worker",
-                                 lambda ctx: ctx.actions.set_role(stand_in.swarm_id, "worker")))
+        if stand_in.role == MANAGER:
+            steps.append(demote_stand_in(stand_in))
     if not steps:
         raise PlanError(f"nothing of {record['kind']} {record['target']} to roll back")
     steps.append(wait_healthy([n for n in names if snap.get(f"vm:{n}")], 600.0))

@@ -27,6 +27,7 @@ PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED = (
 FINISHED = (DONE, FAILED, ABORTED)
 POLL_S = 0.5        # waits poll this often between Swarm events,
 POLL_FAST_S = 0.2   # or this often when a poll needs no WinRM round trip
+CLOSING = "cancelled (console closing)"
 REUSE_S = 1.0       # a snapshot this young serves a step's checks, if nothing changed since
 
 
@@ -273,9 +274,9 @@ class Engine:
         op.task = asyncio.get_running_loop().create_task(self._run(op), name=op.title)
         return op
 
-    async def run(self, plan: Plan) -> Operation:
+    async def run(self, plan: Plan, resume: dict | None = None) -> Operation:
         """Start and wait for the end (the CLI's way)."""
-        op = self.start(plan)
+        op = self.start(plan, resume)
         assert op.task
         await op.task
         return op
@@ -340,16 +341,19 @@ class Engine:
                                  "phase": "failed", "error": op.error})
             ctx.log(f"✘ {op.error}")
         except asyncio.CancelledError:
-            op.state, op.error = ABORTED, "cancelled (console closing)"
+            op.state, op.error = ABORTED, CLOSING
             raise
         finally:
-            if locked and op.error != "cancelled (console closing)":
+            # a console closing mid-run keeps the lock and leaves no end: the journal says
+            # where it stopped, and the next start offers to resume or roll it back
+            closing = op.error == CLOSING
+            if locked and not closing:
                 try:     # a killed console keeps the lock: the journal explains it
                     await swarm.release_lock(op.id)
                 except ProviderError as e:
                     ctx.log(f"⚠ could not release the cluster lock: {e}")
             op.finished = time.monotonic()
-            if op.state != ABORTED or op.error != "cancelled (console closing)":
+            if not closing:
                 self.journal.append({"event": "end", "op": op.id, "state": op.state,
                                      "error": op.error, "failed": op.failed_groups})
             ctx.log(f"{op.state} after {op.elapsed:.1f}s")

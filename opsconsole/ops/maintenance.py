@@ -139,6 +139,18 @@ def act(title: str, call, group: str = "", undo=None) -> Step:
     return Step(title, run, undo, group)
 
 
+def promote_stand_in(node: Node, why: str) -> Step:
+    """The stand-in votes while managers are away; abort demotes it again."""
+    return act(f"promote {node.hostname} to manager {why}",
+               lambda ctx: ctx.actions.set_role(node.swarm_id, MANAGER),
+               undo=lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER))
+
+
+def demote_stand_in(node: Node) -> Step:
+    return act(f"demote {node.hostname} back to worker",
+               lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER))
+
+
 # -- host maintenance --------------------------------------------------------------------
 def _host_vms(snap: Snapshot, host: str) -> list[VM]:
     if snap.get(f"host:{host}") is None:
@@ -156,8 +168,8 @@ def _role(snap: Snapshot, vm: VM) -> str:
 
 def _stand_in(snap: Snapshot, host: str) -> Node | None:
     """A ready, active worker on another host that may vote while this host is down."""
-    workers = [n for n in snap.nodes if n.role == WORKER and n.state == READY
-               and n.availability == "active" and (vm := snap.vm_of_node(n)) and vm.host != host]
+    workers = [n for n in snap.nodes if n.role == WORKER and n.schedulable
+               and (vm := snap.vm_of_node(n)) and vm.host != host]
     return min(workers, key=lambda n: n.hostname) if workers else None
 
 
@@ -194,9 +206,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     steps: list[Step] = []
     stand_in_node = snap.node_named(promote) if promote else None
     if stand_in_node:
-        steps.append(act(f"promote {promote} to manager for the window",
-                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, MANAGER),
-                             undo=lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+        steps.append(promote_stand_in(stand_in_node, "for the window"))
     for node in nodes:
         steps += drain_steps(snap, node, timing)
     for vm in vms:
@@ -216,12 +226,12 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     params.setdefault("rebalance", _crowded(snap, leaving))
     steps.append(_rebalance(snap, params["rebalance"]))
     if stand_in_node:
-        steps.append(act(f"demote {promote} back to worker",
-                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+        steps.append(demote_stand_in(stand_in_node))
     steps.append(wait_healthy(params["vms"], timing.drain_timeout))
 
     def guard(now: Snapshot) -> list[Check]:
-        return [c for c in (capacity(now, leaving),) if c.level == FAIL]
+        check = capacity(now, leaving)
+        return [check] if check.level == FAIL else []
     return Plan("maintenance", host, steps, checks, guard, params=params, report=True)
 
 
@@ -338,14 +348,12 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
         checks.append(Check("quorum", OK, f"{stand_in_node.hostname} votes as a manager while "
                             "the managers reboot, and is demoted after"))
     steps: list[Step] = []
+    promoted = False
     for vm in vms:
         node = snap.node_of_vm(vm)
-        if stand_in_node and node is not None and node.role == MANAGER and not any(
-                s.title.startswith("promote") for s in steps):
-            steps.append(act(f"promote {stand_in_node.hostname} to manager while the "
-                                 "managers reboot", lambda ctx: ctx.actions.set_role(
-                                     stand_in_node.swarm_id, MANAGER), undo=lambda ctx:
-                                 ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+        if stand_in_node and node is not None and node.role == MANAGER and not promoted:
+            steps.append(promote_stand_in(stand_in_node, "while the managers reboot"))
+            promoted = True
         if node is None:
             checks.append(Check("nodes", WARN, f"{vm.name} has no swarm node: skipped"))
             continue
@@ -356,8 +364,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
         engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
         steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:
-        steps.append(act(f"demote {stand_in_node.hostname} back to worker",
-                             lambda ctx: ctx.actions.set_role(stand_in_node.swarm_id, WORKER)))
+        steps.append(demote_stand_in(stand_in_node))
     checks.append(Check("order", OK, "one VM at a time: " + ", ".join(params["vms"])))
     return Plan("rolling-update", label or (",".join(targets) if targets else "cluster"), steps,
                 checks, params=params, retries=options.retries, report=True,
