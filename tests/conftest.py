@@ -18,6 +18,13 @@ def _tier(nodeid: str) -> str | None:
     return parts[1] if len(parts) > 2 and parts[0] == "tests" and parts[1] in TIERS else None
 
 
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    """A whole module skipped at collection (module-level skip, importorskip) counts too."""
+    tier = _tier(report.nodeid)
+    if tier is not None and report.skipped:
+        _outcomes[tier]["skipped"] += 1
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     tier = _tier(report.nodeid)
     if tier is None:

@@ -52,44 +52,13 @@ def step_times(op, prefix: str) -> tuple[float, float]:
     return wall(start), wall(end[0]) if end else 0.0
 
 
-class ProxyWatch:
-    """HAProxy's portal servers every 0.1 s, as a timeline, from a thread:
-    [(wall time, {server: (status, admin, sessions)})]."""
-
-    def __init__(self, lab, period: float = 0.1) -> None:
-        self.lab, self.period = lab, period
-        self.timeline: list[tuple[float, dict[str, tuple[str, str, int]]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.period):
-            try:
-                servers = self.lab.proxy_servers()
-                sessions = self.lab.proxy_sessions()
-            except OSError:
-                continue
-            self.timeline.append((time.time(), {k: (v[0], v[1], sessions.get(k, 0))
-                                                for k, v in servers.items()}))
-
-    def __enter__(self) -> "ProxyWatch":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def of(self, server: str) -> list[tuple[float, str, str, int]]:
-        return [(t, *s[server]) for t, s in self.timeline if server in s]
-
-
 class Sampler:
     """`fn()` every `period` seconds from a thread, as a timeline [(wall time, value)];
-    failures (a manager mid-election, a VM rebooting) are skipped."""
+    failures of the kinds in `errors` (a manager mid-election, a VM rebooting) are skipped."""
 
-    def __init__(self, fn: Callable[[], object], period: float = 0.5) -> None:
-        self.fn, self.period = fn, period
+    def __init__(self, fn: Callable[[], object], period: float = 0.5,
+                 errors: tuple[type[BaseException], ...] = (Exception,)) -> None:
+        self.fn, self.period, self.errors = fn, period, errors
         self.timeline: list[tuple[float, object]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -98,8 +67,8 @@ class Sampler:
         while not self._stop.wait(self.period):
             try:
                 self.timeline.append((time.time(), self.fn()))
-            except Exception:       # noqa: BLE001 - a sample missed, the next one counts
-                continue
+            except self.errors:
+                continue            # a sample missed, the next one counts
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
@@ -111,6 +80,20 @@ class Sampler:
 
     def between(self, start: float, end: float) -> list:
         return [v for t, v in self.timeline if start <= t <= end]
+
+
+class ProxyWatch(Sampler):
+    """HAProxy's portal servers every 0.1 s, as a timeline, from a thread:
+    [(wall time, {server: (status, admin, sessions)})]."""
+
+    def __init__(self, lab, period: float = 0.1) -> None:
+        def read() -> dict[str, tuple[str, str, int]]:
+            servers, sessions = lab.proxy_servers(), lab.proxy_sessions()
+            return {k: (v[0], v[1], sessions.get(k, 0)) for k, v in servers.items()}
+        super().__init__(read, period, errors=(OSError,))
+
+    def of(self, server: str) -> list[tuple[float, str, str, int]]:
+        return [(t, *s[server]) for t, s in self.timeline if server in s]
 
 
 def node_roles(lab) -> dict[str, tuple[str, str, str]]:

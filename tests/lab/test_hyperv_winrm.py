@@ -67,6 +67,7 @@ async def test_read_lists_the_host_and_its_vms(emu, world):
     assert host.pending_reboot and host.uptime_s >= 12 * 86400 and host.message == ""
     by_name = {v.name: v for v in vms}
     assert set(by_name) == {"vm-01", "vm-02", "vm-03", "extra"}
+    assert 0 <= by_name["vm-01"].uptime_s < 60          # the world's VM started just now
     assert by_name["vm-01"] == VM("vm-01", "hv-lab", "running", "10.1.0.1", "node-01",
                                   by_name["vm-01"].uptime_s, 7, 4 << 30)
     assert [s for s, _ in emu.scripts] == ["read-host"]

@@ -33,10 +33,12 @@ Standalone (stdlib only): it runs with `python3 -I`.
 from __future__ import annotations
 
 import argparse
-import encodings.unicode_escape  # noqa: F401 - used by mountinfo() after the home is covered
+import codecs
 import os
 import subprocess
 import sys
+
+codecs.lookup("unicode_escape")     # loaded now: mountinfo() needs it after the home is covered
 
 POWER_COMMANDS = ("reboot", "shutdown", "poweroff", "halt", "telinit", "init", "systemctl")
 BIN_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")

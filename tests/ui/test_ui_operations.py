@@ -67,8 +67,7 @@ async def test_operations_reach_the_node_from_its_vm_task_or_proxy_server(consol
     async with c.app.run_test(size=(120, 40)) as pilot:
         await started(pilot, c)
         task = c.wanted_tasks_on("vm-05")[0]
-        for entity_id in ("vm:vm-05", task.id and f"task:{task.swarm_id}",
-                          "proxy:portail/vm-05"):
+        for entity_id in ("vm:vm-05", task.id, "proxy:portail/vm-05"):
             assert c.tree.select_id(entity_id)
             await _ask(pilot, c, "c", "cordon vm-05")
             await pilot.press("escape")                  # cancel: nothing changes

@@ -3,6 +3,7 @@ offer to resume or roll back what a dead console left, and the audit log."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from textual.widgets import Button, Input
 
@@ -77,17 +78,24 @@ async def _dead_console_left(tmp_path, sim: SimCluster) -> str:
     snap = await first.session.cluster.snapshot()
     op = first.session.engine.start(catalog.build("drain", snap, "vm-03", first.session
                                                   .inventory.timing))
+    deadline = time.monotonic() + 30
     while 1 not in op.times:          # waiting for sessions: it will be there a while
+        assert not op.task.done() and time.monotonic() < deadline, op.error
         await asyncio.sleep(0.01)
     op.task.cancel()
     await asyncio.gather(op.task, return_exceptions=True)
     return op.id
 
 
-async def test_a_new_console_offers_to_resume_what_a_dead_one_left(tmp_path):
+async def _after_a_dead_console(tmp_path, **console_kw):
+    """A site where a console died mid-drain, its op id, and a new console on that site."""
     sim = SimCluster(seed=1, speed=300)
     op_id = await _dead_console_left(tmp_path, sim)
-    c = make_console(tmp_path, sim=sim, timing=FAST)
+    return sim, op_id, make_console(tmp_path, sim=sim, **console_kw)
+
+
+async def test_a_new_console_offers_to_resume_what_a_dead_one_left(tmp_path):
+    sim, op_id, c = await _after_a_dead_console(tmp_path, timing=FAST)
     async with c.app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: _screen(c, UnfinishedScreen) is not None
                     and c.app.screen.query(".step"), "the offer")
@@ -104,9 +112,7 @@ async def test_a_new_console_offers_to_resume_what_a_dead_one_left(tmp_path):
 
 
 async def test_roll_back_from_the_offer(tmp_path):
-    sim = SimCluster(seed=1, speed=300)
-    op_id = await _dead_console_left(tmp_path, sim)
-    c = make_console(tmp_path, sim=sim, timing=FAST)
+    sim, op_id, c = await _after_a_dead_console(tmp_path, timing=FAST)
     async with c.app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: _screen(c, UnfinishedScreen) is not None
                     and c.app.screen.query("#unfinished-rollback"), "the offer")
@@ -119,9 +125,7 @@ async def test_roll_back_from_the_offer(tmp_path):
 
 
 async def test_read_only_sees_the_unfinished_operation_but_cannot_act(tmp_path):
-    sim = SimCluster(seed=1, speed=300)
-    await _dead_console_left(tmp_path, sim)
-    c = make_console(tmp_path, sim=sim, read_only=True)
+    _, _, c = await _after_a_dead_console(tmp_path, read_only=True)
     async with c.app.run_test(size=(120, 40)) as pilot:
         await until(pilot, lambda: _screen(c, UnfinishedScreen) is not None
                     and c.app.screen.query("#unfinished-later"), "the offer")
