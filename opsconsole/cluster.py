@@ -13,6 +13,8 @@ from dataclasses import replace
 from .model import VM, Host, ProxyServer, Snapshot
 from .providers.base import ProviderError, Providers
 
+HYPERV = "hyper-v"      # how a problem of the hypervisor part is named (and found again)
+
 
 class Cluster:
     def __init__(self, providers: Providers, proxy_map: dict[str, str] | None = None) -> None:
@@ -34,7 +36,7 @@ class Cluster:
             p.proxy.read_only_reason() if p.proxy else _nothing(""),
             p.swarm.read_lock(),
             return_exceptions=True)
-        problems: list[str] = [x for x in last.problems if keep and x.startswith("hyper-v:")]
+        problems: list[str] = [x for x in last.problems if keep and x.startswith(f"{HYPERV}:")]
 
         def take(result, fallback, what):
             if isinstance(result, BaseException):
@@ -45,7 +47,7 @@ class Cluster:
             return result
 
         nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), "swarm")
-        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), "hyper-v")
+        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV)
         backends, servers, sessions = take(parts[2], (last.backends, last.servers, last.sessions),
                                            "proxy")
         ro = take(parts[3], "proxy state unknown", "proxy")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ops.maintenance import WindowOptions
 from .ops.plans import Timing
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
@@ -54,12 +56,8 @@ SSH_KEYS: dict[str, type] = {
     "user": str, "port": int, "address": str, "host_keys": list, "known_hosts": list,
     "identity_files": list, "config": list, "connect_timeout": float}
 SSH_SITE_ONLY = ("known_hosts", "identity_files", "config", "connect_timeout")
-# Keys of [maintenance]: how windows run (see ops/maintenance.py WindowOptions).
-MAINTENANCE_KEYS: dict[str, type] = {
-    "host_step": str, "script": str, "update_command": str, "reboot": bool,
-    "reboot_command": str, "expect_engine_change": bool, "shutdown_timeout": float,
-    "update_timeout": float, "boot_timeout": float, "failure_budget": int, "retries": int,
-    "time_limit": float, "engine_stall": float, "engine_restart_command": str}
+# Keys of [maintenance]: the fields of WindowOptions, how windows run.
+MAINTENANCE_KEYS: dict[str, type] = typing.get_type_hints(WindowOptions)
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,6 @@ def mutating(verb: str) -> Callable[[F], F]:
             detail = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()
                                                if k != "on_line"]
             self.audit.record(verb, target, "started", args=detail)
-            self.generation += 1
             try:
                 await fn(self, target, *args, **kwargs)
             except ProviderError as e:

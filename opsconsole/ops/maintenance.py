@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
 from ..providers.base import ProviderError
 from .actions import REBOOT
-from .engine import Context, Plan, Step
+from .engine import PAUSED, Context, Plan, Step
 from .guards import (FAIL, OK, WARN, Check, capacity, proxy_keeps_a_server, quorum_after_loss,
                      spread)
 from .plans import PlanError, Timing, drain_steps, return_steps
@@ -279,7 +279,7 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
         return None if state == "up" else f"{host} is {state}"
     if options.host_step == "manual":
         async def hold(ctx: Context) -> None:
-            ctx.op.state = "paused"
+            ctx.op.state = PAUSED
             ctx.log(f"⏸ {host} is yours: do the work, then press p (or `opsconsole resume`) "
                     "to bring everything back")
             await ctx.checkpoint()

@@ -27,11 +27,11 @@ import winrm
 from ..model import VM, Host
 from . import powershell as ps
 from .base import ProviderError
-from .powershell.remote import (TRANSPORTS, Unreachable, WinRMHost, credentials_from_env,
-                                explain, make_session, run_command)
+from .powershell.remote import (TRANSPORTS, Unreachable, WinRMHost, explain, make_session,
+                                run_command)
 
-__all__ = ["HyperV", "TRANSPORTS", "UpdateReport", "Unreachable", "WinRMHost",
-           "credentials_from_env", "explain", "make_session", "vm_state"]
+__all__ = ["HyperV", "TRANSPORTS", "UpdateReport", "Unreachable", "WinRMHost", "explain",
+           "make_session", "vm_state"]
 
 BOOT_SLACK = 30          # s: LastBootUpTime wobbles by a second or two between reads
 # Task Scheduler's LastTaskResult while a task runs, has not run yet, is queued.

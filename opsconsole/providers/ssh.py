@@ -127,17 +127,16 @@ class SSH:
     async def _channel(self, vm: str, start):
         """`start(conn)` on the VM's kept connection; once more on a new one if that fails
         (the VM rebooted or vanished under the kept one)."""
-        conn = await self._kept(vm)
-        try:
-            return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
-        except (asyncio.TimeoutError, asyncssh.Error, OSError):
-            pass
-        conn = await self._kept(vm, stale=conn)
-        try:
-            return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
-        except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:
-            self._forget(vm)
-            raise _Down(f"{vm}: ssh session refused: {_words(e)}") from None
+        stale = None
+        for attempt in (1, 2):
+            conn = await self._kept(vm, stale)
+            try:
+                return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
+            except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:
+                if attempt == 2:
+                    self._forget(vm)
+                    raise _Down(f"{vm}: ssh session refused: {_words(e)}") from None
+                stale = conn
 
     def _forget(self, vm: str) -> asyncssh.SSHClientConnection | None:
         conn = self._open.pop(vm, None)

@@ -422,7 +422,7 @@ class DockerSwarm:
         info = await self._run(lambda api: api.inspect_swarm())
         return lock_from_labels(info.get("Spec", {}).get("Labels"))
 
-    def _swap_lock(self, decide: Callable[[Lock | None], Lock | None]) -> None:
+    async def _swap_lock(self, decide: Callable[[Lock | None], Lock | None]) -> None:
         """Compare-and-set of the lock label on the swarm's spec (see _update_spec)."""
         def change(spec: dict) -> None:
             labels = spec["Labels"] = spec.get("Labels") or {}
@@ -431,23 +431,23 @@ class DockerSwarm:
                 labels.pop(LOCK_LABEL, None)
             else:
                 labels[LOCK_LABEL] = json.dumps(wanted.__dict__, sort_keys=True)
-        self._update_spec("the swarm", lambda api: api.inspect_swarm(), change,
-                          lambda api, version, spec: api.update_swarm(version, swarm_spec=spec))
-        self._wake()            # a worker thread: hand the change to the loop
+        await asyncio.to_thread(
+            self._update_spec, "the swarm", lambda api: api.inspect_swarm(), change,
+            lambda api, version, spec: api.update_swarm(version, swarm_spec=spec))
+        self._changed_now()
 
     async def take_lock(self, lock: Lock) -> None:
         def decide(held: Lock | None) -> Lock:
             if held is not None and held.op != lock.op:
                 raise LockHeld(held)
             return lock
-        await asyncio.to_thread(self._swap_lock, decide)
+        await self._swap_lock(decide)
 
     async def release_lock(self, op: str) -> None:
-        await asyncio.to_thread(self._swap_lock,
-                                lambda held: None if held is None or held.op == op else held)
+        await self._swap_lock(lambda held: None if held is None or held.op == op else held)
 
     async def break_lock(self) -> None:
-        await asyncio.to_thread(self._swap_lock, lambda held: None)
+        await self._swap_lock(lambda held: None)
 
     async def close(self) -> None:
         """Stop the event stream and its thread, and let go of the connections."""

@@ -8,6 +8,7 @@ import pytest
 import requests
 from winrm.exceptions import InvalidCredentialsError, WSManFaultError
 
+from opsconsole import session
 from opsconsole.model import VM
 from opsconsole.providers import hyperv
 from opsconsole.providers import powershell as ps
@@ -208,11 +209,13 @@ def test_passwords_stay_out_of_reprs_and_errors():
     assert "s3cret!" not in str(explain(InvalidCredentialsError("rejected"), cfg, "read-host"))
 
 
-def test_credentials_come_from_the_named_variables():
-    env = {"HV_USER": "admin", "HV_PASS": "pw"}
-    assert hyperv.credentials_from_env("HV_USER", "HV_PASS", env) == ("admin", "pw")
-    with pytest.raises(ProviderError, match="HV_PASS not set"):
-        hyperv.credentials_from_env("HV_USER", "HV_PASS", {"HV_USER": "admin"})
+def test_credentials_come_from_the_named_variables(monkeypatch):
+    monkeypatch.setenv("HV_PASS", "pw")
+    assert session._secret("HV_PASS", "hv-01: WinRM password", hidden=True) == "pw"
+    monkeypatch.delenv("HV_PASS")
+    monkeypatch.setattr("sys.stdin.isatty", lambda: False)    # nobody to ask: say which
+    with pytest.raises(ProviderError, match="environment variable HV_PASS is not set"):
+        session._secret("HV_PASS", "hv-01: WinRM password", hidden=True)
 
 
 def test_transport_failures_in_words():

@@ -9,10 +9,8 @@ caller runs these in a thread. Credentials are never logged or shown.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import requests
 import winrm
@@ -51,17 +49,6 @@ class WinRMHost:
     def endpoint(self) -> str:
         port = self.port or (5986 if self.scheme == "https" else 5985)
         return f"{self.scheme}://{self.address or self.name}:{port}/wsman"
-
-
-def credentials_from_env(user_var: str, password_var: str,
-                         env: Mapping[str, str] | None = None) -> tuple[str, str]:
-    """(user, password) from the environment variables the inventory names."""
-    env = os.environ if env is None else env
-    missing = [v for v in (user_var, password_var) if not env.get(v)]
-    if missing:
-        raise ProviderError(f"WinRM credentials: environment variable(s) "
-                            f"{', '.join(missing)} not set")
-    return env[user_var], env[password_var]
 
 
 def make_session(cfg: WinRMHost) -> winrm.Session:
