@@ -8,6 +8,7 @@ that died mid-way rebuilds the very same plan from the journal.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -146,9 +147,22 @@ def promote_stand_in(node: Node, why: str) -> Step:
                undo=lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER))
 
 
-def demote_stand_in(node: Node) -> Step:
-    return act(f"demote {node.hostname} back to worker",
-               lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER))
+def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
+    """Swarm refuses a demotion that would cost quorum, also for a while after a manager
+    came back (Ready and reachable before Raft counts it as active): retried until then."""
+    async def run(ctx: Context) -> None:
+        deadline = time.monotonic() + patience
+        while True:
+            await ctx.checkpoint()
+            try:
+                await ctx.actions.set_role(node.swarm_id, WORKER)
+                return
+            except ProviderError as e:
+                if "loss of quorum" not in str(e) or time.monotonic() > deadline:
+                    raise
+                ctx.say(f"Swarm does not let {node.hostname} go yet (quorum); retrying")
+            await asyncio.sleep(2.0)
+    return Step(f"demote {node.hostname} back to worker", run)
 
 
 # -- host maintenance --------------------------------------------------------------------

@@ -86,6 +86,8 @@ class SimCluster:
         self.stalled_agents: set[str] = set()       # VMs whose node stays Down after the next
                                                     # boot until their engine restarts
         self.engine_restarts: dict[str, int] = {}   # VM -> engine restarts asked over SSH
+        self.quorum_refusals = 0                    # demotions to refuse, as Swarm does for a
+                                                    # while after a manager came back
         self._build(scale)
         self.session_rate = session_rate * len(self.servers)
         self._schedule(self._next_arrival_delay(), self._session_arrives)
@@ -307,6 +309,10 @@ class SimCluster:
 
     def set_role(self, node_id: str, role: str) -> None:
         self._need_quorum()
+        if role != MANAGER and self.quorum_refusals > 0:
+            self.quorum_refusals -= 1
+            raise ProviderError("rpc error: code = FailedPrecondition desc = can't remove member "
+                                "from the raft: this would result in a loss of quorum")
         node = self._node(node_id)
         self.nodes[node_id] = replace(node, role=role,
                                       reachability="reachable" if role == MANAGER else "")

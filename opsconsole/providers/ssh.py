@@ -236,12 +236,13 @@ class SSH:
         return str(result.stdout or "").strip()
 
     async def _probe(self, vm: str) -> str | None:
-        """The boot id when the VM answers (a login of its own), None while it does not."""
+        """The boot id when the VM answers (a login of its own), None while it does not
+        (nor while it answers without one: a VM on its way down or up)."""
         try:
             async with await self._connect(vm) as conn:
                 result = await asyncio.wait_for(conn.run(BOOT_ID, check=False),
                                                 self.connect_timeout)
-            return str(result.stdout or "").strip()
+            return str(result.stdout or "").strip() or None
         except _Down:
             return None
         except (asyncio.TimeoutError, asyncssh.Error, OSError):   # went away mid-login

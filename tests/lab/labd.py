@@ -127,8 +127,10 @@ class LabWorld(MemoryWorld):
         _record(vm, event="request", verb=verb, requested=requested, seen=time.time())
 
         if verb == "restart-docker":      # `systemctl restart docker`: the engine alone
-            self._in_background(name, "Running", "restart docker",
-                                lambda: self.lab.restart_engine(name))
+            def restart() -> None:
+                self.lab.restart_engine(name)
+                (vm.power / "done").touch()     # the VM's systemctl returns now
+            self._in_background(name, "Running", "restart docker", restart)
             return
 
         def run() -> None:

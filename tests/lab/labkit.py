@@ -66,9 +66,10 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.wait(self.period):
             try:
-                self.timeline.append((time.time(), self.fn()))
+                value = self.fn()
             except self.errors:
                 continue            # a sample missed, the next one counts
+            self.timeline.append((time.time(), value))     # when the value was known
 
     def __enter__(self) -> "Sampler":
         self._thread.start()

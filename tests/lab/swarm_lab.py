@@ -162,10 +162,18 @@ case $verb in
   reboot|poweroff|halt|kexec|soft-reboot|0|6|restart-docker) ;;
   *) echo "$me${{verb:+ $verb}}: not available in lab VM {vm} (opsconsole lab)" >&2; exit 1 ;;
 esac
+rm -f {power}/done
 printf '%s %s %s\\n' "$verb" "$(date +%s.%N)" "$me" > {power}/request.tmp &&
   mv -f {power}/request.tmp {power}/request || exit 1
 case $verb in
-  restart-docker) echo "{vm}: restarting docker (the lab restarts this VM's dockerd)" ;;
+  restart-docker)   # like systemctl: back once the engine has restarted (labd says `done`)
+    echo "{vm}: restarting docker (the lab restarts this VM's dockerd)"
+    i=0
+    until [ -e {power}/done ]; do
+      i=$((i + 1)); [ $i -le 1200 ] || {{ echo "{vm}: docker restart timed out" >&2; exit 1; }}
+      sleep 0.1
+    done
+    rm -f {power}/done ;;
   *) echo "{vm}: restarting (the lab restarts this VM's dockerd and sshd)" ;;
 esac
 """

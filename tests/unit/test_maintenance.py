@@ -295,3 +295,19 @@ async def test_a_node_stuck_down_after_boot_gets_its_engine_restarted_once(
                 and r["target"] == "vm-01" and "systemctl restart docker" in str(r.get("args"))]
     assert [r["result"] for r in restarts] == ["started", "ok"]
     assert healthy(await rig.snapshot()) == []
+
+
+async def test_demoting_the_stand_in_waits_while_swarm_refuses_for_quorum(tmp_path):
+    # right after a manager returns Swarm may still refuse to drop a member: retried, said
+    rig = rig_on(tmp_path)
+    rig.sim.quorum_refusals = 2
+    op = await run_plan(rig, catalog.build("maintenance", await rig.snapshot(), "hv-01", FAST))
+    assert op.state == DONE, op.error
+    stand_in = op.plan.params["promote"]
+    node_id = (await rig.snapshot()).node_named(stand_in).swarm_id
+    outcomes = [a["result"] for a in rig.audit.read()       # promotion, then the demotion
+                if a["action"] == "set role" and a["target"] == node_id
+                and a["result"] != "started"]
+    assert outcomes[0] == outcomes[-1] == "ok" and len(outcomes) == 4, outcomes
+    assert all(o.startswith("failed: ") and "loss of quorum" in o for o in outcomes[1:3])
+    assert (await rig.snapshot()).node_named(stand_in).role == WORKER
