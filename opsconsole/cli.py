@@ -114,7 +114,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def snapshot_json(snap: Snapshot) -> dict:
     kinds = ("hosts", "vms", "nodes", "services", "tasks", "backends", "servers", "sessions")
     out: dict = {k: [dict(asdict(e), id=e.id) for e in getattr(snap, k)] for k in kinds}
-    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint, problems=list(snap.problems),
+    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint, problems=[dict(asdict(p), text=str(p)) for p in snap.problems],
                summary={"nodes": len(snap.nodes), "nodes_ready": snap.nodes_ready,
                         "managers": len(snap.managers),
                         "quorum_tolerance": snap.quorum_tolerance,

@@ -10,10 +10,8 @@ import asyncio
 import time
 from dataclasses import replace
 
-from .model import VM, Host, ProxyServer, Snapshot
+from .model import HYPERV, LOCK, PROXY, SWARM, VM, Host, Problem, ProxyServer, Snapshot
 from .providers.base import ProviderError, Providers
-
-HYPERV = "hyper-v"      # how a problem of the hypervisor part is named (and found again)
 
 
 class Cluster:
@@ -21,6 +19,7 @@ class Cluster:
         self.providers = providers
         self.proxy_map = proxy_map or {}     # "backend/server" -> VM name
         self.last = Snapshot()
+        self._failing_since: dict[str, float] = {}   # source -> first failure of this run
 
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         """`hypervisor=False` keeps the hosts and VMs of the last snapshot: for frequent
@@ -36,22 +35,33 @@ class Cluster:
             p.proxy.read_only_reason() if p.proxy else _nothing(""),
             p.swarm.read_lock(),
             return_exceptions=True)
-        problems: list[str] = [x for x in last.problems if keep and x.startswith(f"{HYPERV}:")]
+        problems: list[Problem] = [x for x in last.problems if keep and x.source == HYPERV]
+        now = time.time()
+        failed: set[str] = {HYPERV} if problems else set()
 
-        def take(result, fallback, what):
+        def take(result, fallback, source):
+            if isinstance(result, asyncio.CancelledError):
+                raise result
             if isinstance(result, BaseException):
-                if not isinstance(result, (ProviderError, OSError, asyncio.TimeoutError)):
-                    raise result
-                problems.append(f"{what}: {result}")
+                # any failure of a provider, expected or not, is a problem of its part: the
+                # live view goes on with the last good answer, marked as not current
+                text = str(result) if isinstance(result, (ProviderError, OSError)) else \
+                    f"{type(result).__name__}: {result}"
+                since = self._failing_since.setdefault(source, now)
+                problems.append(Problem(source, text or type(result).__name__, since))
+                failed.add(source)
                 return fallback
             return result
 
-        nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), "swarm")
+        nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), SWARM)
         hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV)
         backends, servers, sessions = take(parts[2], (last.backends, last.servers, last.sessions),
-                                           "proxy")
-        ro = take(parts[3], "proxy state unknown", "proxy")
-        lock = take(parts[4], last.lock, "lock")
+                                           PROXY)
+        ro = take(parts[3], "proxy state unknown", PROXY) if PROXY not in failed else \
+            "proxy state unknown"
+        lock = take(parts[4], last.lock, LOCK)
+        for source in set(self._failing_since) - failed:
+            del self._failing_since[source]     # answered again: the next failure is new
         snap = Snapshot(
             hosts=tuple(hosts), vms=tuple(vms), nodes=tuple(nodes), services=tuple(services),
             tasks=tuple(tasks), backends=tuple(backends),

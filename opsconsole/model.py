@@ -171,6 +171,25 @@ class ProxySession:
         return f"session:{self.session_id}"
 
 
+# Where a problem comes from: the part of the world that could not be read.
+SWARM, PROXY, HYPERV, LOCK, SHELL = "swarm", "proxy", "hyper-v", "lock", "ssh"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that could not be read (or was read malformed), and since when.
+
+    Decisions never treat a source with a problem as "ok": its data is old.
+    """
+    source: str                     # SWARM | PROXY | HYPERV | LOCK | SHELL
+    message: str
+    since: float = 0.0              # epoch seconds of the first failure in a row (0: now)
+    entity: str = ""                # the entity id, when it is about one entity
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
 @dataclass(frozen=True)
 class Lock:
     """The one-operation-at-a-time lock, kept in the Swarm itself."""
@@ -202,10 +221,14 @@ class Snapshot:
     sessions: tuple[ProxySession, ...] = ()
     taken_at: float = 0.0
     endpoint: str = ""              # which Swarm manager answered
-    problems: tuple[str, ...] = ()  # what could not be read, in words
+    problems: tuple[Problem, ...] = ()  # what could not be read, and since when
     notices: tuple[str, ...] = ()   # what a provider did by itself (failover, re-applied state)
     lock: Lock | None = None        # who runs an operation on this cluster right now
     proxy_read_only: str = ""       # why the proxy cannot be changed, if so
+
+    def unreadable(self, *sources: str) -> list[Problem]:
+        """The problems of these sources (all when none named): their data is not current."""
+        return [p for p in self.problems if not sources or p.source in sources]
 
     # -- lookup -------------------------------------------------------------
     @cached_property

@@ -102,7 +102,7 @@ def summary(snap: Snapshot) -> list[Piece]:
     managers = len(snap.managers)
     if not snap.nodes:
         return [("swarm not seen yet", BAD)] + [p for problem in snap.problems
-                                                 for p in (("  ⚠ ", BAD), (problem, BAD))]
+                                                 for p in (("  ⚠ ", BAD), (str(problem), BAD))]
     out = [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
             OK if snap.nodes_ready == len(snap.nodes) else WARN), ("  ", PLAIN),
            (f"services {converged}/{len(snap.services)} converged",
@@ -118,7 +118,7 @@ def summary(snap: Snapshot) -> list[Piece]:
     if snap.proxy_read_only:
         out += [("  proxy read-only", WARN)]
     for problem in snap.problems:
-        out += [("  ⚠ ", BAD), (problem, BAD)]
+        out += [("  ⚠ ", BAD), (str(problem), BAD)]
     return out
 
 
