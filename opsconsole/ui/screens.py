@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from ..ops.engine import Plan
+from ..ops.records import OpRecord
 
 LEVEL_ROLES = {"ok": "ok", "warn": "warn", "fail": "bad"}
 
@@ -114,24 +115,28 @@ class UnfinishedScreen(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "later", "Later", id="unfinished.later")]
 
-    def __init__(self, record: dict, read_only: bool) -> None:
+    def __init__(self, record: OpRecord, read_only: bool) -> None:
         super().__init__()
         self.record, self.read_only = record, read_only
 
     def compose(self) -> ComposeResult:
         r = self.record
-        done, steps = r.get("done_steps", []), r.get("steps", [])
+        done = set(r.done_steps)
+        live = r.liveness()
+        why = (f"It is still live: {live}. It cannot be resumed or rolled back from here."
+               if live else "It was written by a newer opsconsole: use that version."
+               if r.newer else f"It stopped {r.state} after {len(done)} of {len(r.steps)} "
+               "steps" + (f": {r.error}" if r.error else "."))
         with Vertical(id="confirm"):
-            yield Label(Text(f"Unfinished: {r['kind']} {r['target']}", style="bold"),
-                        id="confirm-title")
+            yield Label(Text(f"{'Running' if live else 'Unfinished'}: {r.kind} {r.target}",
+                             style="bold"), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(Text(f"Started by {r.get('who', '?')} (journal {r['op']}); the "
-                                  f"console stopped after {len(done)} of {len(steps)} steps."))
-                for i, title in enumerate(steps):
+                yield Static(Text(f"Started by {r.who or '?'} (journal {r.op}). {why}"))
+                for i, title in enumerate(r.steps):
                     mark = "✔" if i in done else "·"
                     yield Static(Text(f"{mark} {i + 1}. {title}"), classes="step")
             with Horizontal(id="confirm-buttons"):
-                if not self.read_only:
+                if not (self.read_only or live or r.newer):
                     yield Button("Resume", variant="primary", id="unfinished-resume")
                     yield Button("Roll back", variant="warning", id="unfinished-rollback")
                 yield Button("Later", id="unfinished-later")
