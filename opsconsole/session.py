@@ -154,10 +154,10 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
     if inventory is None:   # the simulated site updates docker on each VM and reboots it
         inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
                                            "reboot": True})
-    # No inventory file and no [swarm]: the simulated cluster (or the providers
-    # given, e.g. a test's own SimCluster), with records under state_dir/sim.
-    # The simulated cluster keeps its own records, apart from a real site's, and each
-    # simulated world (seed, scale) its own: a --scale 1000 journal names other nodes.
+    # No inventory file and no [swarm]: the simulated cluster (or the providers given,
+    # e.g. a test's own SimCluster), with records apart from a real site's, under
+    # state_dir/sim; another seed or scale is another world (a --scale 1000 journal names
+    # other nodes): state_dir/sim-seedS-scaleN. The state dir is checked before anything.
     state, warnings = inventory.state_dir, []
     if inventory.path is None and inventory.swarm is None:
         state = state / "sim"

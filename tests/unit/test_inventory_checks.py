@@ -189,3 +189,33 @@ def test_docker_tls_verify_and_cert_path_like_the_docker_cli(tmp_path, docker_en
 def test_winrm_transports_are_the_providers():
     from opsconsole.providers.powershell.remote import TRANSPORTS
     assert CHOICES["transport"] == TRANSPORTS
+
+
+def test_a_docker_context_without_tls_is_refused_too(tmp_path, docker_env):
+    import hashlib
+    import json
+    digest = hashlib.sha256(b"prod").hexdigest()
+    meta = tmp_path / "docker/contexts/meta" / digest / "meta.json"
+    meta.parent.mkdir(parents=True)
+    meta.write_text(json.dumps({"Endpoints": {"docker": {"Host": "tcp://mgr:2376"}}}))
+    docker_env.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    inv = load(write(tmp_path, '[swarm]\ncontext = "prod"\n'))
+    with pytest.raises(ConfigError, match=r"docker context 'prod' tcp://mgr:2376: refused"):
+        connect(inv)
+    tls = tmp_path / "docker/contexts/tls" / digest / "docker"
+    tls.mkdir(parents=True)
+    for name in ("ca", "cert", "key"):
+        (tls / f"{name}.pem").write_text("pem")
+    assert connect(inv).swarm.candidates == [
+        ("tcp://mgr:2376", {k: str(tls / f"{k}.pem") for k in ("ca", "cert", "key")})]
+
+
+def test_the_readmes_example_inventory_loads(tmp_path):
+    from pathlib import Path
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("## Inventory", 1)[1].split("```toml\n", 1)[1].split("```", 1)[0]
+    for name in ("ca.pem", "cert.pem", "key.pem"):
+        (tmp_path / name).write_text("pem")
+    inv = load(write(tmp_path, example))
+    assert inv.swarm.tls["ca"] == str(tmp_path / "ca.pem") and inv.swarm.allow_plaintext is False
+    assert set(inv.vms) == {"vm-01"} and inv.maintenance["host_step"] == "updates"
