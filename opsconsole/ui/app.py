@@ -203,6 +203,7 @@ class OpsConsole(App):
 
     def _show_summary(self) -> None:
         pieces = present.summary(self.snapshot)
+        pieces += [p for w in self.session.warnings for p in (("  ⚠ ", "warn"), (w, "warn"))]
         running = self.session.engine.running
         if running:
             pieces += [("  ▶ ", "accent"), (f"{running.title} {running.state}", "warn")]
@@ -335,7 +336,9 @@ class OpsConsole(App):
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
 
     def action_audit(self) -> None:
-        self.push_screen(AuditScreen(list(self.session.engine.actions.audit.read())[-500:]))
+        audit = self.session.engine.actions.audit
+        records = list(audit.read())[-500:]
+        self.push_screen(AuditScreen(records, audit.skipped_note()))
 
     def action_pause(self) -> None:
         op = self.session.engine.running

@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from ..config import UNSAFE
 from ..ops.engine import Plan
 from ..ops.records import OpRecord
 
@@ -154,25 +155,40 @@ class UnfinishedScreen(ModalScreen[str]):
         self.dismiss("later")
 
 
+def _when(value: object) -> str:
+    try:
+        return time.strftime("%m-%d %H:%M:%S", time.localtime(float(value)))  # type: ignore
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _cell(value: object, most: int = 200) -> str:
+    """A record's value as plain text: control characters shown escaped, long ones cut."""
+    text = "" if value is None else str(value)
+    text = UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 class AuditScreen(ModalScreen[None]):
     """Every mutating action: who, from where, what, when, how it went (newest first)."""
 
     BINDINGS = [Binding("escape,q,L", "dismiss", "Close", id="audit.close")]
 
-    def __init__(self, records: list[dict]) -> None:
+    def __init__(self, records: list[dict], damaged: str = "") -> None:
         super().__init__()
-        self.records = records
+        self.records, self.damaged = records, damaged    # damaged: "3 damaged lines skipped…"
 
     def compose(self) -> ComposeResult:
         from rich.table import Table
         table = Table(title="audit log", expand=True, show_edge=False)
         for col in ("when", "who", "action", "target", "result"):
             table.add_column(col, overflow="fold")
-        for r in reversed(self.records):
-            when = time.strftime("%m-%d %H:%M:%S", time.localtime(r.get("time", 0)))
-            table.add_row(*(Text(str(v)) for v in (when, r.get("who", ""), r.get("action", ""),
-                                                   r.get("target", ""), r.get("result", ""))))
+        for r in reversed(self.records):     # any JSON object: show what it has, "?" for odd
+            table.add_row(Text(_when(r.get("time"))), *(
+                Text(_cell(r.get(k))) for k in ("who", "action", "target", "result")))
         with VerticalScroll(id="help"):
+            if self.damaged:
+                yield Static(Text(f"⚠ {self.damaged}"), id="audit-damaged")
             yield Static(table if self.records else Text("nothing audited yet"))
 
     def action_dismiss(self) -> None:
