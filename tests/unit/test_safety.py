@@ -412,3 +412,22 @@ async def test_heartbeats_reach_the_journal_and_the_lock(tmp_path, monkeypatch):
     assert rig.sim.lock.pid and rig.sim.lock.host
     rig.engine.abort(op)
     await asyncio.wait_for(op.task, 10)
+
+
+async def test_a_system_that_stops_answering_is_shown_stale_with_its_age(tmp_path):
+    from opsconsole import present
+    rig = rig_on(tmp_path)
+    good = await rig.snapshot()
+    assert "STALE" not in present.plain(present.summary(good))
+    rig.sim.unreachable["swarm"] = "manager-1: no answer within 3s"
+    first = await rig.snapshot()
+    later = replace(await rig.snapshot(), taken_at=first.problems[0].since + 42)
+    header = present.plain(present.summary(later))
+    assert header.startswith("STALE ") and "swarm: manager-1: no answer within 3s (for 42s)" \
+        in header
+    assert [p.source for p in later.problems] == ["swarm"]     # the lock is the swarm's
+    assert "STALE: swarm unreadable for 42s" in present.plain(
+        present.group_label("group:services", later))
+    assert "STALE" not in present.plain(present.group_label("group:proxy", later))
+    rig.sim.unreachable.clear()
+    assert not (await rig.snapshot()).problems
