@@ -25,7 +25,7 @@ from . import __version__, present
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops.actions import ReadOnlyError
-from .ops.engine import ABORTED, DONE, INTERRUPTED, StepFailed
+from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, StepFailed
 from .ops.records import OpRecord, console_alive
 from .ops import catalog
 from .ops.plans import PlanError
@@ -42,8 +42,24 @@ def rich_text(pieces) -> Text:
 
 
 def fail(code: int, message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}", style="bold red"))
+    try:
+        Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}",
+                                                        style="bold red"))
+    except OSError:     # no terminal any more (SSH dropped): the exit code still tells
+        pass
     sys.exit(code)
+
+
+def _output_gone() -> None:
+    """stdout/stderr broke (the terminal hung up, the pipe's reader left): send what is
+    still written to /dev/null, so nothing later (the exit message, the flush at exit)
+    fails over it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
 
 
 def _session(ctx: click.Context) -> Session:
@@ -283,9 +299,15 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
 
                 def show(op) -> None:
                     nonlocal seen
-                    for line in op.log[seen:]:
-                        click.echo(line)
-                    seen = len(op.log)
+                    lines, seen = op.log[seen:], len(op.log)
+                    try:
+                        for line in lines:
+                            click.echo(line)
+                    except OSError as e:    # like SIGHUP: stopped, recorded, resumable
+                        _output_gone()
+                        if op.state not in FINISHED:
+                            session.engine.interrupt(op, "interrupted: its output went away "
+                                                         f"({e.strerror or e})")
                 session.engine.on_change = show
                 op = signals.op = session.engine.start(p, resume=resume)
                 try:
