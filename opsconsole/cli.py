@@ -109,7 +109,7 @@ class _Signals:
     def __init__(self, session: Session | None = None) -> None:
         self.session, self.op, self.caught = session, None, ""
 
-    async def __aenter__(self) -> "_Signals":
+    async def __aenter__(self) -> _Signals:
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
         for sig in SIGNALS:
             loop.add_signal_handler(sig, self._on, sig, task)
