@@ -326,7 +326,11 @@ class Engine:
         return self.actions.read_only
 
     def changed(self, op: Operation) -> None:
-        self.on_change(op)
+        """Tell the front end; what it does wrong never reaches the operation."""
+        try:
+            self.on_change(op)
+        except Exception as e:  # noqa: BLE001 - a front end's failure must not stop or close a run
+            op.log.append(f"⚠ the front end failed to show this: {_describe(e)}")
 
     @property
     def running(self) -> Operation | None:
