@@ -308,7 +308,7 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                         if op.state not in FINISHED:
                             session.engine.interrupt(op, "interrupted: its output went away "
                                                          f"({e.strerror or e})")
-                session.engine.on_change = show
+                session.engine.listen(show)
                 op = signals.op = session.engine.start(p, resume=resume)
                 try:
                     await op.task
