@@ -266,6 +266,9 @@ class HAProxy:
             writer.close()
         if cut:
             data = data[:data.rfind(b"\n") + 1]
+            if not data:
+                raise ProviderError(f"{self.socket}: `{cmd}`: answer without a line end "
+                                    f"in its first {self.answer_cap} bytes")
         return data.decode(errors="replace"), cut
 
     async def read(self) -> tuple[list[Backend], list[ProxyServer], list[ProxySession]]:
@@ -303,6 +306,11 @@ class HAProxy:
                 problems.append(str(e))
         sessions = [s for s in parse_sess(sess, now, problems) if s.backend not in sticky]
         sessions += entries
+        unique = {s.session_id: s for s in reversed(sessions)}     # the first of each id
+        if len(unique) < len(sessions):
+            problems.append(f"{len(sessions) - len(unique)} session(s) listed twice; "
+                            "counted once")
+            sessions = [s for s in sessions if unique.get(s.session_id) is s]
         counts: dict[tuple[str, str], int] = {}
         for s in sessions:
             counts[(s.backend, s.server)] = counts.get((s.backend, s.server), 0) + 1
@@ -329,8 +337,8 @@ class HAProxy:
         """Keep each session's first-seen start, so an unchanged session compares equal."""
         seen = {s.session_id: self._first_seen.get(s.session_id, s.started_at) for s in sessions}
         self._first_seen = seen
-        return [ProxySession(s.session_id, s.backend, s.server, started_at=round(seen[
-            s.session_id]), client=s.client) for s in sessions]
+        return [ProxySession(s.session_id, s.backend, s.server, started_at=float(round(seen[
+            s.session_id])), client=s.client) for s in sessions]
 
     async def _set(self, backend: str, server: str, state: str) -> None:
         answer = (await self.command(f"set server {backend}/{server} state {state}")).strip()
