@@ -330,10 +330,18 @@ class HyperV:
         if not isinstance(d, dict):
             raise ProviderError(f"{where} is not a JSON object")
         titles = d.get("titles") or []
+
+        def number(key: str) -> int:
+            value = d.get(key) or 0
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ProviderError(f"{where}: field {key!r} should be int, got {show(value)}")
+            return value
         report = UpdateReport(
             host, ok=ps.field(d, "ok", bool, where),
-            installed=int(d.get("installed") or 0), reboot_required=bool(d.get("reboot_required")),
-            result_code=int(d.get("result_code") or 0), exit_code=int(d.get("exit_code") or 0),
+            installed=number("installed"), reboot_required=bool(d.get("reboot_required")),
+            result_code=number("result_code"), exit_code=number("exit_code"),
             titles=tuple(str(t) for t in (titles if isinstance(titles, list) else [titles])),
             script=str(d.get("script") or ""), error=str(d.get("error") or ""))
         if not report.ok:

@@ -240,7 +240,8 @@ class SSH:
     # -- reboots ------------------------------------------------------------------------
     async def boot_id(self, vm: str) -> str:
         """The VM's kernel boot id: changes with every boot."""
-        _, result = await self._channel(vm, lambda c: c.run(BOOT_ID, check=False))
+        _, result = await self._channel(vm, lambda c: c.run(BOOT_ID, check=False,
+                                                            errors="replace"))
         return str(result.stdout or "").strip()[:64]
 
     async def _probe(self, vm: str) -> str | None:
@@ -248,7 +249,8 @@ class SSH:
         (nor while it answers without one: a VM on its way down or up)."""
         try:
             async with await self._connect(vm) as conn:
-                result = await asyncio.wait_for(conn.run(BOOT_ID, check=False),
+                result = await asyncio.wait_for(conn.run(BOOT_ID, check=False,
+                                                         errors="replace"),
                                                 self.connect_timeout)
             return str(result.stdout or "").strip()[:64] or None
         except _Down:

@@ -132,7 +132,7 @@ def lock_from_labels(labels: Any) -> Lock | None:
     try:
         d = json.loads(raw)
         return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]))
-    except (ValueError, KeyError, TypeError):   # still a lock: never ignore one
+    except (ValueError, KeyError, TypeError, OverflowError):   # still a lock: never ignore one
         return Lock("someone (unreadable lock label)", "?", str(raw)[:60], 0.0)
 
 
@@ -489,10 +489,15 @@ class DockerSwarm:
         """
         def attempt(api: CountingClient) -> bool:
             current = inspect(api)
-            spec = copy.deepcopy(current["Spec"])
+            spec = current.get("Spec") if isinstance(current, dict) else None
+            version = (current.get("Version") or {}).get("Index") if spec else None
+            if not isinstance(spec, dict) or not isinstance(version, int):
+                raise ProviderError(f"{self.endpoint}: {what}: the answer has no Spec or "
+                                    "version index; nothing was changed")
+            spec = copy.deepcopy(spec)
             change(spec)
             try:
-                update(api, current["Version"]["Index"], spec)
+                update(api, version, spec)
                 return True
             except APIError as e:
                 if "update out of sequence" in (e.explanation or str(e)):
@@ -524,7 +529,11 @@ class DockerSwarm:
         """`docker service update --force`: tasks are replaced and spread again."""
         def force(spec: dict) -> None:
             template = spec.setdefault("TaskTemplate", {})
-            template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+            force = template.get("ForceUpdate") if isinstance(template, dict) else None
+            if force is not None and not isinstance(force, int):
+                raise ProviderError(f"service {service_id}: ForceUpdate is {show(force)}, "
+                                    "not a number; nothing was changed")
+            template["ForceUpdate"] = (force or 0) + 1
 
         def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(

@@ -318,3 +318,39 @@ async def test_a_leaderless_answer_says_so(managers):
     with pytest.raises(ProviderError, match="^the swarm has no leader: tcp://127.0.0.1:1: "
                                             "the swarm has no leader"):
         await swarm._run(refuse)
+
+
+# -- writes and odd answers: still only ProviderError ---------------------------------------
+@pytest.mark.parametrize("inspected", [{}, {"Spec": None, "Version": {"Index": 3}},
+                                       {"Spec": {}, "Version": {"Index": "3"}}, ["x"]])
+async def test_a_write_on_a_malformed_object_changes_nothing(inspected):
+    swarm = DockerSwarm(("tcp://127.0.0.1:1",))
+    updates: list = []
+
+    class Api:
+        def inspect_node(self, node_id):
+            return inspected
+
+        def update_node(self, *args):
+            updates.append(args)
+    swarm._client = Api()           # type: ignore[assignment]
+    with pytest.raises(ProviderError, match="has no Spec or version index; nothing was"):
+        await swarm.set_availability("n1", "drain")
+    assert updates == []
+
+
+@pytest.mark.parametrize("label", ['{"holder": "a", "op": "1", "title": "t", "since": 1e999}',
+                                   '{"holder": "a", "op": "1", "title": "t", "since": 1, '
+                                   '"pid": Infinity}', "[1]", "7"])
+def test_an_odd_lock_label_is_still_a_lock(label):
+    lock = swarm_module.lock_from_labels({swarm_module.LOCK_LABEL: label})
+    assert lock is not None and lock.holder.startswith(("a", "someone"))
+    assert swarm_module.lock_from_labels([label]) is None       # labels not an object
+
+
+def test_an_update_report_with_odd_numbers_is_a_provider_error():
+    from opsconsole.providers.hyperv import HyperV, WinRMHost
+    hv = HyperV([WinRMHost("hv-01", username="u", password="p")])
+    with pytest.raises(ProviderError, match="field 'installed' should be int, got 'three'"):
+        hv._update_report("hv-01", json.dumps({"ok": True, "installed": "three"}))
+    assert hv._update_report("hv-01", json.dumps({"ok": True, "installed": 3.0})).installed == 3
