@@ -186,7 +186,7 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
         f.what = f"service {name}"
     mode_obj = f.obj(spec, "Mode", required=True)
     mode = next((SERVICE_MODES[k] for k in SERVICE_MODES if k in mode_obj), "unknown")
-    if mode == "unknown" and mode_obj:
+    if mode == "unknown" and isinstance(spec.get("Mode"), dict):    # an object, but of what?
         f.issues.append(f"Mode is {show(mode_obj)}, not a known mode")
     template = f.obj(spec, "TaskTemplate")
     placement = f.obj(template, "Placement")
@@ -490,8 +490,9 @@ class DockerSwarm:
         def attempt(api: CountingClient) -> bool:
             current = inspect(api)
             spec = current.get("Spec") if isinstance(current, dict) else None
-            version = (current.get("Version") or {}).get("Index") if spec else None
-            if not isinstance(spec, dict) or not isinstance(version, int):
+            version = current.get("Version") if isinstance(spec, dict) else None
+            version = version.get("Index") if isinstance(version, dict) else None
+            if not isinstance(spec, dict) or type(version) is not int:
                 raise ProviderError(f"{self.endpoint}: {what}: the answer has no Spec or "
                                     "version index; nothing was changed")
             spec = copy.deepcopy(spec)
@@ -529,10 +530,10 @@ class DockerSwarm:
         """`docker service update --force`: tasks are replaced and spread again."""
         def force(spec: dict) -> None:
             template = spec.setdefault("TaskTemplate", {})
-            force = template.get("ForceUpdate") if isinstance(template, dict) else None
-            if force is not None and not isinstance(force, int):
-                raise ProviderError(f"service {service_id}: ForceUpdate is {show(force)}, "
-                                    "not a number; nothing was changed")
+            force = template.get("ForceUpdate") if isinstance(template, dict) else template
+            if not isinstance(template, dict) or (force is not None and type(force) is not int):
+                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
+                                    f"unreadable ({show(force)}); nothing was changed")
             template["ForceUpdate"] = (force or 0) + 1
 
         def update(api: CountingClient, version: int, spec: dict) -> None:

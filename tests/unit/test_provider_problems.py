@@ -354,3 +354,18 @@ def test_an_update_report_with_odd_numbers_is_a_provider_error():
     with pytest.raises(ProviderError, match="field 'installed' should be int, got 'three'"):
         hv._update_report("hv-01", json.dumps({"ok": True, "installed": "three"}))
     assert hv._update_report("hv-01", json.dumps({"ok": True, "installed": 3.0})).installed == 3
+
+
+@pytest.mark.parametrize("mode, expected, problem", [
+    ({}, "unknown", "service web: Mode is {}, not a known mode"),
+    ({"Weird": {}}, "unknown", "service web: Mode is {'Weird': {}}, not a known mode"),
+    (None, "unknown", "service web: Mode is null, not an object"),
+    ({"ReplicatedJob": {}}, "replicated-job", None),
+    ({"Global": {}}, "global", None),
+])
+def test_service_modes(mode, expected, problem):
+    problems: list[str] = []
+    service = swarm_module.parse_service({"ID": "s1", "Spec": {"Name": "web", "Mode": mode}},
+                                         problems)
+    assert service is not None and service.mode == expected and service.replicas == 0
+    assert problems == ([problem] if problem else [])
