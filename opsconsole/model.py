@@ -20,6 +20,10 @@ RUNNING = "running"
 # Task states after which a task never runs again.
 TERMINAL_TASK_STATES = frozenset(
     {"complete", "shutdown", "failed", "rejected", "remove", "orphaned"})
+# Task states of a task that is (still) running or about to: not yet gone.
+LIVE_TASK_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "starting", RUNNING})
+# A service's UpdateStatus.State once Swarm is done ("" = never updated).
+SETTLED_UPDATE_STATES = frozenset({"", "completed", "rollback_completed"})
 # Proxy server statuses as HAProxy reports them (first word of `status`).
 UP, NOLB, MAINT = "UP", "NOLB", "MAINT"
 
@@ -197,6 +201,9 @@ class Lock:
     op: str                         # operation id
     title: str                      # "drain vm-03"
     since: float                    # epoch seconds
+    host: str = ""                  # the machine and process of the console running it,
+    pid: int = 0
+    beat: float = 0.0               # and its last heartbeat (epoch seconds)
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.since)
@@ -250,6 +257,10 @@ class Snapshot:
     @cached_property
     def _vm_by_hostname(self) -> dict[str, VM]:
         return {(v.node_hostname or v.name): v for v in self.vms}
+
+    @cached_property
+    def _ready_nodes(self) -> frozenset[str]:
+        return frozenset(n.swarm_id for n in self.nodes if n.state == READY)
 
     @cached_property
     def _tasks_by_node(self) -> dict[str, list[Task]]:
@@ -329,19 +340,40 @@ class Snapshot:
         return quorum_tolerance(len(self.managers), sum(1 for m in self.managers if m.votes))
 
     def convergence(self, service: Service) -> tuple[int, int]:
-        """(running, desired) for a service; global: one per eligible node."""
+        """(running, desired) for a service; global: one per node it may run on."""
         tasks = self._tasks_by_service.get(service.swarm_id, [])
         running = sum(1 for t in tasks if t.wanted and t.state == RUNNING)
-        if service.mode == "global":   # one on every ready, undrained node it may use
-            desired = sum(1 for n in self.nodes if n.state == READY and n.availability != DRAIN
-                          and all(constraint_holds(c, n) for c in service.constraints))
+        if service.mode == "global":
+            # every ready, active node its constraints allow; a paused node keeps the
+            # task it has but gets none new
+            holding = {t.node_id for t in tasks if t.wanted}
+            desired = sum(1 for n in self.nodes if n.state == READY and (
+                n.availability == ACTIVE or (n.availability == PAUSE and n.swarm_id in holding))
+                and all(constraint_holds(c, n) for c in service.constraints))
         else:
             desired = service.replicas
         return running, desired
 
     def converged(self, service: Service) -> bool:
+        return not self.unconverged(service)
+
+    def unconverged(self, service: Service) -> str:
+        """Why a service is not converged ("" when it is): running == desired, no update in
+        progress (Swarm's UpdateStatus), no task starting or stopping."""
         running, desired = self.convergence(service)
-        return running >= desired
+        if running != desired:
+            return f"{running}/{desired} running"
+        if service.update_state not in SETTLED_UPDATE_STATES:
+            return f"update {service.update_state}"
+        # a task left on a node that is down stays "running" in Swarm's books for good
+        ready = self._ready_nodes
+        moving = [t for t in self._tasks_by_service.get(service.swarm_id, [])
+                  if (t.wanted and t.state != RUNNING)
+                  or (not t.wanted and t.state in LIVE_TASK_STATES and t.node_id in ready)]
+        if moving:
+            return f"{len(moving)} task(s) {moving[0].state}" + (
+                "" if moving[0].wanted else " (stopping)")
+        return ""
 
     @property
     def nodes_ready(self) -> int:

@@ -24,7 +24,7 @@ from collections import Counter
 from dataclasses import replace
 from typing import Callable
 
-from ..model import (AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
+from ..model import (HYPERV, PROXY, SHELL, SWARM, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
                      VM, WORKER, Backend, Host, Lock, Node, ProxyServer, ProxySession,
                      Service, Task)
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
@@ -86,6 +86,8 @@ class SimCluster:
         self.stalled_agents: set[str] = set()       # VMs whose node stays Down after the next
                                                     # boot until their engine restarts
         self.engine_restarts: dict[str, int] = {}   # VM -> engine restarts asked over SSH
+        self.unreachable: dict[str, str] = {}       # part (swarm, proxy, hyper-v, ssh) -> the
+                                                    # error it answers with: a fault injected
         self.quorum_refusals = 0                    # demotions to refuse, as Swarm does for a
                                                     # while after a manager came back
         self._build(scale)
@@ -319,16 +321,24 @@ class SimCluster:
         self.changed.set()
 
     def rebalance(self, service_id: str) -> None:
-        """`service update --force`: replace each task; the scheduler spreads them."""
+        """`service update --force`: replace each task, one at a time, as Swarm's update
+        does (UpdateStatus updating, then completed); the scheduler spreads them."""
         self._need_quorum()
         svc = self.services.get(service_id)
         if svc is None:
             raise ProviderError(f"no such service {service_id}")
-        for i, task in enumerate([t for t in self.tasks.values()
-                                  if t.service_id == service_id and t.wanted]):
+        tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        self.services[service_id] = replace(svc, update_state="updating")
+        for i, task in enumerate(tasks):
             self._schedule(i * 2.0, lambda t=task: self._stop_task(self.tasks.get(
                 t.swarm_id, t), replace_it=True) if t.swarm_id in self.tasks else None)
+        self._schedule(len(tasks) * 2.0 + 1.0, lambda: self._update_done(service_id))
         self.changed.set()
+
+    def _update_done(self, service_id: str) -> None:
+        if service_id in self.services:
+            self.services[service_id] = replace(self.services[service_id],
+                                                update_state="completed")
 
     def _node(self, node_id: str) -> Node:
         try:
@@ -535,34 +545,45 @@ class SimCluster:
 
 
 class _Part:
+    part = ""
+
     def __init__(self, sim: SimCluster) -> None:
         self.sim = sim
 
+    def _answer(self) -> None:
+        """Move the world on, or fail as an unreachable system does (a test's fault)."""
+        if self.part in self.sim.unreachable:
+            raise ProviderError(self.sim.unreachable[self.part])
+        self.sim.advance()
+
 
 class SimSwarm(_Part):
+    part = SWARM
     endpoint = "sim://manager"
 
     async def read(self) -> tuple[list[Node], list[Service], list[Task]]:
-        self.sim.advance()
+        self._answer()
         return list(self.sim.nodes.values()), list(self.sim.services.values()), \
             list(self.sim.tasks.values())
 
     async def set_availability(self, node_id: str, availability: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.set_availability(node_id, availability)
 
     async def set_role(self, node_id: str, role: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.set_role(node_id, role)
 
     async def rebalance(self, service_id: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.rebalance(service_id)
 
     async def read_lock(self) -> Lock | None:
+        self._answer()
         return self.sim.lock
 
     async def take_lock(self, lock: Lock) -> None:
+        self._answer()
         held = self.sim.lock
         if held is not None and held.op != lock.op:
             raise LockHeld(held)
@@ -570,11 +591,13 @@ class SimSwarm(_Part):
         self.sim.changed.set()
 
     async def release_lock(self, op: str) -> None:
+        self._answer()
         if self.sim.lock is not None and self.sim.lock.op == op:
             self.sim.lock = None
             self.sim.changed.set()
 
     async def break_lock(self) -> None:
+        self._answer()
         self.sim.lock = None
         self.sim.changed.set()
 
@@ -593,35 +616,39 @@ class SimSwarm(_Part):
 
 
 class SimHypervisor(_Part):
+    part = HYPERV
+
     async def read(self) -> tuple[list[Host], list[VM]]:
-        self.sim.advance()
+        self._answer()
         return list(self.sim.hosts.values()), list(self.sim.vms.values())
 
     async def stop_vm(self, vm: str, timeout: float, force: bool = False) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.stop_vm(vm, force)
 
     async def start_vm(self, vm: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.start_vm(vm)
 
     async def restart_host(self, host: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.restart_host(host)
 
     async def install_updates(self, host: str, timeout: float, script: str = "") -> str:
-        self.sim.advance()
+        self._answer()
         return self.sim.install_updates(host, script)
 
 
 class SimProxy(_Part):
+    part = PROXY
+
     async def read(self) -> tuple[list[Backend], list[ProxyServer], list[ProxySession]]:
-        self.sim.advance()
+        self._answer()
         return [Backend("portail")], list(self.sim.servers.values()), \
             list(self.sim.sessions.values())
 
     async def set_server_state(self, backend: str, server: str, state: str) -> None:
-        self.sim.advance()
+        self._answer()
         self.sim.set_server_state(backend, server, state)
 
     async def read_only_reason(self) -> str:
@@ -629,6 +656,8 @@ class SimProxy(_Part):
 
 
 class SimShell(_Part):
+    part = SHELL
+
     """Commands "run" for a simulated moment; `reboot` restarts the VM,
     `systemctl restart docker` its engine, and another command that names
     docker (an upgrade) gives its node a newer engine at next boot."""
@@ -649,7 +678,7 @@ class SimShell(_Part):
         return self.sim.exit_codes.get(vm, 0)
 
     def _answering(self, vm: str) -> None:
-        self.sim.advance()
+        self._answer()
         state = self.sim._vm(vm).state
         if state != RUNNING:
             raise ProviderError(f"{vm}: no answer on port 22 (VM is {state})")
@@ -663,7 +692,7 @@ class SimShell(_Part):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (down_timeout + up_timeout) / self.sim.speed
         while loop.time() < deadline:
-            self.sim.advance()
+            self._answer()
             if self.sim._vm(vm).state == RUNNING and \
                     f"{vm}/{self.sim.boots.get(vm, 0)}" != boot_id:
                 return f"{vm}/{self.sim.boots.get(vm, 0)}"

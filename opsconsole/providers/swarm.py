@@ -131,8 +131,11 @@ def lock_from_labels(labels: Any) -> Lock | None:
         return None
     try:
         d = json.loads(raw)
-        return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]))
-    except (ValueError, KeyError, TypeError, OverflowError):   # still a lock: never ignore one
+        return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]),
+                    host=str(d.get("host", "")), pid=int(d.get("pid", 0)),
+                    beat=float(d.get("beat", 0.0)))
+    except (ValueError, KeyError, TypeError, OverflowError):
+        # still a lock: never ignore one, however odd its label
         return Lock("someone (unreadable lock label)", "?", str(raw)[:60], 0.0)
 
 
