@@ -369,3 +369,19 @@ def test_service_modes(mode, expected, problem):
                                          problems)
     assert service is not None and service.mode == expected and service.replicas == 0
     assert problems == ([problem] if problem else [])
+
+
+async def test_the_simulated_haproxy_restarts_like_the_real_one():
+    from opsconsole.providers.sim import ManualClock, SimCluster
+    sim = SimCluster(seed=3, clock=ManualClock())
+    c = Cluster(sim.providers())
+    await sim.providers().proxy.set_server_state("portail", "vm-01", "drain")
+    snap = await c.snapshot()
+    proxy = c.providers.proxy
+    assert snap.get("proxy:portail/vm-01").admin == "drain" and proxy.restarted_at == 0
+    sim.restart_proxy()
+    snap = await c.snapshot()
+    assert snap.get("proxy:portail/vm-01").admin == "ready"       # forgotten, as HAProxy does
+    assert snap.notices == ("HAProxy restarted (pid 1000 -> 1001)",)
+    assert proxy.restarted_at == proxy.started_at > 0
+    assert (await c.snapshot()).notices == ()
