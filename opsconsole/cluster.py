@@ -81,7 +81,8 @@ class Cluster:
                                            PROXY, p.proxy)
         ro = take(parts[3], "proxy state unknown", PROXY) if PROXY not in down else \
             "proxy state unknown"
-        lock = take(parts[4], last.lock, LOCK)
+        # the lock lives in the swarm: one problem when the swarm cannot be read, not two
+        lock = take(parts[4], last.lock, LOCK) if SWARM not in down else last.lock
         for key in set(self._failing_since) - seen:
             del self._failing_since[key]        # answered again: the next failure is new
         snap = Snapshot(
