@@ -24,11 +24,11 @@ from rich.tree import Tree
 from . import __version__, present
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
+from .ops import catalog
 from .ops.actions import ReadOnlyError
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, StepFailed
-from .ops.records import OpRecord, console_alive
-from .ops import catalog
 from .ops.plans import PlanError
+from .ops.records import OpRecord, console_alive
 from .providers.base import ProviderError
 from .session import Session, open_session
 
@@ -202,7 +202,7 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
                "speed": 5.0 if demo else 1.0, "scale": scale, "seed": seed}
     if ctx.invoked_subcommand is None:
         session = _session(ctx)
-        from .ui.app import OpsConsole   # textual loads only for the TUI
+        from .ui.app import OpsConsole  # textual loads only for the TUI
         OpsConsole(session, theme=theme or session.inventory.theme,
                    keys=session.inventory.keys).run()
 
@@ -232,7 +232,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def snapshot_json(snap: Snapshot) -> dict:
     kinds = ("hosts", "vms", "nodes", "services", "tasks", "backends", "servers", "sessions")
     out: dict = {k: [dict(asdict(e), id=e.id) for e in getattr(snap, k)] for k in kinds}
-    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint, problems=[dict(asdict(p), text=str(p)) for p in snap.problems],
+    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint,
+               problems=[dict(asdict(p), text=str(p)) for p in snap.problems],
                summary={"nodes": len(snap.nodes), "nodes_ready": snap.nodes_ready,
                         "managers": len(snap.managers),
                         "quorum_tolerance": snap.quorum_tolerance,

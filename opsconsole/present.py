@@ -7,12 +7,34 @@ here knows a colour. Remote strings stay plain text: never markup.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from .model import (ACTIVE, DRAIN, HYPERV, MANAGER, PAUSE, PROXY, READY, ROOT_HOSTS,
-                    ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, RUNNING, SWARM, VM, Backend,
-                    Entity, Host, Node, Problem, ProxyServer, ProxySession, Service, Snapshot,
-                    Task)
+from .model import (
+    ACTIVE,
+    DRAIN,
+    HYPERV,
+    MANAGER,
+    PAUSE,
+    PROXY,
+    READY,
+    ROOT_HOSTS,
+    ROOT_PROXY,
+    ROOT_SERVICES,
+    ROOT_UNPLACED,
+    RUNNING,
+    SWARM,
+    VM,
+    Backend,
+    Entity,
+    Host,
+    Node,
+    Problem,
+    ProxyServer,
+    ProxySession,
+    Service,
+    Snapshot,
+    Task,
+)
 
 Piece = tuple[str, str]          # (text, role)
 OK, WARN, BAD, MUTED, ACCENT, PLAIN = "ok", "warn", "bad", "muted", "accent", "plain"

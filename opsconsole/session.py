@@ -44,7 +44,7 @@ class Session:
 def connect(inventory: Inventory, warnings: list[str] | None = None) -> Providers:
     """Providers for a real site, from its inventory; what the header should say about
     them (a plain-text Docker API) is added to `warnings`."""
-    from .providers.swarm import DockerSwarm   # docker SDK loads only when needed
+    from .providers.swarm import DockerSwarm  # docker SDK loads only when needed
     assert inventory.swarm is not None
     hosts = [Host(h.name, h.address, state="unknown", message=UNMANAGED)
              for h in inventory.hosts.values()]

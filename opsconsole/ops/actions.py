@@ -7,7 +7,8 @@ The registry MUTATING lists them all, so a test can prove every one refuses.
 from __future__ import annotations
 
 import functools
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ..model import Lock
 from ..providers.base import ProviderError, Providers
@@ -34,7 +35,7 @@ def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[
         MUTATING.append(fn.__name__)
 
         @functools.wraps(fn)
-        async def guarded(self: "Actions", target: str, *args, **kwargs) -> None:
+        async def guarded(self: Actions, target: str, *args, **kwargs) -> None:
             if self.read_only:
                 self.audit.record(verb, target, "refused: read-only")
                 raise ReadOnlyError(f"{verb} {target}")

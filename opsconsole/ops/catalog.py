@@ -12,8 +12,16 @@ from dataclasses import asdict, fields, replace
 from ..model import MANAGER, VM, Snapshot
 from .engine import Plan, resume_check, resume_refusal
 from .guards import FAIL, OK, WARN, Check
-from .maintenance import (WindowOptions, demote_stand_in, make_window, start, wait_healthy,
-                          wait_host_up, wait_node_back, wait_vm)
+from .maintenance import (
+    WindowOptions,
+    demote_stand_in,
+    make_window,
+    start,
+    wait_healthy,
+    wait_host_up,
+    wait_node_back,
+    wait_vm,
+)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
 from .records import OpRecord
 

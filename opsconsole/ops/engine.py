@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
-import time
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable
-
 import os
+import secrets
 import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from ..cluster import Cluster
 from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced
-from .report import markdown
 from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
+from .report import markdown
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -68,8 +67,8 @@ class Effect:
 @dataclass
 class Step:
     title: str
-    run: Callable[["Context"], Awaitable[None]]
-    undo: Callable[["Context"], Awaitable[None]] | None = None
+    run: Callable[[Context], Awaitable[None]]
+    undo: Callable[[Context], Awaitable[None]] | None = None
     group: str = ""     # steps of one unit (a VM): retried together, failed together
     key: str = ""       # stable across consoles: how resume matches recorded steps
     risk: Risk | None = None        # what it takes out of service: guards run before it
@@ -186,7 +185,7 @@ class Operation:
 class Context:
     """What a step gets: the actions, fresh snapshots, a log, and waits that obey pause/abort."""
 
-    def __init__(self, engine: "Engine", op: Operation) -> None:
+    def __init__(self, engine: Engine, op: Operation) -> None:
         self.engine, self.op = engine, op
         self.actions = engine.actions
         self._seen: tuple[int, float, Snapshot] = (-1, 0.0, Snapshot())
@@ -215,8 +214,8 @@ class Context:
             now = snap.get(f"proxy:{server}")
             if isinstance(now, ProxyServer) and now.admin != state:
                 restarted = getattr(self.engine.cluster.providers.proxy, "restarted_at", 0.0)
-                why = (f"HAProxy restarted at {time.strftime('%H:%M:%S', time.localtime(restarted))}"
-                       if restarted else "someone or something changed it")
+                at = time.strftime('%H:%M:%S', time.localtime(restarted))
+                why = f"HAProxy restarted at {at}" if restarted else "someone changed it"
                 self.log(f"⚠ {server} is {now.admin}, this operation holds it {state} ({why}): "
                          "setting it again")
                 await self.actions.set_server_state(server, state)
@@ -572,7 +571,7 @@ class Engine:
             ctx.log(f"▶ {step.title}")
             try:
                 await step.run(ctx)
-            except (StepFailed, ProviderError, asyncio.TimeoutError) as e:
+            except (TimeoutError, StepFailed, ProviderError) as e:
                 if not step.group:
                     raise
                 i = self._group_failed(ctx, step, str(e) or type(e).__name__, attempts)
@@ -628,7 +627,7 @@ class Engine:
                                  f"before '{step.title}': {reason}")
             try:
                 await asyncio.wait_for(ctx.checkpoint(), GUARD_RECHECK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _undo(self, ctx: Context) -> None:

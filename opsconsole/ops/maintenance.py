@@ -12,13 +12,23 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from ..model import (MANAGER, PROXY, READY, RUNNING, SWARM, WORKER, VM, Node, Service,
-                     Snapshot)
+from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
 from ..providers.base import ProviderError
 from .actions import REBOOT
 from .engine import PAUSED, Context, Effect, Plan, Step, StepFailed
-from .guards import (FAIL, OK, WARN, Check, Risk, capacity, forced, proxy_keeps_a_server,
-                     quorum_after_loss, spread, stops)
+from .guards import (
+    FAIL,
+    OK,
+    WARN,
+    Check,
+    Risk,
+    capacity,
+    forced,
+    proxy_keeps_a_server,
+    quorum_after_loss,
+    spread,
+    stops,
+)
 from .plans import PlanError, Timing, drain_steps, return_steps
 
 HOST_STEPS = ("updates", "script", "manual")

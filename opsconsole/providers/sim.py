@@ -21,12 +21,31 @@ import itertools
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
-from ..model import (HYPERV, PROXY, SHELL, SWARM, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
-                     VM, WORKER, Backend, Host, Lock, Node, ProxyServer, ProxySession,
-                     Service, Task)
+from ..model import (
+    AVAILABILITIES,
+    DOWN,
+    DRAIN,
+    HYPERV,
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SHELL,
+    SWARM,
+    VM,
+    WORKER,
+    Backend,
+    Host,
+    Lock,
+    Node,
+    ProxyServer,
+    ProxySession,
+    Service,
+    Task,
+)
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
 from .base import LineSink, LockHeld, ProviderError, Providers
 
@@ -622,7 +641,7 @@ class SimSwarm(_Part):
             step = min(deadline - loop.time(), TICK / sim.speed)
             try:
                 await asyncio.wait_for(sim.changed.wait(), max(step, 0.01))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 sim.advance()
 
 

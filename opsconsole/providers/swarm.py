@@ -19,8 +19,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import docker
 import requests
@@ -419,7 +420,7 @@ class DockerSwarm:
         if self._seen.get(me, self._read_start) == self._changes:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if me is not None:
             self._seen[me] = self._changes

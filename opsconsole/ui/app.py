@@ -232,9 +232,8 @@ class OpsConsole(App):
 
     # -- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in MUTATING_ACTIONS and self.session.read_only:
-            return False    # hidden from the footer and never run
-        return True
+        # read-only: hidden from the footer and never run
+        return not (action in MUTATING_ACTIONS and self.session.read_only)
 
     def _selected_node(self) -> Node | None:
         snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
@@ -332,7 +331,7 @@ class OpsConsole(App):
                                     else None)
 
         async def when_seen() -> None:      # plans need the cluster as it is now
-            while not self.snapshot.nodes:
+            while not self.snapshot.nodes:  # noqa: ASYNC110 - set by a message handler
                 await asyncio.sleep(0.1)
             self.push_screen(UnfinishedScreen(record, self.session.read_only), chosen)
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")

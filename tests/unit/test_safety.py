@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import pytest
+from unitkit import make_rig, until
 
 from opsconsole.model import ACTIVE, DRAIN, MANAGER, WORKER, Service, Snapshot, Task
-from opsconsole.ops import catalog, engine as engine_mod, records
+from opsconsole.ops import catalog, records
+from opsconsole.ops import engine as engine_mod
 from opsconsole.ops.engine import DONE, FAILED, PAUSED, StepFailed
 from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.maintenance import WindowOptions
 from opsconsole.ops.plans import Timing
 from opsconsole.providers.sim import SimCluster
-
-from unitkit import make_rig, until
 
 FAST = Timing(sessions_timeout=30, drain_timeout=120, settle=0.2)
 
@@ -224,8 +224,8 @@ async def test_health_gate_refuses_a_paused_update_and_names_it(tmp_path):
     sim = rig.sim
     api = next(s for s in sim.services.values() if s.name == "api")
     sim.services[api.swarm_id] = replace(api, update_state="paused")
-    from opsconsole.ops.maintenance import wait_healthy
     from opsconsole.ops.engine import Plan
+    from opsconsole.ops.maintenance import wait_healthy
     op = await asyncio.wait_for(rig.engine.run(Plan("gate", "x", [wait_healthy(
         ["vm-03"], replace(FAST, drain_timeout=0.5))])), 10)
     assert op.state == FAILED and "api update paused" in op.error

@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 import requests
 import winrm
 from winrm import transport as winrm_transport
-from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError,
-                              WinRMTransportError, WSManFaultError)
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
 
 from ..base import OUTPUT_CAP, Capped, ProviderError
 
