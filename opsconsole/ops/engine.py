@@ -40,6 +40,10 @@ CLOSING = "cancelled (console closing)"
 REUSE_S = 1.0       # a snapshot this young serves a step's checks, if nothing changed since
 
 
+Probe = Callable[[Snapshot], str | None]    # None: done (or holds); else what is pending
+Run = Callable[["Context"], Awaitable[None]]
+
+
 class Aborted(Exception):
     pass
 

@@ -291,7 +291,7 @@ class SSH:
 
     async def close(self) -> None:
         """Close the kept connections."""
-        for conn in [self._forget(vm) for vm in list(self._open)]:
+        for conn in [c for vm in list(self._open) if (c := self._forget(vm)) is not None]:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), 2)
 

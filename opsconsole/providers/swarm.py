@@ -49,11 +49,11 @@ class CountingClient(docker.APIClient):
 
     requests_sent = 0
 
-    def send(self, request, **kwargs):  # type: ignore[override]
+    def send(self, request, **kwargs):
         self.requests_sent += 1
         return super().send(request, **kwargs)
 
-    def _set_request_timeout(self, kwargs):  # type: ignore[override]
+    def _set_request_timeout(self, kwargs):
         # reads and writes share a client but not a timeout: the calling thread says which
         kwargs.setdefault("timeout", getattr(_timeout, "value", None) or self.timeout)
         return kwargs
