@@ -18,11 +18,9 @@ from typing import Any
 
 from .ops.maintenance import HOST_STEPS, WindowOptions
 from .ops.plans import Timing
+from .ops.registry import BINDING_IDS
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
-# The TUI's remappable bindings (ids of opsconsole/ui/app.py's BINDINGS).
-BINDING_IDS = ("cordon", "drain", "activate", "maintenance", "rolling_update", "pause", "abort",
-               "filter", "audit", "help", "theme", "quit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")     # a Swarm node's
 PROXY_SERVER = re.compile(r"^[A-Za-z0-9_.:-]+/[A-Za-z0-9_.:-]+$")  # HAProxy backend/server
