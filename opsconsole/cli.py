@@ -205,8 +205,7 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
     if ctx.invoked_subcommand is None:
         session = _session(ctx)
         from .ui.app import OpsConsole  # textual loads only for the TUI
-        OpsConsole(session, theme=theme or session.inventory.theme,
-                   keys=session.inventory.keys).run()
+        OpsConsole(session, theme=theme or session.inventory.theme).run()
 
 
 @main.command()

@@ -103,14 +103,13 @@ class OpsConsole(App):
     COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS: ClassVar[list[BindingType]] = [*KEY_BINDINGS]
 
-    def __init__(self, session: Session, theme: str = "", poll_interval: float = 2.0,
-                 keys: dict[str, str] | None = None) -> None:
+    def __init__(self, session: Session, theme: str = "", poll_interval: float = 2.0) -> None:
         super().__init__()
         self.session = session
         self.snapshot = Snapshot()
         self.poll_interval = poll_interval
         self._theme_wanted = theme
-        self._keys = keys or {}
+        self._keys = dict(session.inventory.keys)     # [console] keys: binding id -> key(s)
         # binding id -> its key now (remapped or default) as shown: every hint says these
         self.shown = {id_: self.get_key_display(Binding(key, ""))
                       for id_, key in registry.live_keys(self._keys).items()}
@@ -337,9 +336,6 @@ class OpsConsole(App):
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
 
     def action_audit(self) -> None:
-        if isinstance(self.screen, AuditScreen):    # its key closes it too, remapped or not
-            self.screen.dismiss(None)
-            return
         audit = self.session.engine.actions.audit
         records = list(audit.read())[-500:]
         self.push_screen(AuditScreen(records, audit.skipped_note()))
@@ -385,9 +381,6 @@ class OpsConsole(App):
             event.stop()
 
     def action_help(self) -> None:
-        if isinstance(self.screen, HelpScreen):     # its key closes it too, remapped or not
-            self.screen.dismiss(None)
-            return
         self.push_screen(HelpScreen(help_text(self.shown)))
 
     def action_theme(self) -> None:

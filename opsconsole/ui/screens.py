@@ -109,6 +109,11 @@ def help_text(shown: dict[str, str]) -> str:
         "refuses them too.\n")
 
 
+def _closes(binding_id: str) -> Binding:
+    """The key that opened a screen closes it: same binding id, so the keymap moves both."""
+    return Binding(registry.KEYS[binding_id].key, "dismiss", "Close", show=False, id=binding_id)
+
+
 class UnfinishedScreen(ModalScreen[str]):
     """An operation a dead console left behind: resume it, roll it back, or later."""
 
@@ -170,7 +175,7 @@ def _cell(value: object, most: int = 200) -> str:
 class AuditScreen(ModalScreen[None]):
     """Every mutating action: who, from where, what, when, how it went (newest first)."""
 
-    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="audit.close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="audit.close"), _closes("audit")]
 
     def __init__(self, records: list[dict], damaged: str = "") -> None:
         super().__init__()
@@ -191,7 +196,7 @@ class AuditScreen(ModalScreen[None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="help.close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="help.close"), _closes("help")]
 
     def __init__(self, text: str) -> None:
         super().__init__()
