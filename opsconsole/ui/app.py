@@ -116,6 +116,7 @@ class OpsConsole(App):
         self._keys = keys or {}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
+        self._offered: set[str] = set()     # unfinished operations already offered
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
     # -- layout -----------------------------------------------------------------
@@ -223,6 +224,13 @@ class OpsConsole(App):
             return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
+        op = message.op
+        if op.unfinished and op.finished and op.id not in self._offered:
+            # it failed after taking capacity out: offer resume or roll back right here
+            self._offered.add(op.id)
+            record = next((r for r in self.session.journal.unfinished() if r.op == op.id), None)
+            if record is not None:
+                self._offer_unfinished(record)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker errors become something a person reads."""
