@@ -186,7 +186,11 @@ class OpsConsole(App):
     async def refresh_loop(self) -> None:
         swarm = self.session.providers.swarm
         while True:
-            self.post_message(SnapshotReady(await self.session.cluster.snapshot()))
+            snap = await self.session.cluster.snapshot()
+            # servers a finished operation left out (a failed VM, an unfinished run) stay
+            # out across a HAProxy restart while this console runs
+            await self.session.engine.keep_holds(snap)
+            self.post_message(SnapshotReady(snap))
             await swarm.wait_for_change(self.poll_interval)
             await asyncio.sleep(0.2)   # coalesce event bursts into one refresh
 
