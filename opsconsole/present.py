@@ -156,7 +156,10 @@ def summary(snap: Snapshot) -> list[Piece]:
         out += [("  ", PLAIN), (f"sessions {snap.session_count}", PLAIN)]
     if snap.lock is not None:
         age = duration(snap.lock.age(snap.taken_at)) if snap.lock.since else "?"
-        out += [("  LOCKED ", BAD), (f"{snap.lock.title} by {snap.lock.holder}, {age}", WARN)]
+        lock = snap.lock
+        seen = f", seen {duration(snap.taken_at - lock.beat)} ago" if lock.beat else ""
+        where = f" (pid {lock.pid} on {lock.host}{seen})" if lock.pid else ""
+        out += [("  LOCKED ", BAD), (f"{lock.title} by {lock.holder}, {age}{where}", WARN)]
     if snap.proxy_read_only:
         out += [("  proxy read-only", WARN)]
     for pr in snap.problems:

@@ -207,11 +207,19 @@ class Context:
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         snap = await self.engine.cluster.snapshot(hypervisor)
         if self.op.proxy_held and not snap.unreadable(PROXY):
-            await self._hold_proxy(snap)
+            await self.hold_proxy(snap)
         self._seen = (self.actions.generation, time.monotonic(), snap)
         return snap
 
-    async def _hold_proxy(self, snap: Snapshot) -> None:
+    def hold(self, server: str, state: str) -> None:
+        """This operation wants `server` in `state` from now on (kept across a HAProxy
+        restart unless ready); the newest word wins over what older operations held."""
+        for other in self.engine.operations:
+            other.proxy_held.pop(server, None)
+        if state != "ready":
+            self.op.proxy_held[server] = state
+
+    async def hold_proxy(self, snap: Snapshot) -> None:
         """HAProxy forgets runtime states when it restarts: while this operation holds a
         server out, what it set is set again (audited, and said in the log)."""
         for server, state in list(self.op.proxy_held.items()):
@@ -411,11 +419,32 @@ class Engine:
             op.error = why
             op.task.cancel()
 
+    async def keep_holds(self, snap: Snapshot) -> None:
+        """Proxy servers that finished operations of this console left out (a VM that failed
+        its update stays drained; an unfinished run) are kept out: HAProxy forgets on restart.
+        A front end calls this with each snapshot it reads; errors are said in that log."""
+        if snap.unreadable(PROXY) or self.read_only:
+            return
+        for op in self.operations:
+            if op.state in FINISHED and op.proxy_held:
+                try:
+                    await Context(self, op).hold_proxy(snap)
+                except Exception as e:  # noqa: BLE001 - a view refresh must never fail on it
+                    op.log.append(f"⚠ could not set a held proxy server again: {_describe(e)}")
+
     async def abandon(self, record: OpRecord, lock: Lock | None) -> None:
         """Close an unfinished operation as it is (audited); its cluster lock is released."""
         self._refuse_if_read_only(f"abandon {record.op}")
         await self.actions.abandon(record.op, lock is not None and lock.op == record.op)
         self.journal.end(record.op, "abandoned", f"abandoned by {who()}")
+        self._let_go(record.op)
+
+    def _let_go(self, op_id: str) -> None:
+        """A closed operation holds nothing any more (rolled back, abandoned)."""
+        for op in self.operations:
+            if op.id == op_id:
+                op.proxy_held.clear()
+                op.unfinished = False
 
     def _note(self, op: Operation, line: str) -> None:
         Context(self, op).log(line)
@@ -467,6 +496,7 @@ class Engine:
             op.state = DONE
             if takes_over:      # the operation this one rolled back is closed now
                 self.journal.end(takes_over, "rolled back", f"rolled back by {op.id}")
+                self._let_go(takes_over)
         except Aborted:
             op.state = ABORTED
             ctx.log("aborted; restoring what can be restored")

@@ -78,10 +78,7 @@ def _set_server(server: ProxyServer, state: str, risk: Risk | None = None) -> St
     def to(value: str | None) -> Run:
         async def run(ctx: Context) -> None:
             wanted = value or ctx.op.plan.params.get("was", {}).get(name, server.admin)
-            if wanted == "ready":
-                ctx.op.proxy_held.pop(name, None)
-            else:
-                ctx.op.proxy_held[name] = wanted
+            ctx.hold(name, wanted)
             current = (await ctx.current()).get(server.id)
             if isinstance(current, ProxyServer) and current.admin == wanted:
                 return

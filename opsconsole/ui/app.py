@@ -115,6 +115,7 @@ class OpsConsole(App):
                       for id_, key in registry.live_keys(self._keys).items()}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
+        self._offered: set[str] = set()     # unfinished operations already offered
         session.engine.keys = {a: self.shown[a] for a in ("pause", "abort")}
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
@@ -194,7 +195,11 @@ class OpsConsole(App):
     async def refresh_loop(self) -> None:
         swarm = self.session.providers.swarm
         while True:
-            self.post_message(SnapshotReady(await self.session.cluster.snapshot()))
+            snap = await self.session.cluster.snapshot()
+            # servers a finished operation left out (a failed VM, an unfinished run) stay
+            # out across a HAProxy restart while this console runs
+            await self.session.engine.keep_holds(snap)
+            self.post_message(SnapshotReady(snap))
             await swarm.wait_for_change(self.poll_interval)
             await asyncio.sleep(0.2)   # coalesce event bursts into one refresh
 
@@ -232,6 +237,13 @@ class OpsConsole(App):
             return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
+        op = message.op
+        if op.unfinished and op.finished and op.id not in self._offered:
+            # it failed after taking capacity out: offer resume or roll back right here
+            self._offered.add(op.id)
+            record = next((r for r in self.session.journal.unfinished() if r.op == op.id), None)
+            if record is not None:
+                self._offer_unfinished(record)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker errors become something a person reads."""

@@ -431,3 +431,24 @@ async def test_a_system_that_stops_answering_is_shown_stale_with_its_age(tmp_pat
     assert "STALE" not in present.plain(present.group_label("group:proxy", later))
     rig.sim.unreachable.clear()
     assert not (await rig.snapshot()).problems
+
+
+async def test_a_server_a_failed_vm_left_drained_stays_drained_across_a_restart(tmp_path):
+    rig = rig_on(tmp_path)
+    sim = rig.sim
+    sim.exit_codes["vm-03"] = 1             # its update fails: vm-03 stays out of service
+    options = WindowOptions(update_command="apt-get -y upgrade", failure_budget=1)
+    plan = catalog.build("rolling-update", await rig.snapshot(), "vm-03", FAST, options)
+    op = await asyncio.wait_for(rig.engine.run(plan), 60)
+    assert op.state == DONE and op.failed_groups and op.proxy_held == {"portail/vm-03": "drain"}
+    sim.restart_proxy()                     # HAProxy forgets: every server ready
+    assert sim.admin[("portail", "vm-03")] == "ready"
+    await rig.engine.keep_holds(await rig.snapshot())
+    assert sim.admin[("portail", "vm-03")] == "drain"
+    assert any("this operation holds it drain" in line for line in op.log)
+    # the operator fixes vm-03 and activates it: the newest word wins, no tug of war
+    back = await asyncio.wait_for(rig.engine.run(catalog.build(
+        "activate", await rig.snapshot(), "vm-03", FAST)), 30)
+    assert back.state == DONE and sim.admin[("portail", "vm-03")] == "ready"
+    await rig.engine.keep_holds(await rig.snapshot())
+    assert sim.admin[("portail", "vm-03")] == "ready" and not op.proxy_held
