@@ -24,8 +24,8 @@ TARGET_WORDS: dict[Target, str] = {
     "vms": "'cluster', a host or VM names separated by commas",
 }
 
-# Sections of the help screen, in order.
-MOVING, NODE, WINDOWS, RUNNING, OTHER = (
+# The help screen's sections, in order.
+SECTIONS = MOVING, NODE, WINDOWS, RUNNING, OTHER = (
     "Moving around", "Acting on the selected node (or the VM that runs it)",
     "Maintenance windows", "Operations", "Other")
 

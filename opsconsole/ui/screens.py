@@ -89,15 +89,15 @@ FIXED_KEYS = [("↑ ↓ PgUp PgDn", "move in the tree"),
 def help_text(shown: dict[str, str]) -> str:
     """The help screen, from the registry, naming each key as `shown` (binding id -> key
     as the operator sees it now)."""
-    sections: dict[str, list[tuple[str, str]]] = {registry.MOVING: list(FIXED_KEYS)}
-    for k in registry.KEYS.values():
-        sections.setdefault(k.section, []).append((shown[k.id], k.help))
     out = []
-    for title, rows in sections.items():
+    for title in registry.SECTIONS:
+        rows = FIXED_KEYS if title == registry.MOVING else []
+        rows = rows + [(shown[k.id], k.help) for k in registry.KEYS.values()
+                       if k.section == title]
         width = max(3, *(len(key) for key, _ in rows)) + 2
         out.append(title)
-        out += ["  " + key.ljust(width) + help.replace("\n", "\n  " + " " * width)
-                for key, help in rows]
+        out += ["  " + key.ljust(width) + words.replace("\n", "\n  " + " " * width)
+                for key, words in rows]
         out.append("")
     typed = [op.name for op in registry.OPERATIONS.values() if op.typed]
     return "\n".join(out) + (
