@@ -295,11 +295,15 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
                      timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
 
 
+RENAMED = {"rolling_update": "rolling-update"}
+
+
 def _console(c: _Reader) -> tuple[bool, str, str, dict[str, str]]:
     read_only = c.get("read_only", bool, False)
     theme = c.get("theme", str, "")
     state_dir = c.get("state_dir", str, "")
-    keys = c.get("keys", dict, {})
+    # the id the first versions documented: inventories that use it keep working
+    keys = {RENAMED.get(k, k): v for k, v in c.get("keys", dict, {}).items()}
     for binding, key in keys.items():
         if binding not in BINDING_IDS:
             raise c.fail("keys", f"{binding!r} is not a binding id "
