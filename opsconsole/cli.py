@@ -182,7 +182,7 @@ async def _confirm(question: str, word: str) -> None:
 
 def _refused(plan) -> None:
     """Exit 3, saying on stderr too which checks refused (scripts often keep only stderr)."""
-    fail(EXIT_REFUSED, "refused: " + "; ".join(f"{c.name}: {c.message}" for c in plan.refused))
+    fail(EXIT_REFUSED, "refused: " + "; ".join(f"{c.name}: {c.text}" for c in plan.refused))
 
 
 @click.group(invoke_without_command=True)
@@ -271,7 +271,7 @@ def print_plan(plan) -> None:
     con.print(Text(f"{plan.kind} {plan.target}", style="bold"))
     for c in plan.checks:
         con.print(rich_text([(f"  [{c.level}] ", {"ok": "ok", "warn": "warn"}.get(c.level, "bad")),
-                             (f"{c.name}: {c.message}", "plain")]))
+                             (f"{c.name}: {c.text}", "plain")]))
     for i, step in enumerate(plan.steps, 1):
         con.print(Text(f"  {i}. {step.title}"))
 

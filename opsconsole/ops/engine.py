@@ -369,7 +369,7 @@ class Engine:
         """
         self._refuse_if_read_only(f"{plan.kind} {plan.target}")
         if plan.refused:
-            raise StepFailed("refused by guards: " + "; ".join(c.message for c in plan.refused))
+            raise StepFailed("refused by guards: " + "; ".join(c.text for c in plan.refused))
         if self.running:
             raise StepFailed(f"another operation is running: {self.running.title}")
         if resume is not None:
@@ -656,7 +656,7 @@ class Engine:
                     op.state = RUNNING
                     ctx.log("guards clear again: going on")
                 return
-            reason = "; ".join(c.message for c in bad)
+            reason = "; ".join(c.message for c in bad)    # mid-run, the fix is the pause
             if not since or op.state != PAUSED:
                 since = since or time.monotonic()
                 op.state = PAUSED

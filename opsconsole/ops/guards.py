@@ -30,6 +30,11 @@ class Check:
     name: str
     level: str
     message: str
+    fix: str = ""           # what the operator (or the plan) can do about it
+
+    @property
+    def text(self) -> str:
+        return f"{self.message}. Fix: {self.fix}" if self.fix else self.message
 
 
 def failures(checks: list[Check]) -> list[Check]:
@@ -38,7 +43,7 @@ def failures(checks: list[Check]) -> list[Check]:
 
 def forced(checks: list[Check]) -> list[Check]:
     """--force: refusals of capacity and of services that stop become warnings."""
-    return [Check(c.name, WARN, c.message + " (overridden by force)")
+    return [Check(c.name, WARN, c.message + " (overridden by force)", c.fix)
             if c.level == FAIL and c.name in FORCEABLE else c for c in checks]
 
 
@@ -162,8 +167,8 @@ def quorum_after_loss(snap: Snapshot, lost_managers: list[Node]) -> Check:
     if left < 0:
         return Check("quorum", FAIL,
                      f"stopping {names} leaves {up_after} of {len(managers)} "
-                     "managers: Raft loses quorum and the swarm cannot be changed. "
-                     "Fix: promote a worker on another host for the duration")
+                     "managers: Raft loses quorum and the swarm cannot be changed",
+                     fix="promote a worker on another host for the duration")
     return Check("quorum", OK, f"after stopping {names}, quorum tolerates {left} more loss(es)")
 
 

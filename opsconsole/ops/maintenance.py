@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 
 from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
-from ..providers.base import ProviderError
+from ..providers.base import ProviderError, QuorumRefused
 from .actions import REBOOT
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
 from .guards import (
@@ -197,8 +197,8 @@ def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
             try:
                 await ctx.actions.set_role(node.swarm_id, WORKER)
                 return
-            except ProviderError as e:
-                if "loss of quorum" not in str(e) or time.monotonic() > deadline:
+            except QuorumRefused:
+                if time.monotonic() > deadline:
                     raise
                 ctx.say(f"Swarm does not let {node.hostname} go yet (quorum); retrying")
             await asyncio.sleep(2.0)
@@ -252,7 +252,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     checks = [capacity(snap, leaving), stops(snap, leaving), spread(snap, leaving),
               proxy_keeps_a_server(snap, set(params["vms"]))]
     if promote:
-        checks.append(Check("quorum", OK, f"{quorum.message.split('. Fix')[0]}; so {promote} "
+        checks.append(Check("quorum", OK, f"{quorum.message}; so {promote} "
                             "is promoted to manager for the window and demoted after"))
     else:
         checks.append(quorum)

@@ -19,7 +19,7 @@ def markdown(op: Operation, who: str) -> str:
              f"- duration: {op.elapsed:.1f} s",
              f"- written: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
     lines += ["## Checks before the start", ""]
-    lines += [f"- {c.level}: {c.name}: {c.message}" for c in plan.checks] or ["- none"]
+    lines += [f"- {c.level}: {c.name}: {c.text}" for c in plan.checks] or ["- none"]
     lines += ["", "## Steps", "", "| # | step | status | took |", "|---|---|---|---|"]
     t0 = op.started
     for i, step in enumerate(plan.steps):
@@ -40,8 +40,9 @@ def markdown(op: Operation, who: str) -> str:
     skipped = [s.title for i, s in enumerate(plan.steps) if i not in op.times and i not in op.skip]
     lines += ["", "## Skipped or not reached", ""]
     lines += [f"- {t}" for t in skipped] or ["- nothing"]
-    moves = [ln for ln in op.log if "session(s)" in ln or "task(s)" in ln]
-    lines += ["", "## Sessions and tasks", ""]
-    lines += [f"- {ln}" for ln in moves[-10:]] or ["- no waits were needed"]
+    waits = [f"- {s.title}: {t[1] - t[0]:.1f} s" for i, s in enumerate(plan.steps)
+             if s.wait and len(t := op.times.get(i, [])) == 2]
+    lines += ["", "## Waits (sessions, tasks, VMs, nodes, health)", ""]
+    lines += waits or ["- none ran"]
     lines += ["", "## Log", "", "```", *op.log, "```", ""]
     return "\n".join(lines)

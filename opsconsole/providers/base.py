@@ -215,6 +215,11 @@ def show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+class QuorumRefused(ProviderError):
+    """Swarm refused a change that would cost Raft its quorum (it counts a manager just
+    back as active only a while after it is Ready): worth retrying for a while."""
+
+
 class LockHeld(ProviderError):
     """Another console's operation holds the cluster lock."""
 

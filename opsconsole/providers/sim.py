@@ -48,7 +48,7 @@ from ..model import (
     Task,
 )
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
-from .base import LineSink, LockHeld, ProviderError, Providers
+from .base import LineSink, LockHeld, ProviderError, Providers, QuorumRefused
 
 TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
@@ -334,7 +334,7 @@ class SimCluster:
         self._need_quorum()
         if role != MANAGER and self.quorum_refusals > 0:
             self.quorum_refusals -= 1
-            raise ProviderError("rpc error: code = FailedPrecondition desc = can't remove member "
+            raise QuorumRefused("rpc error: code = FailedPrecondition desc = can't remove member "
                                 "from the raft: this would result in a loss of quorum")
         node = self._node(node_id)
         self.nodes[node_id] = replace(node, role=role,

@@ -30,7 +30,7 @@ from docker.errors import APIError, DockerException
 from docker.utils import version_lt
 
 from ..model import MANAGER, Lock, Node, Service, Task
-from .base import Fields, LockHeld, ProviderError, bounded, show
+from .base import Fields, LockHeld, ProviderError, QuorumRefused, bounded, show
 
 RETRIES = 5                         # for "update out of sequence"
 # Reads are small and a healthy manager answers them at once: one that does not answer
@@ -526,8 +526,13 @@ class DockerSwarm:
     async def set_role(self, node_id: str, role: str) -> None:
         if role not in (MANAGER, "worker"):
             raise ProviderError(f"unknown role {role!r}")
-        await asyncio.to_thread(self._update_node, node_id,
-                                lambda spec: spec.__setitem__("Role", role))
+        try:
+            await asyncio.to_thread(self._update_node, node_id,
+                                    lambda spec: spec.__setitem__("Role", role))
+        except ProviderError as e:     # Swarm says so only in words
+            if "loss of quorum" in str(e):
+                raise QuorumRefused(str(e)) from None
+            raise
         self._changed_now()
 
     async def rebalance(self, service_id: str) -> None:

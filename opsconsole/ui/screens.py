@@ -42,7 +42,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 for c in plan.checks:
                     yield Static(self.style_pieces([
                         (f"{'✔' if c.level == 'ok' else '⚠' if c.level == 'warn' else '✘'} ",
-                         LEVEL_ROLES[c.level]), (f"{c.name}: ", "plain"), (c.message, "plain")]),
+                         LEVEL_ROLES[c.level]), (f"{c.name}: ", "plain"), (c.text, "plain")]),
                         classes="check")
                 yield Static(Text("\nWhat will happen", style="bold"))
                 for i, step in enumerate(plan.steps, 1):
