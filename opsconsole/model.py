@@ -359,6 +359,8 @@ class Snapshot:
             desired = sum(1 for n in self.nodes if n.state == READY and (
                 n.availability == ACTIVE or (n.availability == PAUSE and n.swarm_id in holding))
                 and all(constraint_holds(c, n) for c in service.constraints))
+        elif service.mode.endswith("-job"):   # jobs run to completion: nothing to converge
+            desired = running
         else:
             desired = service.replicas
         return running, desired
