@@ -639,8 +639,8 @@ class Lab:
         out += ["[ssh]   # each VM's own sshd on its address, port 22", 'user = "root"',
                 f"known_hosts = [{q(str(self.known_hosts))}]",
                 f"identity_files = [{q(str(self.client_key))}]", "connect_timeout = 5", ""]
-        maintenance = dict(MAINTENANCE, update_command=UPDATE_COMMAND.format(root=self.root),
-                           **(maintenance or {}))
+        maintenance = {**MAINTENANCE, "update_command": UPDATE_COMMAND.format(root=self.root),
+                       **(maintenance or {})}
         out += ["[maintenance]"] + [f"{k} = {q(v)}" for k, v in maintenance.items()] + [""]
         for h in self.hosts:
             out += [f"[hosts.{h.name}]", f"address = {q(h.address)}"]
