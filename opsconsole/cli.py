@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from dataclasses import asdict
@@ -20,9 +21,10 @@ from rich.tree import Tree
 
 from . import __version__, present
 from .config import ConfigError, load
-from .model import ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Snapshot
+from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops.actions import ReadOnlyError
-from .ops.engine import ABORTED, DONE, StepFailed
+from .ops.engine import ABORTED, DONE, INTERRUPTED, StepFailed
+from .ops.records import OpRecord, console_alive
 from .ops import catalog
 from .ops.plans import PlanError
 from .providers.base import ProviderError
@@ -60,10 +62,30 @@ def _run(coro):
         return asyncio.run(coro)
     except ProviderError as e:
         fail(EXIT_UNREACHABLE, str(e))
-    except ReadOnlyError as e:
+    except (ReadOnlyError, StepFailed) as e:
         fail(EXIT_REFUSED, str(e))
     except PlanError as e:
         fail(EXIT_USAGE, str(e))
+
+
+async def _readable(session: Session) -> Snapshot:
+    """A snapshot to decide on: a Swarm that cannot be read is exit 6, not "no such node"."""
+    snap = await session.cluster.snapshot()
+    unread = snap.unreadable(SWARM, LOCK)
+    if unread:
+        raise ProviderError("cannot read the cluster: " + "; ".join(map(str, unread)))
+    return snap
+
+
+async def _confirm(question: str, word: str) -> None:
+    """Ask to type `word`; anything else, or no input at all (stdin closed), is exit 3."""
+    try:
+        answer = await asyncio.to_thread(click.prompt, question, default="",
+                                         show_default=False)
+    except (click.Abort, EOFError):
+        fail(EXIT_REFUSED, "no confirmation (no input); nothing changed")
+    if answer.strip() != word:
+        fail(EXIT_REFUSED, "not confirmed; nothing changed")
 
 
 @click.group(invoke_without_command=True)
@@ -157,23 +179,25 @@ def print_plan(plan) -> None:
 
 
 def _execute(session: Session, build, yes: bool, confirm_word: str = "",
-             resume: dict | None = None) -> None:
-    """Plan from a fresh snapshot, show it, confirm, run with the log streaming, exit code."""
+             resume: OpRecord | None = None) -> None:
+    """Plan from a fresh snapshot, show it, confirm, run with the log streaming, exit code.
+
+    SIGINT, SIGTERM and SIGHUP stop the run where it is: the journal records it
+    interrupted (resumable, the lock kept) and the exit code is 5.
+    """
     if session.read_only:
         fail(EXIT_REFUSED, "read-only mode: refused to change anything")
+    session.engine.guard_wait = session.inventory.timing.paused_limit
 
     async def go():
         try:
-            p = build(await session.cluster.snapshot())
+            p = build(await _readable(session))
             print_plan(p)
             if p.refused:
                 fail(EXIT_REFUSED, "refused by the checks above")
-            word = confirm_word or p.target
             if not yes:
-                answer = await asyncio.to_thread(click.prompt, f"Type {word} to confirm",
-                                                 default="", show_default=False)
-                if answer.strip() != word:
-                    fail(EXIT_REFUSED, "not confirmed; nothing changed")
+                await _confirm(f"Type {confirm_word or p.target} to confirm",
+                               confirm_word or p.target)
             seen = 0
 
             def show(op) -> None:
@@ -182,18 +206,26 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                     click.echo(line)
                 seen = len(op.log)
             session.engine.on_change = show
-            return await session.engine.run(p, resume=resume)
+            op = session.engine.start(p, resume=resume)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, session.engine.interrupt, op,
+                                        f"interrupted by {signal.Signals(sig).name}")
+            try:
+                await op.task
+            except asyncio.CancelledError:
+                pass
+            return op
         finally:
             await session.providers.close()
-    try:
-        op = _run(go())
-    except StepFailed as e:
-        fail(EXIT_REFUSED, str(e))
+    op = _run(go())
     if op.report_path:
         click.echo(f"report: {op.report_path}")
     if op.state != DONE:
-        fail(EXIT_ABORTED if op.state == ABORTED else EXIT_FAILED,
-             f"{op.title} {op.state}: {op.error}")
+        code = EXIT_ABORTED if op.state in (ABORTED, INTERRUPTED) else EXIT_FAILED
+        then = f"; unfinished, the cluster lock stays: {session.engine.hint(op)}" \
+            if op.unfinished else ""
+        fail(code, f"{op.title} {op.state}: {op.error}{then}")
 
 
 OPERATION = click.Choice(catalog.OPERATIONS)
@@ -214,7 +246,7 @@ def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
 
     async def go():
         try:
-            return _build(session, operation, target, force)(await session.cluster.snapshot())
+            return _build(session, operation, target, force)(await _readable(session))
         finally:
             await session.providers.close()
     p = _run(go())
@@ -235,11 +267,11 @@ def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool)
     _execute(session, _build(session, operation, target, force), yes)
 
 
-def _unfinished(session: Session, op_id: str) -> dict:
+def _unfinished(session: Session, op_id: str) -> OpRecord:
     unfinished = session.journal.unfinished()
-    found = [r for r in unfinished if r["op"] == op_id]
+    found = [r for r in unfinished if r.op == op_id]
     if not found:
-        known = ", ".join(r["op"] for r in unfinished) or "none"
+        known = ", ".join(r.op for r in unfinished) or "none"
         fail(EXIT_USAGE, f"no unfinished operation {op_id!r} in the journal (unfinished: {known})")
     return found[0]
 
@@ -249,8 +281,13 @@ def _unfinished(session: Session, op_id: str) -> dict:
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.pass_context
 def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
-    """Carry on an unfinished operation from where its console stopped."""
-    _finish(ctx, op_id, yes, catalog.rebuild, resume=True)
+    """Carry on an unfinished operation from where its console stopped.
+
+    Finished steps are checked against the cluster first: one whose effect no
+    longer holds runs again. Commands come from the inventory now."""
+    session = _session(ctx)
+    _finish(ctx, op_id, yes, lambda r, snap: catalog.rebuild(r, snap, session.window_options),
+            resume=True, session=session)
 
 
 @main.command()
@@ -262,9 +299,10 @@ def rollback(ctx: click.Context, op_id: str, yes: bool) -> None:
     _finish(ctx, op_id, yes, catalog.rollback, resume=False)
 
 
-def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool) -> None:
+def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool,
+            session: Session | None = None) -> None:
     """Resume or roll back the unfinished operation `op_id`: `make_plan(record, snapshot)`."""
-    session = _session(ctx)
+    session = session or _session(ctx)
     record = _unfinished(session, op_id)
     _execute(session, lambda snap: make_plan(record, snap), yes, confirm_word=op_id,
              resume=record if resume else None)
@@ -281,20 +319,51 @@ def unlock(ctx: click.Context, yes: bool) -> None:
 
     async def go():
         try:
-            snap = await session.cluster.snapshot()
+            snap = await _readable(session)
             if snap.lock is None:
                 click.echo("the cluster is not locked")
                 return
             lock = snap.lock
             click.echo(f"locked by {lock.holder} for {lock.title!r} (operation {lock.op}), "
                        f"{present.duration(lock.age(time.time()))} ago")
+            live = console_alive(lock.host, lock.pid, lock.beat, op=lock.op)
+            if live:
+                click.echo(f"its console is not dead: {live}")
             if not yes:
-                answer = await asyncio.to_thread(click.prompt, "Type unlock to break it",
-                                                 default="", show_default=False)
-                if answer.strip() != "unlock":
-                    fail(EXIT_REFUSED, "not confirmed; the lock stays")
+                await _confirm("Type unlock to break it", "unlock")
             await session.engine.actions.break_lock(lock.holder)
             click.echo("lock broken")
+        finally:
+            await session.providers.close()
+    _run(go())
+
+
+@main.command()
+@click.argument("op_id")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def abandon(ctx: click.Context, op_id: str, yes: bool) -> None:
+    """Close an unfinished operation without resuming or rolling it back. Audited.
+
+    What it took out of service stays so; its cluster lock is released."""
+    session = _session(ctx)
+    if session.read_only:
+        fail(EXIT_REFUSED, "read-only mode: refused to abandon an operation")
+    record = _unfinished(session, op_id)
+    live = record.liveness()
+    if live:
+        fail(EXIT_REFUSED, f"{op_id} is not dead: {live}")
+
+    async def go():
+        try:
+            snap = await _readable(session)
+            click.echo(f"{record.kind} {record.target} by {record.who}: {record.state}, "
+                       f"{len(record.done_steps)} of {len(record.steps)} steps done; what it "
+                       "took out of service stays out")
+            if not yes:
+                await _confirm(f"Type {op_id} to abandon it", op_id)
+            await session.engine.abandon(record, snap.lock)
+            click.echo(f"{op_id} abandoned")
         finally:
             await session.providers.close()
     _run(go())
@@ -305,14 +374,18 @@ def unlock(ctx: click.Context, yes: bool) -> None:
 def journal(ctx: click.Context) -> None:
     """List recorded operations, unfinished ones first."""
     session = _session(ctx)
-    con = Console(highlight=False)
+    con = Console(highlight=False, soft_wrap=True)
     for rec in session.journal.unfinished():
-        con.print(Text(f"UNFINISHED {rec['op']}  {rec['kind']} {rec['target']}  by {rec['who']}  "
-                       f"steps done {len(rec['done_steps'])}/{len(rec['steps'])}  "
-                       f"(opsconsole resume {rec['op']} | opsconsole rollback {rec['op']})",
-                       style="bold yellow"))
+        live = rec.liveness()
+        how = live or ("written by a newer opsconsole: use that version" if rec.newer else
+                       f"opsconsole resume {rec.op} | opsconsole rollback {rec.op} | "
+                       f"opsconsole abandon {rec.op}")
+        con.print(Text(f"UNFINISHED {rec.op}  {rec.kind} {rec.target}  by {rec.who}  "
+                       f"{rec.state}  steps done {len(rec.done_steps)}/{len(rec.steps)}  "
+                       f"({how})", style="bold yellow"))
     for rec in session.journal.read():
-        if rec.get("event") in ("begin", "end"):
-            con.print(Text(f"{rec['op']}  {rec['event']}  " + (
-                f"{rec['kind']} {rec['target']} by {rec['who']}" if rec["event"] == "begin"
-                else f"{rec['state']} {rec.get('error', '')}")))
+        if not isinstance(rec, dict) or rec.get("event") not in ("begin", "end"):
+            continue
+        con.print(Text(f"{rec.get('op', '?')}  {rec['event']}  " + (
+            f"{rec.get('kind', '?')} {rec.get('target', '?')} by {rec.get('who', '?')}"
+            if rec["event"] == "begin" else f"{rec.get('state', '?')} {rec.get('error', '')}")))

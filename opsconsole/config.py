@@ -6,15 +6,16 @@ environment variables that hold them.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from .ops.maintenance import WindowOptions
+from .ops.maintenance import HOST_STEPS, WindowOptions
 from .ops.plans import Timing
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
@@ -22,6 +23,20 @@ READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
 BINDING_IDS = ("cordon", "drain", "activate", "maintenance", "rolling_update", "pause", "abort",
                "filter", "audit", "help", "theme", "quit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")     # a Swarm node's
+PROXY_SERVER = re.compile(r"^[A-Za-z0-9_.:-]+/[A-Za-z0-9_.:-]+$")  # HAProxy backend/server
+# Never in a key or a string of the file: C0 controls but tab and newline, DEL, C1, and the
+# bidi marks and overrides that make text show other than it reads.
+UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Keys whose value is one of a few words (the same key name in every table that has it).
+# The WinRM transports are providers/powershell/remote.TRANSPORTS (a test keeps them equal).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "host_step": HOST_STEPS, "scheme": ("https", "http"),
+    "transport": ("ntlm", "kerberos", "credssp", "certificate", "basic")}
+# Keys naming a certificate or key file: it must exist and be readable when the file is
+# loaded; a relative path is taken from the inventory file's folder.
+FILE_KEYS = ("tls_ca", "tls_cert", "tls_key", "ca_bundle", "cert_pem", "cert_key_pem",
+             "identity_files")
 
 
 class ConfigError(Exception):
@@ -36,6 +51,22 @@ class SwarmConfig:
     tls_cert: str = ""
     tls_key: str = ""
     timeout: float = 10.0
+    # tcp:// without TLS is refused unless allowed: True for every endpoint (and DOCKER_HOST
+    # or the context), or the tcp:// endpoints allowed
+    allow_plaintext: bool | tuple[str, ...] = False
+
+    @property
+    def tls(self) -> dict[str, str]:
+        return {k: v for k, v in (("ca", self.tls_ca), ("cert", self.tls_cert),
+                                  ("key", self.tls_key)) if v}
+
+    def plaintext(self, endpoint: str) -> bool:
+        """Would the Docker API to `endpoint` go unencrypted (tcp:// without TLS settings)?"""
+        return endpoint.startswith("tcp://") and not self.tls
+
+    def allows_plaintext(self, endpoint: str) -> bool:
+        return self.allow_plaintext is True or (
+            not isinstance(self.allow_plaintext, bool) and endpoint in self.allow_plaintext)
 
 
 @dataclass(frozen=True)
@@ -119,7 +150,10 @@ class _Reader:
             return default
         value = self.table[key]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:
+                raise self.fail(key, f"{value} is too large") from None
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
             raise self.fail(key, f"expected {_words(want)}, got {_words(type(value).__name__)} "
@@ -133,22 +167,62 @@ class _Reader:
         return tuple(value)
 
     def typed(self, schema: dict[str, type]) -> dict[str, Any]:
-        """Every key of this table, checked against a schema of key -> type."""
+        """Every key of this table, checked against a schema of key -> type: numbers finite
+        and not negative (timeouts above 0), words among CHOICES, files readable."""
         out = {}
         for key in self.table:
-            if key not in schema:
+            kind = schema.get(key)
+            if kind is None:
                 raise self.fail(key, f"unknown key (known here: {', '.join(sorted(schema))})")
-            out[key] = self.strings(key) if schema[key] is list else self.get(key, schema[key])
+            if key in FILE_KEYS:
+                out[key] = self.file(key, many=kind is list)
+            elif kind is list:
+                out[key] = self.strings(key)
+            elif kind in (int, float):
+                out[key] = self.number(key, kind, None, above=key.endswith("timeout"),
+                                       most=65535 if key == "port" else None)
+            else:
+                out[key] = self.get(key, kind)
+            if key in CHOICES and out[key] not in CHOICES[key]:
+                raise self.fail(key, f"{out[key]!r} is not one of {' | '.join(CHOICES[key])}")
         return out
+
+    def number(self, key: str, kind: type, default: Any, above: bool = False,
+               most: float | None = None) -> Any:
+        """A finite number, 0 or more (with `above`, more than 0; at most `most`)."""
+        value = self.get(key, kind, default)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(key, f"must be a finite number, got {value}")
+        if above and value <= 0:
+            raise self.fail(key, f"must be greater than 0, got {value}")
+        if value < 0:
+            raise self.fail(key, f"must be 0 or more, got {value}")
+        if most is not None and value > most:
+            raise self.fail(key, f"must be at most {most}, got {value}")
+        return value
+
+    def file(self, key: str, many: bool = False) -> Any:
+        """A path (with `many`, paths) to files that exist and can be read, made absolute:
+        `~` expanded, a relative path taken from the inventory's folder."""
+        paths = self.strings(key) if many else (self.get(key, str, ""),)
+        out = []
+        for value in paths:
+            if not value:
+                continue
+            path = self.path.parent / Path(value).expanduser()
+            if path.exists() and not path.is_file():
+                raise self.fail(key, f"{str(path)!r} is not a file")
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as e:
+                raise self.fail(key, f"cannot read {str(path)!r}: "
+                                     f"{e.strerror or type(e).__name__}") from None
+            out.append(str(path.absolute()))
+        return tuple(out) if many else (out[0] if out else "")
 
     def sub(self, key: str) -> "_Reader":
         return _Reader(self.path, self.text, self.get(key, dict, {}), self.where + (key,))
-
-    def positive(self, key: str, default: float) -> float:
-        value = self.get(key, float, default)
-        if value <= 0:
-            raise self.fail(key, f"must be greater than 0, got {value}")
-        return value
 
     def done(self) -> None:
         unknown = sorted(set(self.table) - self.used)
@@ -201,99 +275,179 @@ def load(path: str | os.PathLike[str]) -> Inventory:
 
 def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
     top = _Reader(path, text, data, ())
-    console = top.sub("console")
-    read_only = console.get("read_only", bool, False)
-    theme = console.get("theme", str, "")
-    state_dir = console.get("state_dir", str, "")
-    keys = console.get("keys", dict, {})
-    for binding, key in keys.items():
-        if binding not in BINDING_IDS:
-            raise console.fail("keys", f"{binding!r} is not a binding id "
-                                       f"(known: {', '.join(BINDING_IDS)})")
-        if not isinstance(key, str) or not key.strip():
-            raise console.fail("keys", f"{binding}: expected a key name such as \"D\"")
-    console.done()
-
-    ops = top.sub("operations")
-    timing = Timing(sessions_timeout=ops.positive("sessions_timeout", Timing.sessions_timeout),
-                    sessions_threshold=int(ops.get("sessions_threshold", int,
-                                                   Timing.sessions_threshold)),
-                    drain_timeout=ops.positive("drain_timeout", Timing.drain_timeout))
-    if timing.sessions_threshold < 0:
-        raise ops.fail("sessions_threshold", "must be 0 or more")
-    ops.done()
-
-    swarm = None
-    if "swarm" in data:
-        s = top.sub("swarm")
-        swarm = SwarmConfig(endpoints=s.strings("endpoints"), context=s.get("context", str, ""),
-                            tls_ca=s.get("tls_ca", str, ""), tls_cert=s.get("tls_cert", str, ""),
-                            tls_key=s.get("tls_key", str, ""),
-                            timeout=s.positive("timeout", SwarmConfig.timeout))
-        for e in swarm.endpoints:
-            if not re.match(r"^(unix|tcp|ssh)://.+", e):
-                raise s.fail("endpoints", f"{e!r} is not unix://, tcp:// or ssh://")
-        if bool(swarm.tls_cert) != bool(swarm.tls_key):
-            raise s.fail("tls_cert", "tls_cert and tls_key go together")
-        s.done()
-
-    proxy = None
-    if "proxy" in data:
-        p = top.sub("proxy")
-        sock = p.get("socket", str, "")
-        if not re.match(r"^(unix://.+|tcp://[^:]+:\d+)$", sock):
-            raise p.fail("socket", "expected unix:///path or tcp://host:port")
-        servers = p.get("servers", dict, {})
-        for k, v in servers.items():
-            if "/" not in k or not isinstance(v, str):
-                raise p.fail("servers", f"{k!r}: expected \"backend/server\" = \"vm-name\"")
-        proxy = ProxyConfig(sock, dict(servers), p.positive("timeout", ProxyConfig.timeout))
-        p.done()
-
-    winrm = "winrm" in data
+    _check_text(top)
+    read_only, theme, state_dir, keys = _console(top.sub("console"))
+    timing = _operations(top.sub("operations"))
+    swarm = _swarm(top.sub("swarm")) if "swarm" in data else None
+    proxy = _proxy(top.sub("proxy")) if "proxy" in data else None
     winrm_defaults = top.sub("winrm").typed(WINRM_KEYS)
     ssh = top.sub("ssh").typed(SSH_KEYS) if "ssh" in data else None
-    maintenance = top.sub("maintenance").typed(MAINTENANCE_KEYS)
+    maintenance = _maintenance(top.sub("maintenance"))
+    hosts = _hosts(top.sub("hosts"), winrm_defaults)
+    vms = _vms(top.sub("vms"), hosts, ssh or {})
+    top.done()
+    if swarm is None:
+        raise top.fail(None, "no [swarm] table: the console needs at least one manager")
+    return Inventory(path=path, read_only=read_only, theme=theme, keys=keys,
+                     winrm="winrm" in data or any(h.winrm for h in hosts.values()),
+                     ssh=ssh, maintenance=maintenance,
+                     state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
+                     timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
 
+
+def _console(c: _Reader) -> tuple[bool, str, str, dict[str, str]]:
+    read_only = c.get("read_only", bool, False)
+    theme = c.get("theme", str, "")
+    state_dir = c.get("state_dir", str, "")
+    keys = c.get("keys", dict, {})
+    for binding, key in keys.items():
+        if binding not in BINDING_IDS:
+            raise c.fail("keys", f"{binding!r} is not a binding id "
+                                 f"(known: {', '.join(BINDING_IDS)})")
+        if not isinstance(key, str) or not key.strip():
+            raise c.fail("keys", f"{binding}: expected a key name such as \"D\"")
+    c.done()
+    return read_only, theme, state_dir, dict(keys)
+
+
+def _operations(ops: _Reader) -> Timing:
+    timing = Timing(sessions_timeout=ops.number("sessions_timeout", float,
+                                                Timing.sessions_timeout, above=True),
+                    sessions_threshold=ops.number("sessions_threshold", int,
+                                                  Timing.sessions_threshold),
+                    drain_timeout=ops.number("drain_timeout", float, Timing.drain_timeout,
+                                             above=True))
+    ops.done()
+    return timing
+
+
+def _swarm(s: _Reader) -> SwarmConfig:
+    endpoints = s.strings("endpoints")
+    for e in endpoints:
+        if not re.match(r"^(unix|tcp|ssh)://.+", e):
+            raise s.fail("endpoints", f"{e!r} is not unix://, tcp:// or ssh://")
+    allow: bool | tuple[str, ...] = (s.strings("allow_plaintext")
+                                     if isinstance(s.table.get("allow_plaintext"), list)
+                                     else s.get("allow_plaintext", bool, False))
+    for e in () if isinstance(allow, bool) else allow:
+        if e not in endpoints or not e.startswith("tcp://"):
+            raise s.fail("allow_plaintext", f"{e!r} is not a tcp:// endpoint of endpoints")
+    swarm = SwarmConfig(endpoints=endpoints, context=s.get("context", str, ""),
+                        tls_ca=s.file("tls_ca"), tls_cert=s.file("tls_cert"),
+                        tls_key=s.file("tls_key"), allow_plaintext=allow,
+                        timeout=s.number("timeout", float, SwarmConfig.timeout, above=True))
+    if bool(swarm.tls_cert) != bool(swarm.tls_key):
+        raise s.fail("tls_cert", "tls_cert and tls_key go together")
+    for e in endpoints:
+        if swarm.plaintext(e) and not swarm.allows_plaintext(e):
+            raise s.fail("endpoints", f"{e!r} would carry the Docker API in plain text: set "
+                                      "tls_ca (and tls_cert, tls_key), or allow_plaintext = true")
+    s.done()
+    return swarm
+
+
+def _proxy(p: _Reader) -> ProxyConfig:
+    sock = p.get("socket", str, "")
+    if not re.match(r"^(unix://.+|tcp://[^:]+:\d+)$", sock):
+        raise p.fail("socket", "expected unix:///path or tcp://host:port")
+    servers = p.get("servers", dict, {})
+    for k, v in servers.items():
+        if not PROXY_SERVER.match(k) or not isinstance(v, str):
+            raise p.fail("servers", f"{k!r}: expected \"backend/server\" = \"vm-name\"")
+        if not NAME.match(v):
+            raise p.fail("servers", f"{k!r}: {v!r} is not a valid VM name")
+    proxy = ProxyConfig(sock, dict(servers),
+                        p.number("timeout", float, ProxyConfig.timeout, above=True))
+    p.done()
+    return proxy
+
+
+def _maintenance(m: _Reader) -> dict[str, Any]:
+    options = m.typed(MAINTENANCE_KEYS)
+    if options.get("host_step") == "script" and not options.get("script"):
+        raise m.fail("script", "host_step = \"script\" needs the script's path on the host")
+    return options
+
+
+def _hosts(table: _Reader, winrm_defaults: dict[str, Any]) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
-    htable = top.sub("hosts")
-    for name in htable.table:
-        h = htable.sub(name)
-        _check_name(h, name)
-        own = h.sub("winrm").typed(WINRM_KEYS)
-        winrm = winrm or bool(own)
-        hosts[name] = HostConfig(name, h.get("address", str, ""), {**winrm_defaults, **own})
+    for name in table.table:
+        h = table.sub(name)
+        _check_name(h, name, hosts, "host")
+        hosts[name] = HostConfig(name, h.get("address", str, ""),
+                                 {**winrm_defaults, **h.sub("winrm").typed(WINRM_KEYS)})
         h.done()
-    htable.used.update(htable.table)
+    table.used.update(table.table)
+    return hosts
 
+
+def _vms(table: _Reader, hosts: dict[str, HostConfig],
+         site_ssh: dict[str, Any]) -> dict[str, VMConfig]:
     vms: dict[str, VMConfig] = {}
-    vtable = top.sub("vms")
-    for name in vtable.table:
-        v = vtable.sub(name)
-        _check_name(v, name)
+    nodes: dict[str, str] = {}          # Swarm hostname, lower case -> the VM mapped to it
+    for name in table.table:
+        v = table.sub(name)
+        _check_name(v, name, vms, "VM")
         host = v.get("host", str, "")
         if host not in hosts:
             raise v.fail("host", f"{host!r} is not a host of [hosts] "
                                  f"(known: {', '.join(hosts) or 'none'})")
+        node = v.get("node", str, "")
+        if node and not HOSTNAME.match(node):
+            raise v.fail("node", f"{node!r} is not a valid hostname")
+        other = nodes.setdefault((node or name).lower(), name)
+        if other != name:
+            raise v.fail("node" if node else None,
+                         f"VMs {other} and {name} are both mapped to Swarm node {node or name}")
         own = v.sub("ssh")
         settings = own.typed(SSH_KEYS)
         site_only = [k for k in settings if k in SSH_SITE_ONLY]
         if site_only:
             raise own.fail(site_only[0], "belongs in the [ssh] table, for every VM")
-        vms[name] = VMConfig(name, host, v.get("address", str, ""), v.get("node", str, ""),
-                             {**(ssh or {}), **settings})
+        vms[name] = VMConfig(name, host, v.get("address", str, ""), node,
+                             {**site_ssh, **settings})
         v.done()
-    vtable.used.update(vtable.table)
-    top.done()
-    if swarm is None:
-        raise top.fail(None, "no [swarm] table: the console needs at least one manager")
-    return Inventory(path=path, read_only=read_only, theme=theme, keys=dict(keys),
-                     winrm=winrm, ssh=ssh, maintenance=maintenance,
-                     state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
-                     timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
+    table.used.update(table.table)
+    return vms
 
 
-def _check_name(reader: _Reader, name: str) -> None:
+def _check_name(reader: _Reader, name: str, seen: dict[str, Any], kind: str) -> None:
     if not NAME.match(name):
         raise reader.fail(None, f"{name!r} is not a valid name "
                                 "(letters, digits, '.', '_', '-'; at most 63)")
+    same = next((other for other in seen if other.lower() == name.lower()), None)
+    if same is not None:
+        raise reader.fail(None, f"{kind} {name!r} differs from {kind} {same!r} only by case")
+
+
+def _check_text(r: _Reader) -> None:
+    """No key or string anywhere in the file holds a control or bidi character (text that
+    would show other than it reads, or drive the terminal); tab and newline are fine."""
+    for key, value in r.table.items():
+        if (bad := UNSAFE.search(key)):     # on the first line that writes that character
+            c = ord(bad.group())
+            forms = (chr(c), f"\\u{c:04x}", f"\\u{c:04X}", f"\\U{c:08x}", f"\\U{c:08X}")
+            line = next((i for i, ln in enumerate(r.text.splitlines(), 1)
+                         if any(f in ln for f in forms)), 1)
+            dotted = ".".join(r.where) or "file"
+            raise ConfigError(f"{r.path}:{line}: {dotted}: key {key!r}: control character "
+                              f"U+{c:04X}")
+        if isinstance(value, dict):
+            _check_text(_Reader(r.path, r.text, value, r.where + (key,)))
+            continue
+        for s in _texts(value):
+            if (bad := UNSAFE.search(s)):
+                shown = repr(s) if len(s) <= 60 else repr(s[:57]) + "…"
+                raise r.fail(key, f"control character U+{ord(bad.group()):04X} in {shown}")
+
+
+def _texts(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _texts(v)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield k
+            yield from _texts(v)

@@ -201,6 +201,9 @@ class Lock:
     op: str                         # operation id
     title: str                      # "drain vm-03"
     since: float                    # epoch seconds
+    host: str = ""                  # the machine and process of the console running it,
+    pid: int = 0
+    beat: float = 0.0               # and its last heartbeat (epoch seconds)
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.since)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import getpass
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .cluster import Cluster
-from .config import Inventory, read_only_from_env
+from .config import ConfigError, Inventory, SwarmConfig, read_only_from_env
 from .model import VM, Host
 from .ops.actions import Actions
 from .ops.engine import Engine
@@ -29,6 +30,7 @@ class Session:
     engine: Engine
     read_only: bool
     source: str                     # "simulated cluster" or the inventory path
+    warnings: list[str] = field(default_factory=list)   # for the header: "plain-text ..."
 
     @property
     def journal(self) -> Journal:
@@ -39,17 +41,17 @@ class Session:
         return WindowOptions(**self.inventory.maintenance)
 
 
-def connect(inventory: Inventory) -> Providers:
-    """Providers for a real site, from its inventory."""
+def connect(inventory: Inventory, warnings: list[str] | None = None) -> Providers:
+    """Providers for a real site, from its inventory; what the header should say about
+    them (a plain-text Docker API) is added to `warnings`."""
     from .providers.swarm import DockerSwarm   # docker SDK loads only when needed
     assert inventory.swarm is not None
     hosts = [Host(h.name, h.address, state="unknown", message=UNMANAGED)
              for h in inventory.hosts.values()]
     vms = [VM(v.name, v.host, state="unknown", address=v.address, node_hostname=v.node or v.name)
            for v in inventory.vms.values()]
-    c = inventory.swarm
-    swarm = DockerSwarm(c.endpoints, c.context, timeout=c.timeout, tls={
-        k: v for k, v in (("ca", c.tls_ca), ("cert", c.tls_cert), ("key", c.tls_key)) if v})
+    endpoints, tls = swarm_endpoints(inventory.swarm, inventory.path, warnings)
+    swarm = DockerSwarm(endpoints, timeout=inventory.swarm.timeout, tls=tls)
     proxy = None
     if inventory.proxy:
         from .providers.haproxy import HAProxy
@@ -62,6 +64,41 @@ def connect(inventory: Inventory) -> Providers:
         for p in closers:
             await p.close()
     return Providers(swarm, hypervisor, proxy, shell, close=close)
+
+
+def swarm_endpoints(c: SwarmConfig, where: Path | None = None,
+                    warnings: list[str] | None = None) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The managers to try and their TLS files: the inventory's endpoints, else its docker
+    context's, else DOCKER_HOST, with DOCKER_TLS_VERIFY (any value) and DOCKER_CERT_PATH
+    (default ~/.docker: ca.pem, cert.pem, key.pem) read as the docker CLI reads them.
+
+    tcp:// without TLS is refused (ConfigError) unless [swarm] allows it, and then said in
+    `warnings`.
+    """
+    from .providers.swarm import context_endpoint
+    endpoints, tls, source = c.endpoints, c.tls, "[swarm] endpoints"
+    if not endpoints and c.context:
+        host, tls = context_endpoint(c.context)
+        endpoints, source = (host,), f"docker context {c.context!r}"
+    elif not endpoints and os.environ.get("DOCKER_HOST"):
+        endpoints, source = (os.environ["DOCKER_HOST"],), "DOCKER_HOST"
+        if os.environ.get("DOCKER_TLS_VERIFY") and endpoints[0].startswith("tcp://"):
+            certs = Path(os.environ.get("DOCKER_CERT_PATH") or Path.home() / ".docker")
+            tls = {k: str(certs / f"{k}.pem") for k in ("ca", "cert", "key")
+                   if (certs / f"{k}.pem").is_file()}
+            # TLS verified against the system's CAs when DOCKER_CERT_PATH has no ca.pem
+            endpoints = tuple(e.replace("tcp://", "https://", 1) for e in endpoints)
+    for e in endpoints:
+        if not (e.startswith("tcp://") and not tls):
+            continue
+        if not c.allows_plaintext(e):
+            raise ConfigError(f"{where or 'inventory'}: {source} {e}: refused: the Docker API "
+                              "would go in plain text; use TLS (tls_ca, tls_cert, tls_key, or "
+                              "DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH) or set "
+                              "allow_plaintext = true in [swarm]")
+        if warnings is not None:
+            warnings.append(f"plain-text Docker API to {e}")
+    return endpoints, tls
 
 
 def hyperv(inventory: Inventory, vms: list[VM]):
@@ -117,20 +154,32 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
     if inventory is None:   # the simulated site updates docker on each VM and reboots it
         inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
                                            "reboot": True})
-    # No inventory file and no [swarm]: the simulated cluster (or the providers
-    # given, e.g. a test's own SimCluster), with records under state_dir/sim.
+    # No inventory file and no [swarm]: the simulated cluster (or the providers given,
+    # e.g. a test's own SimCluster), with records apart from a real site's, under
+    # state_dir/sim; another seed or scale is another world (a --scale 1000 journal names
+    # other nodes): state_dir/sim-seedS-scaleN. The state dir is checked before anything.
+    state, warnings = inventory.state_dir, []
     if inventory.path is None and inventory.swarm is None:
+        state = state / "sim"
         if providers is None:
             from .providers.sim import SimCluster
             providers = SimCluster(seed=seed, speed=speed, scale=scale).providers()
+            if (seed, scale) != (1, 0):
+                state = state.with_name(f"sim-seed{seed}-scale{scale}")
         source = "simulated cluster"
     else:
         source = str(inventory.path)
-    providers = providers or connect(inventory)
+    journal, audit = Journal(state / "journal.jsonl"), Audit(state / "audit.jsonl")
+    try:
+        for records in (journal, audit):
+            records.check()
+    except OSError as e:
+        raise ConfigError(f"cannot use the state dir {state}: {e.strerror or e}"
+                          + (f" ({e.filename})" if e.filename and e.filename != str(state)
+                             else "")) from None
+    providers = providers or connect(inventory, warnings)
     read_only = read_only or inventory.read_only or read_only_from_env()
     cluster = Cluster(providers, dict(inventory.proxy.servers) if inventory.proxy else {})
-    # the simulated cluster keeps its own records, apart from a real site's
-    state = inventory.state_dir / "sim" if source == "simulated cluster" else inventory.state_dir
-    actions = Actions(providers, Audit(state / "audit.jsonl"), read_only)
-    engine = Engine(cluster, actions, Journal(state / "journal.jsonl"))
-    return Session(inventory, providers, cluster, engine, read_only, source)
+    actions = Actions(providers, audit, read_only)
+    engine = Engine(cluster, actions, journal)
+    return Session(inventory, providers, cluster, engine, read_only, source, warnings)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Awaitable, Callable, TypeVar
 
+from ..model import Lock
 from ..providers.base import ProviderError, Providers
 from .records import Audit
 
@@ -24,7 +25,9 @@ class ReadOnlyError(Exception):
         super().__init__(f"read-only mode: refused to {what}")
 
 
-def mutating(verb: str) -> Callable[[F], F]:
+def mutating(verb: str, audited: bool = True) -> Callable[[F], F]:
+    """`audited=False` only for a write repeated every few seconds whose start and end are
+    audited anyway (the lock's heartbeat): it still refuses in read-only mode."""
     def wrap(fn: F) -> F:
         MUTATING.append(fn.__name__)
 
@@ -33,6 +36,9 @@ def mutating(verb: str) -> Callable[[F], F]:
             if self.read_only:
                 self.audit.record(verb, target, "refused: read-only")
                 raise ReadOnlyError(f"{verb} {target}")
+            if not audited:
+                await fn(self, target, *args, **kwargs)
+                return
             detail = [str(a) for a in args] + [f"{k}={v}" for k, v in kwargs.items()
                                                if k != "on_line"]
             self.audit.record(verb, target, "started", args=detail)
@@ -96,6 +102,24 @@ class Actions:
     @mutating("break the operation lock")
     async def break_lock(self, holder: str) -> None:
         await self.providers.swarm.break_lock()
+
+    @mutating("take the operation lock")
+    async def take_lock(self, op: str, lock: Lock) -> None:
+        await self.providers.swarm.take_lock(lock)
+
+    @mutating("release the operation lock")
+    async def release_lock(self, op: str) -> None:
+        await self.providers.swarm.release_lock(op)
+
+    @mutating("renew the operation lock", audited=False)
+    async def beat_lock(self, op: str, lock: Lock) -> None:
+        """The running operation's heartbeat in its own lock (take and release are audited)."""
+        await self.providers.swarm.take_lock(lock)
+
+    @mutating("abandon an unfinished operation")
+    async def abandon(self, op: str, holds_lock: bool) -> None:
+        if holds_lock:
+            await self.providers.swarm.release_lock(op)
 
     @mutating("reboot VM")
     async def reboot_vm(self, vm: str, command: str = REBOOT) -> None:

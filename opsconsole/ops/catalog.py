@@ -7,13 +7,15 @@ back into service).
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields, replace
 
 from ..model import MANAGER, VM, Snapshot
-from .engine import Plan
-from .maintenance import (WindowOptions, act, demote_stand_in, make_window, wait_healthy,
+from .engine import Plan, resume_check, resume_refusal
+from .guards import FAIL, OK, WARN, Check
+from .maintenance import (WindowOptions, demote_stand_in, make_window, start, wait_healthy,
                           wait_node_back, wait_vm)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
+from .records import OpRecord
 
 NODE_OPERATIONS = ("cordon", "drain", "activate")
 WINDOWS = ("maintenance", "rolling-update")
@@ -27,35 +29,71 @@ def build(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
         plan = make_plan(kind, snap, target, timing, force)
         plan.params = {"force": force} if force else {}
     elif kind in WINDOWS:
-        plan = make_window(kind, snap, target, timing, options, params)
+        plan = make_window(kind, snap, target, timing, options, params, force)
         plan.params["options"] = asdict(options)
+        if force:
+            plan.params["force"] = True
     else:
         raise PlanError(f"unknown operation {kind!r} (known: {', '.join(OPERATIONS)})")
     plan.params["timing"] = asdict(timing)    # a resumed plan waits as the first one did
+    # what abort and rollback put back: the states from before the operation, also
+    # after a console restart (when the cluster already shows the operation's own)
+    plan.params["was"] = (params or {}).get("was") or {
+        **{n.hostname: n.availability for n in snap.nodes},
+        **{f"{s.backend}/{s.name}": s.admin for s in snap.servers}}
     return plan
 
 
-def rebuild(record: dict, snap: Snapshot) -> Plan:
-    """The plan of an unfinished operation, made as its journal record says it was."""
-    params = dict(record.get("params") or {})
-    timing = Timing(**params.pop("timing", {}))
-    options = WindowOptions(**params.pop("options", {}))
-    return build(record["kind"], snap, record["target"], timing, options,
+# Options that are commands: a resume runs the inventory's, and says when they changed.
+COMMANDS = ("update_command", "reboot_command", "engine_restart_command", "script")
+
+
+def rebuild(record: OpRecord, snap: Snapshot, options_now: WindowOptions | None = None) -> Plan:
+    """The plan of an unfinished operation, made as its journal record says it was, with
+    the commands of the inventory now, and what a resume will find on the cluster."""
+    params = dict(record.params)
+    timing = _known(Timing, params.pop("timing", {}))
+    recorded = _known(WindowOptions, params.pop("options", {}))
+    options, changed = recorded, []
+    if options_now is not None:
+        changed = [(k, getattr(recorded, k), getattr(options_now, k)) for k in COMMANDS
+                   if getattr(recorded, k) != getattr(options_now, k)]
+        options = replace(recorded, **{k: getattr(options_now, k) for k in COMMANDS})
+    plan = build(record.kind, snap, record.target, timing, options,
                  force=bool(params.get("force")), params=params)
+    refusal = resume_refusal(plan, record)
+    if refusal:
+        plan.checks.append(Check("resume", FAIL, refusal))
+        return plan
+    check = resume_check(plan, record, snap)
+    plan.checks += [Check("resume", WARN, line) for line in check.redo]
+    plan.checks.append(Check("resume", OK, f"{len(check.skip)} finished step(s) still hold"
+                             + (f", {check.rerun} wait(s) run again" if check.rerun else "")))
+    plan.checks += [Check("commands", WARN, f"{k} changed since the operation began: was "
+                          f"{old!r}, now {new!r} (the inventory's is used)")
+                    for k, old, new in changed]
+    return plan
 
 
-def rollback(record: dict, snap: Snapshot) -> Plan:
+def _known(cls, values: dict):
+    """A dataclass from recorded values, leaving out fields this version does not know."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     """Everything an unfinished operation touched, back in service (waiting and
     restarting a stalled engine as the operation's recorded options say)."""
-    params = record.get("params") or {}
-    options = WindowOptions(**params.get("options", {}))
-    names = params.get("vms") or [record["target"]]
+    params = record.params
+    options = _known(WindowOptions, params.get("options", {}))
+    timing = _known(Timing, params.get("timing", {}))
+    names = params.get("vms") or [record.target]
     steps = []
     for name in names:
         vm = snap.get(f"vm:{name}")
         node = snap.node_of_vm(vm) if isinstance(vm, VM) else snap.node_named(name)
         if isinstance(vm, VM) and vm.state != "running":
-            steps.append(act(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
+            steps.append(start(vm.name))
             steps.append(wait_vm(vm.name, "running", options.boot_timeout))
             if node is not None:
                 steps.append(wait_node_back(node, vm.name, options))
@@ -66,7 +104,11 @@ def rollback(record: dict, snap: Snapshot) -> Plan:
         if stand_in.role == MANAGER:
             steps.append(demote_stand_in(stand_in))
     if not steps:
-        raise PlanError(f"nothing of {record['kind']} {record['target']} to roll back")
-    steps.append(wait_healthy([n for n in names if snap.get(f"vm:{n}")], 600.0))
-    return Plan("rollback", f"{record['kind']} {record['target']}", steps,
-                params={"takes_over": record["op"]}, report=True)
+        raise PlanError(f"nothing of {record.kind} {record.target} to roll back")
+    steps.append(wait_healthy([n for n in names if snap.get(f"vm:{n}")], timing))
+    plan = Plan("rollback", f"{record.kind} {record.target}", steps,
+                params={"takes_over": record.op}, report=True)
+    live = record.liveness()
+    if live:
+        plan.checks.append(Check("live", FAIL, f"{record.op} is not dead: {live}"))
+    return plan

@@ -1,10 +1,14 @@
 """Runs operations: a list of steps, one at a time, with pause, resume, abort.
 
 Each step is journaled before it starts and after it ends (fsynced), so a
-console that dies mid-operation leaves a record of exactly where it was.
-Guards are checked again before every step; one that fails pauses the
-operation and says why. Abort stops the current step at its next wait and
-undoes the finished steps that have an undo, newest first.
+console that dies mid-operation leaves a record of exactly where it was; a
+record that cannot be written stops the operation before its next change.
+Before every step that takes something out of service, the guards run on a
+snapshot read for that step; one that fails (or cannot tell) pauses the
+operation and says why. A failure after the console changed anything leaves
+the operation unfinished (resumable, rollback-able) and the cluster lock held.
+Abort stops the current step at its next wait and undoes the finished steps
+that have an undo, newest first.
 """
 from __future__ import annotations
 
@@ -15,16 +19,21 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
-from ..cluster import Cluster
-from ..model import Lock, Snapshot
-from ..providers.base import ProviderError
-from .actions import Actions, ReadOnlyError
-from .guards import Check, failures
-from .records import Journal, who
+import os
+import socket
 
-PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED = (
-    "pending", "running", "paused", "done", "failed", "aborted")
-FINISHED = (DONE, FAILED, ABORTED)
+from ..cluster import Cluster
+from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
+from ..providers.base import LockHeld, ProviderError
+from .actions import Actions, ReadOnlyError
+from .guards import Check, Risk, before_step, failures, forced
+from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who
+
+PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
+    "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
+FINISHED = (DONE, FAILED, ABORTED, INTERRUPTED)     # no longer running (maybe unfinished)
+GUARD_RECHECK_S = 2.0   # a guard that paused an operation is looked at again this often
+LOCK_BEAT_S = 15.0      # the cluster lock's heartbeat (other machines see the console live)
 POLL_S = 0.5        # waits poll this often between Swarm events,
 POLL_FAST_S = 0.2   # or this often when a poll needs no WinRM round trip
 CLOSING = "cancelled (console closing)"
@@ -39,12 +48,35 @@ class StepFailed(Exception):
     """A step could not finish; the message says what is still pending."""
 
 
+class Unreadable(StepFailed):
+    """A wait ran out of time while a system it needs could not be read."""
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a finished step leaves true, checked again on resume.
+
+    `subject` names what it sets (availability of vm-03, power of vm-03...): a
+    later finished step on the same subject supersedes it. `holds` says why the
+    effect no longer holds, or None; a wait has none (it is run again instead).
+    """
+    subject: str
+    holds: Callable[[Snapshot], str | None] | None = None
+
+
 @dataclass
 class Step:
     title: str
     run: Callable[["Context"], Awaitable[None]]
     undo: Callable[["Context"], Awaitable[None]] | None = None
     group: str = ""     # steps of one unit (a VM): retried together, failed together
+    key: str = ""       # stable across consoles: how resume matches recorded steps
+    risk: Risk | None = None        # what it takes out of service: guards run before it
+    effect: Effect | None = None    # what it leaves true: resume verifies it
+    wait: bool = False              # a wait: on resume, run again rather than trusted
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.title
 
 
 @dataclass
@@ -53,12 +85,19 @@ class Plan:
     target: str                     # what the operator named (vm-03)
     steps: list[Step]
     checks: list[Check] = field(default_factory=list)
-    guard: Callable[[Snapshot], list[Check]] | None = None   # re-run before each step
+    force: bool = False             # capacity refusals are warnings (before each step too)
     retries: int = 0                # per group, before the group counts as failed
     failure_budget: int = 0         # failed groups tolerated before the operation fails
     time_limit: float = 0.0         # seconds for the whole operation; 0 = none
     params: dict = field(default_factory=dict)   # what rebuilds this plan (for resume)
     report: bool = False            # write a markdown report at the end
+
+    def __post_init__(self) -> None:
+        seen: dict[str, int] = {}
+        for step in self.steps:     # keys are unique within a plan
+            n = seen[step.key] = seen.get(step.key, 0) + 1
+            if n > 1:
+                step.key = f"{step.key}#{n}"
 
     @property
     def refused(self) -> list[Check]:
@@ -82,12 +121,16 @@ class Operation:
     step_progress: float = 0.0      # 0..1 within the current step, when it can tell
     detail: str = ""                # the current step's latest word ("4 tasks left")
     log: list[str] = field(default_factory=list)
-    started: float = 0.0
+    started: float = 0.0            # monotonic
+    since: float = 0.0              # epoch seconds it started (the lock says so)
     finished: float = 0.0
     error: str = ""
     task: asyncio.Task | None = None
     begun: int = 0                  # how many steps have started (undo covers these)
     skip: frozenset[int] = frozenset()   # steps an earlier console finished (resume)
+    resumed: OpRecord | None = None      # the journal's record, when resuming
+    unfinished: bool = False        # stopped, but stays in the journal: resume or roll back
+    proxy_held: dict[str, str] = field(default_factory=dict)   # "be/srv" -> state it set
     failed_groups: list[str] = field(default_factory=list)
     report_path: str = ""
     notes: dict[str, object] = field(default_factory=dict)   # "step:key" -> what a step kept
@@ -159,23 +202,38 @@ class Context:
 
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         snap = await self.engine.cluster.snapshot(hypervisor)
+        if self.op.proxy_held and not snap.unreadable(PROXY):
+            await self._hold_proxy(snap)
         self._seen = (self.actions.generation, time.monotonic(), snap)
         return snap
+
+    async def _hold_proxy(self, snap: Snapshot) -> None:
+        """HAProxy forgets runtime states when it restarts: while this operation holds a
+        server out, what it set is set again (audited, and said in the log)."""
+        for server, state in list(self.op.proxy_held.items()):
+            now = snap.get(f"proxy:{server}")
+            if isinstance(now, ProxyServer) and now.admin != state:
+                restarted = getattr(self.engine.cluster.providers.proxy, "restarted_at", 0.0)
+                why = (f"HAProxy restarted at {time.strftime('%H:%M:%S', time.localtime(restarted))}"
+                       if restarted else "someone or something changed it")
+                self.log(f"⚠ {server} is {now.admin}, this operation holds it {state} ({why}): "
+                         "setting it again")
+                await self.actions.set_server_state(server, state)
 
     async def current(self) -> Snapshot:
         """The cluster now, for a step's own checks of nodes, tasks and proxy servers: the
         last snapshot when it is under REUSE_S old and this console changed nothing since,
         else a new one. (Its hosts and VMs may be older: see `wait_for`.)"""
         generation, at, snap = self._seen
-        if generation == self.actions.generation and time.monotonic() - at < REUSE_S:
+        if generation == self.actions.generation and time.monotonic() - at < REUSE_S \
+                and not snap.problems:
             return snap
         return await self.snapshot()
 
     def remember(self, key: str, value: object) -> None:
         """Journal a fact this step needs if it is run again after a crash."""
+        self.engine.journal.note(self.op.id, self.op.index, key, value)
         self.op.notes[f"{self.op.index}:{key}"] = value
-        self.engine.journal.append({"event": "note", "op": self.op.id, "index": self.op.index,
-                                    "key": key, "value": value})
 
     def recall(self, key: str) -> object | None:
         """What this step remembered in an earlier run (a console that died), if anything."""
@@ -192,25 +250,48 @@ class Context:
                 raise Aborted()
 
     async def wait_for(self, what: str, probe: Callable[[Snapshot], str | None],
-                       timeout: float, hypervisor: bool = True) -> Snapshot:
+                       timeout: float, hypervisor: bool = True,
+                       needs: tuple[str, ...] = (SWARM,), hold: float = 0.0) -> Snapshot:
         """Poll until `probe` returns None (done); else it returns what is pending.
 
-        Wakes on Swarm events, else polls: every POLL_S, or POLL_FAST_S when
-        the probe needs no hosts or VMs (`hypervisor=False`: no WinRM round
-        trip, so a poll is cheap). Time spent paused does not count against
-        the timeout. On timeout, StepFailed names what is pending.
+        Only data read now counts: while a system in `needs` (or the hypervisor,
+        when read) cannot be read, the condition is unknown, never met; the log
+        says since when, and the wait goes on until its timeout (Unreadable).
+        `hold`: the condition must stay met this long (a settle time).
+        Wakes on Swarm events, else polls: every POLL_S, or POLL_FAST_S when the
+        probe needs no hosts or VMs (`hypervisor=False`: no WinRM round trip).
+        Time spent paused does not count against the timeout.
         """
-        budget = timeout
+        sources = needs + ((HYPERV,) if hypervisor else ())
+        budget, met_since, blind = timeout, 0.0, ""
         while True:
             await self.checkpoint()
             t0 = time.monotonic()
             snap = await self.snapshot(hypervisor)
-            pending = probe(snap)
-            if pending is None:
-                return snap
+            unknown = snap.unreadable(*sources)
+            if unknown:
+                p = unknown[0]
+                pending = (f"{p.source} unreachable since "
+                           f"{time.strftime('%H:%M:%S', time.localtime(p.since))}: {p.message}")
+                if blind != p.source:
+                    self.log(f"⚠ {pending}; not going on until it answers")
+                blind, met_since = p.source, 0.0
+            else:
+                if blind:
+                    self.log(f"{blind} answers again")
+                    blind = ""
+                pending = probe(snap)
+                if pending is None:
+                    met_since = met_since or t0
+                    if t0 - met_since >= hold:
+                        return snap
+                    pending = f"holding {hold:.0f}s to be sure"
+                else:
+                    met_since = 0.0
             self.say(pending)
             if budget <= 0:
-                raise StepFailed(f"timed out after {timeout:.0f}s waiting for {what}: {pending}")
+                raise (Unreadable if unknown else StepFailed)(
+                    f"timed out after {timeout:.0f}s waiting for {what}: {pending}")
             await self._until_change(min(POLL_S if hypervisor else POLL_FAST_S, budget))
             budget -= time.monotonic() - t0
 
@@ -234,6 +315,10 @@ class Engine:
         self.cluster, self.actions, self.journal = cluster, actions, journal
         self.operations: list[Operation] = []
         self.on_change = on_change or (lambda op: None)   # front ends set who hears
+        # None: a guard pause waits for the operator (TUI). A number (headless): the
+        # guard is re-checked and the run goes on once it clears, or stops unfinished
+        # after this many seconds.
+        self.guard_wait: float | None = None
 
     @property
     def read_only(self) -> bool:
@@ -251,11 +336,12 @@ class Engine:
         if self.read_only:
             raise ReadOnlyError(what)
 
-    def start(self, plan: Plan, resume: dict | None = None) -> Operation:
+    def start(self, plan: Plan, resume: OpRecord | None = None) -> Operation:
         """Start a plan in the background; refuses read-only, unsafe plans, overlaps.
 
         `resume` is an unfinished operation's journal record: the plan carries
-        on under the same id (and lock), skipping the steps it finished.
+        on under the same id (and lock), skipping the steps it finished whose
+        effect still holds on the cluster (checked when it starts).
         """
         self._refuse_if_read_only(f"{plan.kind} {plan.target}")
         if plan.refused:
@@ -263,18 +349,17 @@ class Engine:
         if self.running:
             raise StepFailed(f"another operation is running: {self.running.title}")
         if resume is not None:
-            if resume.get("steps") != [s.title for s in plan.steps]:
-                raise StepFailed(f"cannot resume {resume.get('op')}: the plan made now differs "
-                                 "from the one recorded; roll it back instead")
-            op = Operation(plan, id=resume["op"], skip=frozenset(resume.get("done_steps", [])),
-                           notes=dict(resume.get("notes", {})))
+            refusal = resume_refusal(plan, resume)
+            if refusal:
+                raise StepFailed(refusal)
+            op = Operation(plan, id=resume.op, resumed=resume, notes=dict(resume.notes))
         else:
             op = Operation(plan)
         self.operations.append(op)
         op.task = asyncio.get_running_loop().create_task(self._run(op), name=op.title)
         return op
 
-    async def run(self, plan: Plan, resume: dict | None = None) -> Operation:
+    async def run(self, plan: Plan, resume: OpRecord | None = None) -> Operation:
         """Start and wait for the end (the CLI's way)."""
         op = self.start(plan, resume)
         assert op.task
@@ -304,62 +389,140 @@ class Engine:
         op._poke.set()
         self._note(op, "abort requested")
 
+    def interrupt(self, op: Operation, why: str) -> None:
+        """The console is being stopped (a signal): the operation stays unfinished."""
+        if op.task is not None and not op.task.done():
+            op.error = why
+            op.task.cancel()
+
+    async def abandon(self, record: OpRecord, lock: Lock | None) -> None:
+        """Close an unfinished operation as it is (audited); its cluster lock is released."""
+        self._refuse_if_read_only(f"abandon {record.op}")
+        await self.actions.abandon(record.op, lock is not None and lock.op == record.op)
+        self.journal.end(record.op, "abandoned", f"abandoned by {who()}")
+
     def _note(self, op: Operation, line: str) -> None:
         Context(self, op).log(line)
+
+    def hint(self, op: Operation) -> str:
+        """What the operator can do about a paused or unfinished operation."""
+        if self.guard_wait is None and op.state == PAUSED:
+            return "press p to check again and go on, x to abort (undo)"
+        ways = f"opsconsole resume {op.id} | opsconsole rollback {op.id}"
+        if op.state == PAUSED:
+            return (f"waiting up to {self.guard_wait:.0f}s for it to clear; Ctrl-C leaves it "
+                    f"unfinished ({ways})")
+        return f"{ways} | opsconsole abandon {op.id}"
+
+    def _lock(self, op: Operation) -> Lock:
+        return Lock(who(), op.id, op.title, op.since, host=socket.gethostname(),
+                    pid=os.getpid(), beat=time.time())
 
     async def _run(self, op: Operation) -> None:
         ctx = Context(self, op)
         plan = op.plan
-        op.state, op.started = RUNNING, time.monotonic()
-        self.journal.append({"event": "begin", "op": op.id, "kind": plan.kind,
-                             "target": plan.target, "who": who(), "params": plan.params,
-                             "steps": [s.title for s in plan.steps]})
-        ctx.log(f"start {op.title}: {len(plan.steps)} steps")
+        op.state, op.started, op.since = RUNNING, time.monotonic(), time.time()
         swarm = self.cluster.providers.swarm
-        locked = False
+        locked, beat = False, None
+        generation = self.actions.generation
         takes_over = plan.params.get("takes_over")
+        RUNNING_HERE.add(op.id)
         try:
+            self.journal.begin(op.id, plan.kind, plan.target, plan.params,
+                               [(s.key, s.title) for s in plan.steps], who())
+            ctx.log(f"start {op.title}: {len(plan.steps)} steps")
             held = await swarm.read_lock()
             if held is not None and takes_over and held.op == takes_over:
                 ctx.log(f"taking over the lock of {takes_over} from {held.holder}")
-                await swarm.break_lock()
-            await swarm.take_lock(Lock(who(), op.id, op.title, time.time()))
+                await self.actions.break_lock(held.holder)
+            await self.actions.take_lock(op.id, self._lock(op))
             locked = True
+            beat = asyncio.ensure_future(self._heartbeat(ctx))
+            if op.resumed is not None:
+                await self._verify_resume(ctx, op.resumed)
             await self._steps(ctx)
             op.index = len(plan.steps)
             op.state = DONE
             if takes_over:      # the operation this one rolled back is closed now
-                self.journal.append({"event": "end", "op": takes_over, "state": "rolled back",
-                                     "error": f"rolled back by {op.id}"})
+                self.journal.end(takes_over, "rolled back", f"rolled back by {op.id}")
         except Aborted:
             op.state = ABORTED
             ctx.log("aborted; restoring what can be restored")
             await self._undo(ctx)
-        except (StepFailed, ProviderError, ReadOnlyError, asyncio.TimeoutError) as e:
-            op.state, op.error = FAILED, str(e) or type(e).__name__
-            self.journal.append({"event": "step", "op": op.id, "index": op.index,
-                                 "phase": "failed", "error": op.error})
-            ctx.log(f"✘ {op.error}")
+            op.unfinished = bool(op.error)     # what could not be restored stays on record
         except asyncio.CancelledError:
-            op.state, op.error = ABORTED, CLOSING
+            op.state, op.error, op.unfinished = INTERRUPTED, op.error or CLOSING, True
+            self._record(ctx, lambda: self.journal.stopped(op.id, INTERRUPTED, op.error))
             raise
+        except Exception as e:  # noqa: BLE001 - any failure must leave a recoverable record
+            op.state, op.error = FAILED, _describe(e)
+            ctx.log(f"✘ {op.error}")
+            # once anything was changed, only resume, rollback or abandon may close it
+            op.unfinished = self.actions.generation != generation
+            self._record(ctx, lambda: self.journal.step(op.id, op.index, _key(op), "failed",
+                                                        error=op.error))
         finally:
-            # a console closing mid-run keeps the lock and leaves no end: the journal says
-            # where it stopped, and the next start offers to resume or roll it back
-            closing = op.error == CLOSING
-            if locked and not closing:
-                try:     # a killed console keeps the lock: the journal explains it
-                    await swarm.release_lock(op.id)
-                except ProviderError as e:
-                    ctx.log(f"⚠ could not release the cluster lock: {e}")
+            RUNNING_HERE.discard(op.id)
+            if beat is not None:
+                beat.cancel()
             op.finished = time.monotonic()
-            if not closing:
-                self.journal.append({"event": "end", "op": op.id, "state": op.state,
-                                     "error": op.error, "failed": op.failed_groups})
-            ctx.log(f"{op.state} after {op.elapsed:.1f}s")
-            if plan.report:
+            if op.state != INTERRUPTED:
+                await self._close(ctx, locked)
+            ctx.log(f"{op.state} after {op.elapsed:.1f}s" + (
+                f"; unfinished, the cluster lock stays: {self.hint(op)}" if op.unfinished
+                else ""))
+            if plan.report and op.state != INTERRUPTED:
                 self._write_report(op)
             self.changed(op)
+
+    async def _close(self, ctx: Context, locked: bool) -> None:
+        """The record that ends a run: unfinished (lock kept), or finished (lock released)."""
+        op = ctx.op
+        if op.unfinished:
+            self._record(ctx, lambda: self.journal.stopped(op.id, op.state, op.error,
+                                                           failed=op.failed_groups))
+            return
+        if not self._record(ctx, lambda: self.journal.end(op.id, op.state, op.error,
+                                                          op.failed_groups)):
+            op.unfinished = True       # not recorded as finished: keep the lock
+            return
+        if locked:
+            try:
+                await self.actions.release_lock(op.id)
+            except Exception as e:  # noqa: BLE001 - said, and `opsconsole unlock` is the way out
+                ctx.log(f"⚠ could not release the cluster lock: {_describe(e)}")
+
+    def _record(self, ctx: Context, write: Callable[[], None]) -> bool:
+        """A journal write on the way out: a failure is said, never raised over the real one."""
+        try:
+            write()
+            return True
+        except OSError as e:
+            ctx.log(f"⚠ could not write the journal ({e}): this operation is not recorded "
+                    "as finished")
+            return False
+
+    async def _heartbeat(self, ctx: Context) -> None:
+        """Tell other consoles this operation is live: the journal, and the cluster lock."""
+        op, last_lock = ctx.op, time.monotonic()
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                self.journal.heartbeat(op.id)
+            except OSError as e:
+                ctx.log(f"⚠ could not write the journal heartbeat: {e}")
+            if time.monotonic() - last_lock < LOCK_BEAT_S:
+                continue
+            last_lock = time.monotonic()
+            try:
+                await self.actions.beat_lock(op.id, self._lock(op))
+            except LockHeld as e:
+                if op.state == RUNNING:
+                    op.state = PAUSED
+                    op._poke.set()
+                ctx.log(f"⏸ paused: {e}; this console no longer holds the cluster lock")
+            except Exception:  # noqa: BLE001 - the next beat tries again; the step's reads say why
+                pass
 
     def _write_report(self, op: Operation) -> None:
         from .report import markdown
@@ -372,6 +535,13 @@ class Engine:
         except OSError as e:
             op.log.append(f"⚠ could not write the report: {e}")
 
+    async def _verify_resume(self, ctx: Context, record: OpRecord) -> None:
+        """Resume trusts the cluster: finished steps whose effect no longer holds run again."""
+        check = resume_check(ctx.op.plan, record, await ctx.snapshot())
+        ctx.op.skip = frozenset(check.skip)
+        for line in check.redo:
+            ctx.log(f"⟳ {line}")
+
     async def _steps(self, ctx: Context) -> None:
         """Run the steps in order; a failing step of a group retries or skips its group."""
         op, plan = ctx.op, ctx.op.plan
@@ -380,17 +550,16 @@ class Engine:
         while i < len(plan.steps):
             op.index, step = i, plan.steps[i]
             if i in op.skip:
-                ctx.log(f"✔ {step.title} (done before the console restarted)")
+                ctx.log(f"✔ {step.title} (done before the console restarted; still holds)")
                 i += 1
                 continue
             if plan.time_limit and op.elapsed > plan.time_limit:
                 raise StepFailed(f"time limit of {plan.time_limit:.0f}s reached before "
                                  f"step {i + 1}: {step.title}")
             op.step_progress, op.detail = 0.0, ""
-            await self._guard(ctx)
+            await self._guard(ctx, step)
             await ctx.checkpoint()
-            self.journal.append({"event": "step", "op": op.id, "index": i,
-                                 "title": step.title, "phase": "start"})
+            self.journal.step(op.id, i, step.key, "start", step.title)
             op.begun = max(op.begun, i + 1)
             op.times[i] = [time.monotonic()]
             ctx.log(f"▶ {step.title}")
@@ -402,8 +571,7 @@ class Engine:
                 i = self._group_failed(ctx, step, str(e) or type(e).__name__, attempts)
                 continue
             op.times[i].append(time.monotonic())
-            self.journal.append({"event": "step", "op": op.id, "index": i,
-                                 "title": step.title, "phase": "done"})
+            self.journal.step(op.id, i, step.key, "done", step.title)
             ctx.log(f"✔ {step.title}")
             i += 1
 
@@ -412,8 +580,7 @@ class Engine:
         """Where to go on after a group's step failed: its start again, or past it."""
         op, plan = ctx.op, ctx.op.plan
         members = [k for k, s in enumerate(plan.steps) if s.group == step.group]
-        self.journal.append({"event": "step", "op": op.id, "index": op.index,
-                             "phase": "failed", "error": error, "group": step.group})
+        self.journal.step(op.id, op.index, step.key, "failed", error=error, group=step.group)
         n = attempts[step.group] = attempts.get(step.group, 0) + 1
         if n <= plan.retries:
             ctx.log(f"✘ {step.title}: {error}; retrying {step.group} ({n}/{plan.retries})")
@@ -425,16 +592,37 @@ class Engine:
             raise StepFailed("failure budget exceeded: " + "; ".join(op.failed_groups))
         return members[-1] + 1
 
-    async def _guard(self, ctx: Context) -> None:
-        """Re-check the plan's guards; a failure pauses until resumed or aborted."""
-        guard = ctx.op.plan.guard
-        while guard:
-            bad = failures(guard(await ctx.current()))
+    async def _guard(self, ctx: Context, step: Step) -> None:
+        """Every guard that applies to `step`, on a snapshot read for it. A failure (or a
+        system that cannot be read) pauses: the TUI until the operator presses p again,
+        headless until it clears (re-checked) or `guard_wait` runs out."""
+        if step.risk is None:
+            return
+        op, since = ctx.op, 0.0
+        while True:
+            checks = before_step(await ctx.snapshot(hypervisor=bool(step.risk.host)), step.risk)
+            bad = failures(forced(checks) if op.plan.force else checks)
             if not bad:
+                if since:
+                    op.state = RUNNING
+                    ctx.log("guards clear again: going on")
                 return
-            ctx.op.state = PAUSED
-            ctx.log("paused by guard: " + "; ".join(c.message for c in bad))
-            await ctx.checkpoint()
+            reason = "; ".join(c.message for c in bad)
+            if not since or op.state != PAUSED:
+                since = since or time.monotonic()
+                op.state = PAUSED
+                ctx.log(f"⏸ paused before '{step.title}': {reason}. {self.hint(op)}")
+            if self.guard_wait is None:
+                await ctx.checkpoint()          # the operator's p (then checked again) or x
+                continue
+            if time.monotonic() - since > self.guard_wait:
+                op.state = RUNNING
+                raise StepFailed(f"paused by the guards for over {self.guard_wait:.0f}s "
+                                 f"before '{step.title}': {reason}")
+            try:
+                await asyncio.wait_for(ctx.checkpoint(), GUARD_RECHECK_S)
+            except asyncio.TimeoutError:
+                pass
 
     async def _undo(self, ctx: Context) -> None:
         op = ctx.op
@@ -453,3 +641,71 @@ class Engine:
         if not_restored:
             op.error = "could not restore: " + "; ".join(not_restored)
             ctx.log(op.error)
+
+
+def _describe(e: BaseException) -> str:
+    """An exception in words: ours say what happened; others also say what they are."""
+    if isinstance(e, (StepFailed, ProviderError, ReadOnlyError)):
+        return str(e) or type(e).__name__
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+def _key(op: Operation) -> str:
+    steps = op.plan.steps
+    return steps[op.index].key if op.index < len(steps) else ""
+
+
+@dataclass
+class ResumeCheck:
+    skip: set[int] = field(default_factory=set)     # finished, and still holds
+    redo: list[str] = field(default_factory=list)   # finished, no longer holds: run again
+    rerun: int = 0                                   # waits run again
+
+
+def resume_refusal(plan: Plan, record: OpRecord) -> str:
+    """Why `record` cannot be resumed with `plan`, or ""."""
+    if record.newer:
+        return (f"{record.op} was written by a newer opsconsole (journal format "
+                f"{record.version}): resume or roll it back with that version")
+    live = record.liveness()
+    if live:
+        return f"{record.op} is not dead: {live}"
+    recorded = record.keys or record.steps
+    made = [s.key for s in plan.steps] if record.keys else [s.title for s in plan.steps]
+    if recorded != made:
+        return (f"cannot resume {record.op}: the plan made now differs from the one "
+                "recorded; roll it back instead")
+    return ""
+
+
+def resume_check(plan: Plan, record: OpRecord, snap: Snapshot) -> ResumeCheck:
+    """Which finished steps a resume may skip, judged on the cluster now.
+
+    A finished step whose effect still holds (and no later finished step
+    superseded) is skipped; one whose effect is gone runs again; once anything
+    runs again, the finished waits after it run again too (they return at once
+    when their condition holds). Steps with no checkable effect (a command, an
+    update, a host restart) are not run twice.
+    """
+    out = ResumeCheck()
+    done = sorted(i for i in set(record.done_steps) if 0 <= i < len(plan.steps))
+    latest = {plan.steps[i].effect.subject: i for i in done if plan.steps[i].effect}
+    first_redo = None
+    for i in done:
+        step = plan.steps[i]
+        effect = step.effect
+        if effect is not None and latest[effect.subject] != i:
+            out.skip.add(i)                 # a later finished step set the same thing
+        elif step.wait:
+            if first_redo is not None and i > first_redo:
+                out.rerun += 1
+            else:
+                out.skip.add(i)
+        elif effect is not None and effect.holds is not None and (why := effect.holds(snap)):
+            out.redo.append(f"{why}: '{step.title}' runs again")
+            first_redo = i if first_redo is None else first_redo
+        else:
+            out.skip.add(i)
+    return out

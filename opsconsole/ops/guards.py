@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import MANAGER, READY, Node, Snapshot, quorum_tolerance
+import time
+
+from ..model import (ACTIVE, HYPERV, MANAGER, PROXY, READY, RUNNING, SWARM, Node, Snapshot,
+                     constraint_holds, quorum_tolerance)
 from ..placement import tasks_without_home
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -24,6 +27,63 @@ def failures(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.level == FAIL]
 
 
+def forced(checks: list[Check]) -> list[Check]:
+    """--force: refusals of capacity and of services that stop become warnings."""
+    return [Check(c.name, WARN, c.message + " (overridden by force)")
+            if c.level == FAIL and c.name in FORCEABLE else c for c in checks]
+
+
+FORCEABLE = ("capacity", "stops")       # never quorum, proxy or unknown data
+
+
+@dataclass(frozen=True)
+class Risk:
+    """What one step takes out of service; the guards run before it on fresh data."""
+    nodes: frozenset[str] = frozenset()     # swarm ids whose tasks must go elsewhere
+    managers: frozenset[str] = frozenset()  # swarm ids of managers that stop voting
+    vms: frozenset[str] = frozenset()       # VMs whose proxy servers go out
+    host: str = ""                          # a host that restarts: its VMs must be off
+
+
+def before_step(snap: Snapshot, risk: Risk) -> list[Check]:
+    """Every guard that applies to a step that takes `risk` out, on a snapshot read for it.
+
+    A source that could not be read fails its guards as "unknown": old data
+    never says "ok".
+    """
+    checks = unknown(snap, SWARM)
+    if risk.vms:
+        checks += unknown(snap, PROXY)
+    if risk.host:
+        checks += unknown(snap, HYPERV)
+    if failures(checks):
+        return checks
+    if snap.quorum_tolerance < 0:
+        checks.append(Check("quorum", FAIL, "Raft has lost quorum now ("
+                            f"{sum(m.votes for m in snap.managers)} of {len(snap.managers)} "
+                            "managers vote): nothing more is taken out until it is back"))
+    managers = [n for n in snap.nodes if n.swarm_id in risk.managers]
+    if managers:
+        checks.append(quorum_after_loss(snap, managers))
+    if risk.nodes:
+        checks += [capacity(snap, risk.nodes), stops(snap, risk.nodes)]
+    if risk.vms:
+        checks.append(proxy_keeps_a_server(snap, set(risk.vms)))
+    if risk.host:
+        running = [v.name for v in snap.vms if v.host == risk.host and v.state != "off"]
+        if running:
+            checks.append(Check("host", FAIL, f"{risk.host} still has VMs that are not off: "
+                                f"{', '.join(running)}"))
+    return checks
+
+
+def unknown(snap: Snapshot, source: str) -> list[Check]:
+    """A failing check for each problem of `source`: its state is not known now."""
+    return [Check("unknown", FAIL, f"{p.source} unreadable since "
+                  f"{time.strftime('%H:%M:%S', time.localtime(p.since or snap.taken_at))}"
+                  f" ({p.message}): cannot check") for p in snap.unreadable(source)]
+
+
 def node_ready(node: Node) -> Check:
     if node.state == READY:
         return Check("node", OK, f"{node.hostname} is ready ({node.role}, {node.availability})")
@@ -38,6 +98,28 @@ def capacity(snap: Snapshot, leaving: frozenset[str]) -> Check:
         return Check("capacity", OK, f"{moving} tasks can move to other nodes")
     names = "; ".join(f"{t.name}: {why}" for t, why in homeless)
     return Check("capacity", FAIL, f"{len(homeless)} task(s) would have nowhere to go: {names}")
+
+
+def stops(snap: Snapshot, leaving: frozenset[str]) -> Check:
+    """Global services that run only on the leaving nodes (their constraints allow no
+    other): they stop for the window. (Replicated tasks with nowhere to go: `capacity`.)"""
+    stopped = []
+    for svc in snap.services:
+        if svc.mode != "global":
+            continue
+        running = [t for t in snap.tasks_of_service(svc.swarm_id)
+                   if t.wanted and t.state == RUNNING]
+        if not running or any(t.node_id not in leaving for t in running):
+            continue
+        if not any(n.swarm_id not in leaving and n.schedulable
+                   and all(constraint_holds(c, n) for c in svc.constraints)
+                   for n in snap.nodes):
+            where = sorted(n.hostname for n in snap.nodes
+                           if n.swarm_id in {t.node_id for t in running})
+            stopped.append(f"{svc.name} runs only on {', '.join(where)}")
+    if stopped:
+        return Check("stops", FAIL, "; ".join(stopped) + ": it stops for the window")
+    return Check("stops", OK, "no service stops")
 
 
 def spread(snap: Snapshot, leaving: frozenset[str]) -> Check:
@@ -89,7 +171,8 @@ def proxy_keeps_a_server(snap: Snapshot, vm_names: set[str]) -> Check:
 def drain_checks(snap: Snapshot, node: Node) -> list[Check]:
     leaving = frozenset({node.swarm_id})
     vm = snap.vm_of_node(node)
-    checks = [node_ready(node), capacity(snap, leaving), spread(snap, leaving)]
+    checks = [node_ready(node), capacity(snap, leaving), stops(snap, leaving),
+              spread(snap, leaving)]
     if node.role == MANAGER:
         checks.append(Check("quorum", OK, "a drained manager still votes: quorum unchanged"))
     if vm:

@@ -12,12 +12,13 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from ..model import MANAGER, READY, RUNNING, WORKER, VM, Node, Snapshot
+from ..model import (MANAGER, PROXY, READY, RUNNING, SWARM, WORKER, VM, Node, Service,
+                     Snapshot)
 from ..providers.base import ProviderError
 from .actions import REBOOT
-from .engine import PAUSED, Context, Plan, Step
-from .guards import (FAIL, OK, WARN, Check, capacity, proxy_keeps_a_server, quorum_after_loss,
-                     spread)
+from .engine import PAUSED, Context, Effect, Plan, Step
+from .guards import (FAIL, OK, WARN, Check, Risk, capacity, forced, proxy_keeps_a_server,
+                     quorum_after_loss, spread, stops)
 from .plans import PlanError, Timing, drain_steps, return_steps
 
 HOST_STEPS = ("updates", "script", "manual")
@@ -46,18 +47,25 @@ class WindowOptions:
 
 # -- waits on the cluster, as steps ---------------------------------------------------
 def _wait(title: str, what: str, probe, timeout: float, group: str = "",
-          hypervisor: bool = True) -> Step:
+          hypervisor: bool = True, key: str = "", subject: str = "") -> Step:
     async def run(ctx: Context) -> None:
         await ctx.wait_for(what, probe, timeout, hypervisor)
-    return Step(title, run, group=group)
+    return Step(title, run, group=group, key=key, wait=True,
+                effect=Effect(subject) if subject else None)
 
 
-def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
+def vm_is(vm: str, wanted: str):
+    """Probe (and effect): the VM's power state is `wanted`."""
     def probe(snap: Snapshot) -> str | None:
         v = snap.get(f"vm:{vm}")
         state = v.state if isinstance(v, VM) else "missing"
         return None if state == wanted else f"{vm} is {state}"
-    return _wait(f"wait until {vm} is {wanted}", f"{vm} to be {wanted}", probe, timeout, group)
+    return probe
+
+
+def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
+    return _wait(f"wait until {vm} is {wanted}", f"{vm} to be {wanted}", vm_is(vm, wanted),
+                 timeout, group, key=f"wait-vm:{vm}:{wanted}", subject=f"power:{vm}")
 
 
 def _node_back(node: Node, engine_not: str = ""):
@@ -120,37 +128,58 @@ def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
         left = options.boot_timeout - (time.monotonic() - t0)
         await ctx.wait_for(what, probe, max(left, stall))
     extra = f" with an engine newer than {engine_not}" if engine_not else ""
-    return Step(f"wait until node {node.hostname} is {READY}{extra}", run, group=group)
+    return Step(f"wait until node {node.hostname} is {READY}{extra}", run, group=group,
+                key=f"node-back:{node.hostname}", wait=True, effect=Effect(f"power:{vm}"))
 
 
-def wait_healthy(vms: list[str], timeout: float, group: str = "") -> Step:
-    """The gate before going on: every service converged, the VMs' proxy servers UP."""
+def wait_healthy(vms: list[str], timing: Timing, group: str = "") -> Step:
+    """The gate before going on: every service converged (Swarm's UpdateStatus included),
+    the VMs' proxy servers UP, all of it held for the settle time."""
     def probe(snap: Snapshot) -> str | None:
-        bad = [s.name for s in snap.services if not snap.converged(s)]
+        bad = [f"{s.name} {why}" for s in snap.services if (why := snap.unconverged(s))]
         bad += [f"{s.backend}/{s.name} {s.status}" for v in vms for s in snap.servers_of_vm(v)
                 if not s.status.startswith("UP")]
         return "; ".join(bad) or None
-    return _wait(f"health gate: services converged, proxy servers of {', '.join(vms)} UP",
-                 "the cluster to be healthy", probe, timeout, group, hypervisor=False)
+
+    async def run(ctx: Context) -> None:
+        await ctx.wait_for("the cluster to be healthy", probe, timing.drain_timeout,
+                           hypervisor=False, needs=(SWARM, PROXY), hold=timing.settle)
+    return Step(f"health gate: services converged, proxy servers of {', '.join(vms)} UP",
+                run, group=group, key=f"health:{','.join(vms)}", wait=True)
 
 
-def act(title: str, call, group: str = "", undo=None) -> Step:
+def act(title: str, call, group: str = "", undo=None, key: str = "", risk: Risk | None = None,
+        effect: Effect | None = None) -> Step:
     async def run(ctx: Context) -> None:
         await call(ctx)
-    return Step(title, run, undo, group)
+    return Step(title, run, undo, group, key=key, risk=risk, effect=effect)
+
+
+def role_is(node: Node, role: str):
+    def holds(snap: Snapshot) -> str | None:
+        now = snap.get(node.id)
+        actual = now.role if isinstance(now, Node) else "gone"
+        return None if actual == role else f"{node.hostname} is a {actual}, not a {role}"
+    return holds
 
 
 def promote_stand_in(node: Node, why: str) -> Step:
     """The stand-in votes while managers are away; abort demotes it again."""
     return act(f"promote {node.hostname} to manager {why}",
                lambda ctx: ctx.actions.set_role(node.swarm_id, MANAGER),
-               undo=lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER))
+               undo=lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER),
+               key=f"promote:{node.hostname}",
+               effect=Effect(f"role:{node.hostname}", role_is(node, MANAGER)))
 
 
 def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
     """Swarm refuses a demotion that would cost quorum, also for a while after a manager
     came back (Ready and reachable before Raft counts it as active): retried until then."""
     async def run(ctx: Context) -> None:
+        now = (await ctx.current()).get(node.id)
+        if isinstance(now, Node) and now.role == WORKER:
+            ctx.log(f"{node.hostname} is already a worker")
+            return
         deadline = time.monotonic() + patience
         while True:
             await ctx.checkpoint()
@@ -162,7 +191,9 @@ def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
                     raise
                 ctx.say(f"Swarm does not let {node.hostname} go yet (quorum); retrying")
             await asyncio.sleep(2.0)
-    return Step(f"demote {node.hostname} back to worker", run)
+    return Step(f"demote {node.hostname} back to worker", run, key=f"demote:{node.hostname}",
+                risk=Risk(managers=frozenset({node.swarm_id})),
+                effect=Effect(f"role:{node.hostname}", role_is(node, WORKER)))
 
 
 # -- host maintenance --------------------------------------------------------------------
@@ -188,7 +219,8 @@ def _stand_in(snap: Snapshot, host: str) -> Node | None:
 
 
 def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
-                     options: WindowOptions = WindowOptions(), params: dict | None = None) -> Plan:
+                     options: WindowOptions = WindowOptions(), params: dict | None = None,
+                     force: bool = False) -> Plan:
     if options.host_step not in HOST_STEPS:
         raise PlanError(f"unknown host step {options.host_step!r} (one of {', '.join(HOST_STEPS)})")
     vms = _host_vms(snap, host)
@@ -205,7 +237,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
         stand_in = _stand_in(snap, host) if quorum.level == FAIL else None
         promote = stand_in.hostname if stand_in else ""
         params["promote"] = promote
-    checks = [capacity(snap, leaving), spread(snap, leaving),
+    checks = [capacity(snap, leaving), stops(snap, leaving), spread(snap, leaving),
               proxy_keeps_a_server(snap, set(params["vms"]))]
     if promote:
         checks.append(Check("quorum", OK, f"{quorum.message.split('. Fix')[0]}; so {promote} "
@@ -224,13 +256,11 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     for node in nodes:
         steps += drain_steps(snap, node, timing)
     for vm in vms:
-        steps.append(act(f"shut down {vm.name} (graceful, {options.shutdown_timeout:.0f}s)",
-                         lambda ctx, v=vm.name: ctx.actions.stop_vm(v, options.shutdown_timeout),
-                         undo=_start_again(vm.name, options)))
+        steps.append(shut_down(snap, vm, options))
         steps.append(wait_vm(vm.name, "off", options.shutdown_timeout))
     steps += _host_steps(host, options)
     for vm in vms:
-        steps.append(act(f"start {vm.name}", lambda ctx, v=vm.name: ctx.actions.start_vm(v)))
+        steps.append(start(vm.name))
     for vm in vms:
         steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
     for node in nodes:
@@ -238,15 +268,44 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     for node in nodes:
         steps += return_steps(snap, node)
     params.setdefault("rebalance", _crowded(snap, leaving))
-    steps.append(_rebalance(snap, params["rebalance"]))
+    steps.append(_rebalance(snap, params["rebalance"], timing))
     if stand_in_node:
         steps.append(demote_stand_in(stand_in_node))
-    steps.append(wait_healthy(params["vms"], timing.drain_timeout))
+    steps.append(wait_healthy(params["vms"], timing))
+    return Plan("maintenance", host, steps, forced(checks) if force else checks, force=force,
+                params=params, report=True)
 
-    def guard(now: Snapshot) -> list[Check]:
-        check = capacity(now, leaving)
-        return [check] if check.level == FAIL else []
-    return Plan("maintenance", host, steps, checks, guard, params=params, report=True)
+
+def shut_down(snap: Snapshot, vm: VM, options: WindowOptions) -> Step:
+    """Graceful shutdown; the guards check quorum (a manager stops voting), capacity and the
+    proxy first, on data read for this step."""
+    node = snap.node_of_vm(vm)
+    ids = frozenset({node.swarm_id}) if node else frozenset()
+    return act(f"shut down {vm.name} (graceful, {options.shutdown_timeout:.0f}s)",
+               lambda ctx: ctx.actions.stop_vm(vm.name, options.shutdown_timeout),
+               undo=_start_again(vm.name, options), key=f"shutdown:{vm.name}",
+               risk=Risk(nodes=ids, managers=ids if node and node.role == MANAGER
+                         else frozenset(), vms=frozenset({vm.name})),
+               effect=Effect(f"power:{vm.name}", _off_or_going(vm.name)))
+
+
+def _off_or_going(vm: str):
+    def holds(snap: Snapshot) -> str | None:
+        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        return None if state in ("off", "stopping") else f"{vm} is {state}, not off"
+    return holds
+
+
+def start(vm: str) -> Step:
+    return act(f"start {vm}", lambda ctx: ctx.actions.start_vm(vm), key=f"start:{vm}",
+               effect=Effect(f"power:{vm}", _on_or_coming(vm)))
+
+
+def _on_or_coming(vm: str):
+    def holds(snap: Snapshot) -> str | None:
+        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        return None if state in (RUNNING, "starting") else f"{vm} is {state}, not running"
+    return holds
 
 
 def _reboot(vm: str, options: WindowOptions):
@@ -297,15 +356,20 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
             ctx.log(f"⏸ {host} is yours: do the work, then press p (or `opsconsole resume`) "
                     "to bring everything back")
             await ctx.checkpoint()
-        return [Step(f"hold: the operator works on {host} and presses p to continue", hold)]
+        return [Step(f"hold: the operator works on {host} and presses p to continue", hold,
+                     key=f"hold:{host}", risk=Risk(host=host))]
     what = f"run {options.script!r}" if options.host_step == "script" else "install updates"
+    off = Risk(host=host)       # never with a VM of the host still running
     return [
         act(f"{what} on {host}", lambda ctx: ctx.actions.install_updates(
-            host, options.update_timeout, options.script if options.host_step == "script" else "")),
-        _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout),
-        act(f"restart {host}", lambda ctx: ctx.actions.restart_host(host)),
+            host, options.update_timeout, options.script if options.host_step == "script" else ""),
+            key=f"host-update:{host}", risk=off),
+        _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout,
+              key=f"host-finish:{host}", subject=f"host:{host}"),
+        act(f"restart {host}", lambda ctx: ctx.actions.restart_host(host),
+            key=f"host-restart:{host}", risk=off),
         _wait(f"wait until {host} is up again", f"{host} to come back", host_up,
-              options.boot_timeout),
+              options.boot_timeout, key=f"host-up:{host}", subject=f"host:{host}"),
     ]
 
 
@@ -315,20 +379,30 @@ def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
                    if getattr(snap.get(f"service:{t.service_id}"), "mode", "") == "replicated"})
 
 
-def _rebalance(snap: Snapshot, services: list[str]) -> Step:
-    """Swarm does not move tasks back: spread again the services that crowded elsewhere."""
+def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
+    """Swarm does not move tasks back: spread again the services that crowded elsewhere,
+    and wait for each update Swarm starts to complete (it replaces tasks one by one)."""
+    names = {s: getattr(snap.get(f"service:{s}"), "name", s) for s in services}
+
     async def run(ctx: Context) -> None:
         for sid in services:
             await ctx.actions.rebalance(sid)
-            ctx.log(f"rebalanced {getattr(snap.get(f'service:{sid}'), 'name', sid)}")
-    names = [getattr(snap.get(f"service:{s}"), "name", s) for s in services]
-    return Step(f"rebalance {', '.join(names) or 'nothing'}", run)
+            ctx.log(f"rebalancing {names[sid]}")
+
+        def pending(now: Snapshot) -> str | None:
+            bad = [f"{names[sid]} {why}" for sid in services
+                   if isinstance(svc := now.get(f"service:{sid}"), Service)
+                   and (why := now.unconverged(svc))]
+            return "; ".join(bad) or None
+        await ctx.wait_for("the rebalanced services to converge", pending,
+                           timing.drain_timeout, hypervisor=False)
+    return Step(f"rebalance {', '.join(names.values()) or 'nothing'}", run, key="rebalance")
 
 
 # -- rolling update -------------------------------------------------------------------------
 def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Timing = Timing(),
                    options: WindowOptions = WindowOptions(), params: dict | None = None,
-                   label: str = "") -> Plan:
+                   label: str = "", force: bool = False) -> Plan:
     """Workers first, then managers one at a time; each VM drained, updated, returned.
 
     `label` is how the operator named the targets ("cluster", a host, VMs): the
@@ -361,6 +435,8 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
     elif stand_in_node:
         checks.append(Check("quorum", OK, f"{stand_in_node.hostname} votes as a manager while "
                             "the managers reboot, and is demoted after"))
+    else:
+        checks.append(quorum_after_loss(snap, managers[:1]))
     steps: list[Step] = []
     promoted = False
     for vm in vms:
@@ -372,16 +448,24 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             checks.append(Check("nodes", WARN, f"{vm.name} has no swarm node: skipped"))
             continue
         one = frozenset({node.swarm_id})
-        for c in (capacity(snap, one), spread(snap, one), proxy_keeps_a_server(snap, {vm.name})):
+        for c in (capacity(snap, one), stops(snap, one), spread(snap, one),
+                  proxy_keeps_a_server(snap, {vm.name})):
             if c.level != OK:
                 checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
         engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
         steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:
         steps.append(demote_stand_in(stand_in_node))
+    for name, ok in (("capacity", "every task of each VM can move to other nodes"),
+                     ("stops", "no service runs only on one of these VMs"),
+                     ("spread", "every service keeps a running task elsewhere"),
+                     ("proxy", "every backend keeps a server UP while each VM is out")):
+        if not any(c.name == name for c in checks):
+            checks.append(Check(name, OK, ok + ", one VM at a time"))
     checks.append(Check("order", OK, "one VM at a time: " + ", ".join(params["vms"])))
     return Plan("rolling-update", label or (",".join(targets) if targets else "cluster"), steps,
-                checks, params=params, retries=options.retries, report=True,
+                forced(checks) if force else checks, force=force, params=params,
+                retries=options.retries, report=True,
                 failure_budget=options.failure_budget, time_limit=options.time_limit)
 
 
@@ -389,18 +473,23 @@ def _update_one(snap: Snapshot, vm: VM, node: Node, timing: Timing,
                 options: WindowOptions, engine_before: str) -> list[Step]:
     group = vm.name
     steps = [_grouped(s, group) for s in drain_steps(snap, node, timing)]
+    # the update (it may restart the engine) and the reboot take a manager's vote away
+    ids = frozenset({node.swarm_id})
+    risk = Risk(nodes=ids, managers=ids if node.role == MANAGER else frozenset(),
+                vms=frozenset({vm.name}))
     if options.update_command:
         async def update(ctx: Context) -> None:
             await ctx.actions.run_command(vm.name, options.update_command, options.update_timeout,
                                           on_line=lambda line: ctx.log(f"{vm.name}│ {line}"))
-        steps.append(Step(f"run the update on {vm.name}", update, group=group))
+        steps.append(Step(f"run the update on {vm.name}", update, group=group,
+                          key=f"update:{vm.name}", risk=risk))
     if options.reboot:
         steps.append(Step(f"reboot {vm.name} and wait for it", _reboot(vm.name, options),
-                          group=group))
+                          group=group, key=f"reboot:{vm.name}", risk=risk))
     steps.append(wait_node_back(node, vm.name, options, group,
                                 engine_not=engine_before if options.expect_engine_change else ""))
     steps += [_grouped(s, group) for s in return_steps(snap, node)]
-    steps.append(wait_healthy([vm.name], timing.drain_timeout, group))
+    steps.append(wait_healthy([vm.name], timing, group))
     return steps
 
 
@@ -410,9 +499,9 @@ def _grouped(step: Step, group: str) -> Step:
 
 
 def make_window(kind: str, snap: Snapshot, target: str, timing: Timing,
-                options: WindowOptions, params: dict | None = None) -> Plan:
+                options: WindowOptions, params: dict | None = None, force: bool = False) -> Plan:
     if kind == "maintenance":
-        return host_maintenance(snap, target, timing, options, params)
+        return host_maintenance(snap, target, timing, options, params, force)
     if kind == "rolling-update":     # "cluster", a host's name, or VM names with commas
         if target in ("", "cluster"):
             targets = None
@@ -420,6 +509,7 @@ def make_window(kind: str, snap: Snapshot, target: str, timing: Timing,
             targets = [v.name for v in snap.vms if v.host == target]
         else:
             targets = [t.strip() for t in target.split(",")]
-        return rolling_update(snap, targets, timing, options, params, label=target or "cluster")
+        return rolling_update(snap, targets, timing, options, params, label=target or "cluster",
+                              force=force)
     raise PlanError(f"unknown operation {kind!r}")
 

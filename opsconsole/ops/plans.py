@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..model import ACTIVE, DRAIN, PAUSE, RUNNING, Node, ProxyServer, Snapshot
-from .engine import Context, Plan, Step, StepFailed
-from .guards import FAIL, WARN, Check, drain_checks, node_ready
+from ..model import ACTIVE, DRAIN, PAUSE, PROXY, RUNNING, Node, ProxyServer, Snapshot
+from .engine import Context, Effect, Plan, Step, StepFailed, Unreadable
+from .guards import Check, Risk, drain_checks, forced, node_ready
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Timing:
     sessions_timeout: float = 120.0     # for sessions on a draining proxy server to end
     sessions_threshold: int = 0         # sessions still allowed when moving on
     drain_timeout: float = 300.0        # for the node's tasks to move and converge
+    settle: float = 3.0                 # a health gate holds this long before it passes
+    paused_limit: float = 600.0         # headless: a guard pause longer than this stops the run
 
 
 class PlanError(Exception):
@@ -32,51 +34,98 @@ def find_node(snap: Snapshot, name: str) -> Node:
     return node
 
 
-def _set_availability(node: Node, availability: str) -> Step:
-    """Idempotent; when it takes capacity away, abort puts back what was there."""
-    def to(value: str):
+def availability_is(node: Node, value: str):
+    """Effect probe: the node's availability is `value`."""
+    def holds(snap: Snapshot) -> str | None:
+        now = snap.get(node.id)
+        if not isinstance(now, Node):
+            return f"{node.hostname} is not in the swarm"
+        return None if now.availability == value else \
+            f"{node.hostname} is {now.availability}, not {value}"
+    return holds
+
+
+def _set_availability(node: Node, availability: str, vm: str = "") -> Step:
+    """Idempotent; when it takes capacity away, abort puts back what was there before the
+    operation (recorded in its params, so a resumed operation restores the same)."""
+    def to(value: str | None):
         async def run(ctx: Context) -> None:
+            wanted = value or ctx.op.plan.params.get("was", {}).get(
+                node.hostname, node.availability)
             current = (await ctx.current()).get(node.id)
-            if isinstance(current, Node) and current.availability == value:
-                ctx.log(f"{node.hostname} is already {value}")
+            if isinstance(current, Node) and current.availability == wanted:
+                ctx.log(f"{node.hostname} is already {wanted}")
                 return
-            await ctx.actions.set_availability(node.swarm_id, value)
+            await ctx.actions.set_availability(node.swarm_id, wanted)
         return run
-    restore = to(node.availability) if availability != ACTIVE else None
-    return Step(f"set {node.hostname} availability to {availability}", to(availability), restore)
+    restore = to(None) if availability != ACTIVE else None
+    # a drain takes the node's tasks elsewhere, and its VM's proxy servers out with it
+    risk = Risk(nodes=frozenset({node.swarm_id}), vms=frozenset({vm} - {""})) \
+        if availability == DRAIN else None
+    return Step(f"set {node.hostname} availability to {availability}", to(availability),
+                restore, key=f"availability:{node.hostname}:{availability}", risk=risk,
+                effect=Effect(f"availability:{node.hostname}",
+                              availability_is(node, availability)))
 
 
-def _set_server(server: ProxyServer, state: str) -> Step:
-    """Idempotent; when it takes the server out, abort puts back its earlier state."""
-    def to(value: str):
+def _set_server(server: ProxyServer, state: str, risk: Risk | None = None) -> Step:
+    """Idempotent; while it holds the server out, the operation keeps it so (a restarted
+    HAProxy forgets); abort puts back its state from before the operation. `risk`: what
+    taking it out starts to take away (a node drain's whole risk, checked from its first
+    step on)."""
+    name = f"{server.backend}/{server.name}"
+
+    def to(value: str | None):
         async def run(ctx: Context) -> None:
+            wanted = value or ctx.op.plan.params.get("was", {}).get(name, server.admin)
+            if wanted == "ready":
+                ctx.op.proxy_held.pop(name, None)
+            else:
+                ctx.op.proxy_held[name] = wanted
             current = (await ctx.current()).get(server.id)
-            if isinstance(current, ProxyServer) and current.admin == value:
+            if isinstance(current, ProxyServer) and current.admin == wanted:
                 return
-            await ctx.actions.set_server_state(f"{server.backend}/{server.name}", value)
+            await ctx.actions.set_server_state(name, wanted)
         return run
-    restore = to(server.admin) if state != "ready" else None
-    return Step(f"set proxy server {server.backend}/{server.name} to {state}", to(state), restore)
+
+    def holds(snap: Snapshot) -> str | None:
+        if snap.unreadable(PROXY):
+            return f"{name} cannot be read"
+        now = snap.get(server.id)
+        admin = now.admin if isinstance(now, ProxyServer) else "missing"
+        return None if admin == state else f"proxy server {name} is {admin}, not {state}"
+    restore = to(None) if state != "ready" else None
+    if risk is None and state != "ready" and server.vm:
+        risk = Risk(vms=frozenset({server.vm}))
+    return Step(f"set proxy server {name} to {state}", to(state), restore,
+                key=f"server:{name}:{state}", risk=risk, effect=Effect(f"server:{name}", holds))
 
 
 def _wait_sessions(server: ProxyServer, timing: Timing) -> Step:
+    name = f"{server.backend}/{server.name}"
+
     async def run(ctx: Context) -> None:
         start = server.cur_sessions or 1
 
         def pending(snap: Snapshot) -> str | None:
             s = snap.get(server.id)
-            n = s.cur_sessions if isinstance(s, ProxyServer) else 0
-            if n <= timing.sessions_threshold:
+            if not isinstance(s, ProxyServer):
+                return f"{name} is not in HAProxy's answer"
+            if s.cur_sessions <= timing.sessions_threshold:
                 return None
-            ctx.say(f"{n} session(s) left on {server.name}", 1 - n / start)
-            return f"{n} session(s) still on {server.backend}/{server.name}"
+            ctx.say(f"{s.cur_sessions} session(s) left on {server.name}",
+                    1 - s.cur_sessions / start)
+            return f"{s.cur_sessions} session(s) still on {name}"
         try:
             await ctx.wait_for("sessions to end", pending, timing.sessions_timeout,
-                               hypervisor=False)
+                               hypervisor=False, needs=(PROXY,))
+        except Unreadable:
+            raise          # never go on with a count read before the proxy went away
         except StepFailed as e:   # sessions that outlive the wait move; say so, go on
             ctx.log(f"⚠ {e}; they will move to another server")
-    return Step(f"wait for sessions on {server.backend}/{server.name} to end "
-                f"(≤{timing.sessions_threshold}, {timing.sessions_timeout:.0f}s)", run)
+    return Step(f"wait for sessions on {name} to end "
+                f"(≤{timing.sessions_threshold}, {timing.sessions_timeout:.0f}s)", run,
+                key=f"sessions:{name}", effect=Effect(f"server:{name}"), wait=True)
 
 
 def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
@@ -94,8 +143,8 @@ def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
                     if t.wanted or t.state == RUNNING]
             waiting = [t for t in snap.tasks if t.service_id in affected and t.wanted
                        and t.state != RUNNING and t.node_id != node.swarm_id]
-            unconverged = [s.name for s in snap.services
-                           if s.swarm_id in affected and not snap.converged(s)]
+            unconverged = [f"{s.name} {why}" for s in snap.services
+                           if s.swarm_id in affected and (why := snap.unconverged(s))]
             if not here and not waiting and not unconverged:
                 return None
             ctx.say(f"{len(here)} task(s) on {node.hostname}, {len(waiting)} starting "
@@ -107,7 +156,8 @@ def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
         await ctx.wait_for(f"{node.hostname} to drain", pending, timing.drain_timeout,
                            hypervisor=False)
     return Step(f"wait until {node.hostname} runs no tasks and its services converge "
-                f"({timing.drain_timeout:.0f}s)", run)
+                f"({timing.drain_timeout:.0f}s)", run, key=f"drained:{node.hostname}",
+                effect=Effect(f"availability:{node.hostname}"), wait=True)
 
 
 def cordon(snap: Snapshot, name: str) -> Plan:
@@ -129,10 +179,11 @@ def drain_steps(snap: Snapshot, node: Node, timing: Timing) -> list[Step]:
     vm = snap.vm_of_node(node)
     servers = snap.servers_of_vm(vm.name) if vm and not snap.proxy_read_only else []
     steps: list[Step] = []
+    drain_it = _set_availability(node, DRAIN, vm.name if vm else "")
     for s in servers:
-        steps += [_set_server(s, "drain"), _wait_sessions(s, timing)]
+        steps += [_set_server(s, "drain", drain_it.risk), _wait_sessions(s, timing)]
     affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
-    return steps + [_set_availability(node, DRAIN), _wait_drained(node, affected, timing)]
+    return steps + [drain_it, _wait_drained(node, affected, timing)]
 
 
 def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[Step]:
@@ -154,17 +205,9 @@ def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = Fa
     runs and, if tasks cannot move, times out naming them.
     """
     node = find_node(snap, name)
-    steps = drain_steps(snap, node, timing)
-
-    def guard(now: Snapshot) -> list[Check]:
-        current = now.get(node.id)
-        return [] if not isinstance(current, Node) else [
-            c for c in drain_checks(now, current) if c.name == "capacity"]
     checks = drain_checks(snap, node)
-    if force:
-        checks = [Check(c.name, WARN, c.message + " (overridden by force)")
-                  if c.level == FAIL else c for c in checks]
-    return Plan("drain", node.hostname, steps, checks, None if force else guard)
+    return Plan("drain", node.hostname, drain_steps(snap, node, timing),
+                forced(checks) if force else checks, force=force)
 
 
 PLANS = {"cordon": cordon, "drain": drain, "activate": activate}

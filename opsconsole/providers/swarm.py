@@ -119,7 +119,9 @@ def lock_from_labels(labels: dict[str, str] | None) -> Lock | None:
         return None
     try:
         d = json.loads(raw)
-        return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]))
+        return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]),
+                    host=str(d.get("host", "")), pid=int(d.get("pid", 0)),
+                    beat=float(d.get("beat", 0.0)))
     except (ValueError, KeyError, TypeError):   # still a lock: never ignore one
         return Lock("someone (unreadable lock label)", "?", raw[:60], 0.0)
 

@@ -26,6 +26,7 @@ from ..ops import catalog
 from ..ops.actions import ReadOnlyError
 from ..ops.engine import Operation, Plan, StepFailed
 from ..ops.plans import PlanError
+from ..ops.records import OpRecord
 from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
@@ -202,6 +203,7 @@ class OpsConsole(App):
 
     def _show_summary(self) -> None:
         pieces = present.summary(self.snapshot)
+        pieces += [p for w in self.session.warnings for p in (("  ⚠ ", "warn"), (w, "warn"))]
         running = self.session.engine.running
         if running:
             pieces += [("  ▶ ", "accent"), (f"{running.title} {running.state}", "warn")]
@@ -296,7 +298,7 @@ class OpsConsole(App):
             return
         self._confirm_and_start(plan, plan.target if kind in TYPED else "")
 
-    def _confirm_and_start(self, plan: Plan, typed: str, resume: dict | None = None) -> None:
+    def _confirm_and_start(self, plan: Plan, typed: str, resume: OpRecord | None = None) -> None:
         def confirmed(ok: bool | None) -> None:
             if not ok:
                 self.notify(f"{plan.kind} {plan.target}: cancelled, nothing changed")
@@ -307,23 +309,24 @@ class OpsConsole(App):
                 self.notify(str(e), severity="error")
         self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed), confirmed)
 
-    def _offer_unfinished(self, record: dict) -> None:
-        """A console died mid-operation: say so first, and offer resume or roll back."""
+    def _offer_unfinished(self, record: OpRecord) -> None:
+        """A console died mid-operation: say so first, and offer resume or roll back (only
+        when its console is gone: a live one is shown as running, where and since when)."""
         def chosen(choice: str | None) -> None:
             if self.session.read_only or choice not in ("resume", "rollback"):
-                self.notify(f"{record['kind']} {record['target']} stays unfinished "
-                            f"(journal {record['op']}); `opsconsole resume` or `rollback` "
+                self.notify(f"{record.kind} {record.target} stays unfinished "
+                            f"(journal {record.op}); `opsconsole resume` or `rollback` "
                             "can finish it later", severity="warning", timeout=20)
                 return
             try:
                 if choice == "resume":
-                    plan = catalog.rebuild(record, self.snapshot)
+                    plan = catalog.rebuild(record, self.snapshot, self.session.window_options)
                 else:
                     plan = catalog.rollback(record, self.snapshot)
             except PlanError as e:
                 self.notify(str(e), severity="error")
                 return
-            self._confirm_and_start(plan, record["op"], resume=record if choice == "resume"
+            self._confirm_and_start(plan, record.op, resume=record if choice == "resume"
                                     else None)
 
         async def when_seen() -> None:      # plans need the cluster as it is now
@@ -333,7 +336,9 @@ class OpsConsole(App):
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
 
     def action_audit(self) -> None:
-        self.push_screen(AuditScreen(list(self.session.engine.actions.audit.read())[-500:]))
+        audit = self.session.engine.actions.audit
+        records = list(audit.read())[-500:]
+        self.push_screen(AuditScreen(records, audit.skipped_note()))
 
     def action_pause(self) -> None:
         op = self.session.engine.running

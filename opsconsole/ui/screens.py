@@ -12,7 +12,9 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
+from ..config import UNSAFE
 from ..ops.engine import Plan
+from ..ops.records import OpRecord
 
 LEVEL_ROLES = {"ok": "ok", "warn": "warn", "fail": "bad"}
 
@@ -114,24 +116,28 @@ class UnfinishedScreen(ModalScreen[str]):
 
     BINDINGS = [Binding("escape", "later", "Later", id="unfinished.later")]
 
-    def __init__(self, record: dict, read_only: bool) -> None:
+    def __init__(self, record: OpRecord, read_only: bool) -> None:
         super().__init__()
         self.record, self.read_only = record, read_only
 
     def compose(self) -> ComposeResult:
         r = self.record
-        done, steps = r.get("done_steps", []), r.get("steps", [])
+        done = set(r.done_steps)
+        live = r.liveness()
+        why = (f"It is still live: {live}. It cannot be resumed or rolled back from here."
+               if live else "It was written by a newer opsconsole: use that version."
+               if r.newer else f"It stopped {r.state} after {len(done)} of {len(r.steps)} "
+               "steps" + (f": {r.error}" if r.error else "."))
         with Vertical(id="confirm"):
-            yield Label(Text(f"Unfinished: {r['kind']} {r['target']}", style="bold"),
-                        id="confirm-title")
+            yield Label(Text(f"{'Running' if live else 'Unfinished'}: {r.kind} {r.target}",
+                             style="bold"), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
-                yield Static(Text(f"Started by {r.get('who', '?')} (journal {r['op']}); the "
-                                  f"console stopped after {len(done)} of {len(steps)} steps."))
-                for i, title in enumerate(steps):
+                yield Static(Text(f"Started by {r.who or '?'} (journal {r.op}). {why}"))
+                for i, title in enumerate(r.steps):
                     mark = "✔" if i in done else "·"
                     yield Static(Text(f"{mark} {i + 1}. {title}"), classes="step")
             with Horizontal(id="confirm-buttons"):
-                if not self.read_only:
+                if not (self.read_only or live or r.newer):
                     yield Button("Resume", variant="primary", id="unfinished-resume")
                     yield Button("Roll back", variant="warning", id="unfinished-rollback")
                 yield Button("Later", id="unfinished-later")
@@ -149,25 +155,40 @@ class UnfinishedScreen(ModalScreen[str]):
         self.dismiss("later")
 
 
+def _when(value: object) -> str:
+    try:
+        return time.strftime("%m-%d %H:%M:%S", time.localtime(float(value)))  # type: ignore
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _cell(value: object, most: int = 200) -> str:
+    """A record's value as plain text: control characters shown escaped, long ones cut."""
+    text = "" if value is None else str(value)
+    text = UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+    return text if len(text) <= most else text[:most - 1] + "…"
+
+
 class AuditScreen(ModalScreen[None]):
     """Every mutating action: who, from where, what, when, how it went (newest first)."""
 
     BINDINGS = [Binding("escape,q,L", "dismiss", "Close", id="audit.close")]
 
-    def __init__(self, records: list[dict]) -> None:
+    def __init__(self, records: list[dict], damaged: str = "") -> None:
         super().__init__()
-        self.records = records
+        self.records, self.damaged = records, damaged    # damaged: "3 damaged lines skipped…"
 
     def compose(self) -> ComposeResult:
         from rich.table import Table
         table = Table(title="audit log", expand=True, show_edge=False)
         for col in ("when", "who", "action", "target", "result"):
             table.add_column(col, overflow="fold")
-        for r in reversed(self.records):
-            when = time.strftime("%m-%d %H:%M:%S", time.localtime(r.get("time", 0)))
-            table.add_row(*(Text(str(v)) for v in (when, r.get("who", ""), r.get("action", ""),
-                                                   r.get("target", ""), r.get("result", ""))))
+        for r in reversed(self.records):     # any JSON object: show what it has, "?" for odd
+            table.add_row(Text(_when(r.get("time"))), *(
+                Text(_cell(r.get(k))) for k in ("who", "action", "target", "result")))
         with VerticalScroll(id="help"):
+            if self.damaged:
+                yield Static(Text(f"⚠ {self.damaged}"), id="audit-damaged")
             yield Static(table if self.records else Text("nothing audited yet"))
 
     def action_dismiss(self) -> None:

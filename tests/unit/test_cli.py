@@ -120,4 +120,6 @@ def test_rollback_and_resume_of_an_unfinished_operation(run, tmp_path):
             if '"event": "end"' in line]
     assert {"op": "dead-1", "state": "rolled back"}.items() <= \
         next(e for e in ends if e["op"] == "dead-1").items()
-    assert "dead-1" not in run("journal").output.split("unfinished")[-1]
+    listing = run("journal")
+    assert listing.exit_code == 0, listing.output
+    assert "UNFINISHED dead-1" not in listing.output and "dead-1  end  rolled back" in listing.output

@@ -74,6 +74,7 @@ def test_good_inventory(tmp_path):
     ("[console]\ntheme = \"x\"\n", 1, "no [swarm] table"),
 ])
 def test_bad_inventories_name_file_line_and_problem(tmp_path, body, line, words):
+    (tmp_path / "c.pem").write_text("certificate")   # tls_cert must name a readable file
     path = write(tmp_path, body)
     with pytest.raises(ConfigError) as err:
         load(path)

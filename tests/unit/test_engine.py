@@ -159,19 +159,20 @@ async def test_unfinished_finds_an_operation_cancelled_mid_step(tmp_path):
         await op.task
     # a fresh Journal on the same file, as a restarted console would open it
     unfinished = Journal(rig.journal.path).unfinished()
-    assert [u["op"] for u in unfinished] == [op.id]
-    assert unfinished[0]["kind"] == "drain" and unfinished[0]["target"] == "vm-03"
-    assert unfinished[0]["done_steps"] == [0, 1, 2]
+    assert [u.op for u in unfinished] == [op.id]
+    assert unfinished[0].kind == "drain" and unfinished[0].target == "vm-03"
+    assert unfinished[0].done_steps == [0, 1, 2]
+    assert unfinished[0].state == "interrupted" and unfinished[0].liveness() == ""
     assert ("end",) not in journal_events(rig.journal, op.id)
 
     # a torn last line (killed mid-write) is ignored, whole records are kept
     with open(rig.journal.path, "a") as f:
         f.write('{"event": "end", "op": "%s", "sta' % op.id)
     journal = Journal(rig.journal.path)
-    assert [u["op"] for u in journal.unfinished()] == [op.id]
+    assert [u.op for u in journal.unfinished()] == [op.id]
     assert len(list(journal.read())) == len(rig.journal.path.read_text().splitlines()) - 1
     # ...and once a whole end record follows, the operation is no longer open
-    journal.append({"event": "end", "op": op.id, "state": "aborted"})
+    journal.end(op.id, "aborted")
     assert len(journal.path.read_text().splitlines()) >= 2
     assert Journal(rig.journal.path).unfinished() == []
 
@@ -368,7 +369,7 @@ async def test_forced_drain_that_cannot_finish_times_out_naming_the_pending_task
     snap = await rig.snapshot()
     timing = plans.Timing(sessions_threshold=10**6, drain_timeout=1.0)
     plan = plans.drain(snap, holder.hostname, timing, force=True)
-    assert plan.refused == [] and plan.guard is None
+    assert plan.refused == [] and plan.force
     cap = next(c for c in plan.checks if c.name == "capacity")
     assert cap.level == WARN and "overridden by force" in cap.message
 
@@ -380,7 +381,11 @@ async def test_forced_drain_that_cannot_finish_times_out_naming_the_pending_task
     recs = [r for r in rig.journal.read() if r.get("op") == op.id]
     assert recs[-2]["phase"] == "failed" and recs[-2]["index"] == len(plan.steps) - 1
     assert "reports.1" in recs[-2]["error"]
-    assert recs[-1]["event"] == "end" and recs[-1]["state"] == FAILED
+    # capacity was taken out: the operation stays unfinished (no end), the lock held
+    assert recs[-1]["event"] == "failed" and op.unfinished
+    [record] = rig.journal.unfinished()
+    assert record.op == op.id and record.state == FAILED
+    assert rig.sim.lock is not None and rig.sim.lock.op == op.id
     # a failed step is not undone: the node stays drained for the operator to decide
     assert rig.sim.nodes[holder.swarm_id].availability == DRAIN
 
@@ -395,7 +400,7 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     await _pin_reports(rig)                      # ...then the only other home is cordoned
     op = rig.engine.start(plan)
     await until(lambda: op.state == PAUSED, what="guard pause")
-    assert any("paused by guard" in line and "reports.1" in line for line in op.log)
+    assert any("paused before" in line and "reports.1" in line for line in op.log)
     await asyncio.sleep(0.1)
     assert op.state == PAUSED and op.index == 0
     assert (await rig.snapshot()).get(f"proxy:portail/{holder.hostname}").admin == "ready"

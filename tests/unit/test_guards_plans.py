@@ -7,7 +7,9 @@ import pytest
 
 from opsconsole.model import DOWN, DRAIN, MANAGER, PAUSE, WORKER, Node, Snapshot
 from opsconsole.ops import plans
-from opsconsole.ops.guards import (FAIL, OK, WARN, capacity, drain_checks, failures, node_ready,
+from opsconsole.ops import guards
+from opsconsole.ops.guards import (FAIL, OK, WARN, before_step, capacity, drain_checks, failures,
+                                   node_ready,
                                    proxy_keeps_a_server, quorum_after_loss, spread)
 from opsconsole.ops.plans import PlanError
 
@@ -145,7 +147,7 @@ def test_drain_checks_for_a_manager_say_quorum_unchanged(sim):
     snap = sim_snapshot(sim)
     mgr = snap.managers[0]
     checks = drain_checks(snap, mgr)
-    assert {c.name for c in checks} == {"node", "capacity", "spread", "quorum", "proxy"}
+    assert {c.name for c in checks} == {"node", "capacity", "stops", "spread", "quorum", "proxy"}
     assert next(c for c in checks if c.name == "quorum").level == OK
     worker = next(n for n in snap.nodes if n.role == WORKER)
     assert "quorum" not in {c.name for c in drain_checks(snap, worker)}
@@ -191,7 +193,10 @@ def test_drain_plan_steps_and_undo(sim):
         "wait until vm-04 runs no tasks and its services converge (90s)",
     ]
     assert [s.undo is not None for s in plan.steps] == [True, False, True, False]
-    assert plan.guard is not None and plan.guard(snap) and not failures(plan.guard(snap))
+    # the proxy drain and the node drain are guarded (on fresh data, before each runs)
+    assert [s.risk is not None for s in plan.steps] == [True, False, True, False]
+    assert plan.steps[0].risk == plan.steps[2].risk
+    assert not failures(before_step(snap, plan.steps[2].risk))
     # a manager: the confirmation mentions quorum
     assert any(c.name == "quorum" for c in plan.checks)
 
@@ -217,12 +222,14 @@ def test_forced_drain_turns_refusals_into_warnings(sim):
     strict = plans.drain(snap, holder.hostname)
     forced = plans.drain(snap, holder.hostname, force=True)
     assert [c.name for c in strict.refused] == ["capacity"]
-    assert forced.refused == [] and forced.guard is None
+    assert forced.refused == [] and forced.force and not strict.force
     assert [c.name for c in forced.checks] == [c.name for c in strict.checks]
     cap = next(c for c in forced.checks if c.name == "capacity")
     assert cap.level == WARN and cap.message.endswith("(overridden by force)")
-    # the non-forced plan re-checks capacity before each step
-    assert failures(strict.guard(snap))[0].name == "capacity"
+    # the guards before each step find the same; force makes that a warning there too
+    risk = strict.steps[0].risk
+    assert failures(before_step(snap, risk))[0].name == "capacity"
+    assert not failures(guards.forced(before_step(snap, risk)))
 
 
 def test_drain_guard_ignores_a_vanished_node(sim):
@@ -230,7 +237,8 @@ def test_drain_guard_ignores_a_vanished_node(sim):
     plan = plans.drain(snap, "vm-02")
     node = snap.node_named("vm-02")
     gone = replace(snap, nodes=tuple(n for n in snap.nodes if n != node))
-    assert plan.guard(gone) == []
+    risk = plan.steps[0].risk
+    assert not failures(before_step(gone, risk))
     drained = replace(snap, nodes=tuple(replace(n, availability=DRAIN) if n == node else n
                                         for n in snap.nodes))
-    assert not failures(plan.guard(drained))
+    assert not failures(before_step(drained, risk))

@@ -217,12 +217,12 @@ async def test_killed_at_every_step_boundary_then_resumed(tmp_path, kind, target
         # a new console on the same site and the same journal
         second = make_rig(tmp_path / f"k{k}", sim)
         [record] = second.journal.unfinished()
-        assert record["op"] == op.id and sim.lock is not None and sim.lock.op == op.id
+        assert record.op == op.id and sim.lock is not None and sim.lock.op == op.id
         plan = catalog.rebuild(record, await second.snapshot())
         resumed = second.engine.start(plan, resume=record)
         await asyncio.wait_for(resumed.task, 60)
         assert resumed.state == DONE, f"killed at step {k}: {resumed.error}"
-        done = set(record["done_steps"])
+        done = set(record.done_steps)
         assert set(range(k)) <= done                       # what the first console finished
         assert not done & set(resumed.times)               # ... was not run again
         assert second.journal.unfinished() == []
