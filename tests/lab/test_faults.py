@@ -403,14 +403,14 @@ async def test_haproxy_killed_during_the_sessions_wait(lab, console, tmp_path):
                if availability == "drain"]
     assert drained and drained[0][0] > back, (drained[:1], back)
     assert all(admin == "drain" for _, admin in drained), drained[:5]
-    # the re-applied drain is in the audit log
-    reapplied = [r for r in audit(state) if r["time"] > back and DRAINED in str(r.get("target"))
-                 and "drain" in json.dumps(r)]
-    assert reapplied, [r for r in audit(state) if r["time"] > killed["at"]]
     # users: nobody failed once HAProxy was back
     assert report["requests"] > 300
     late = failures_after(load, back)
     assert late == [], late
+    # the re-applied drain is in the audit log
+    reapplied = [r for r in audit(state) if r["time"] > back and DRAINED in str(r.get("target"))
+                 and "drain" in json.dumps(r)]
+    assert reapplied, [r for r in audit(state) if r["time"] > killed["at"]]
     # and the wait said it could not read HAProxy (not a silent wait on an old count)
     assert any("unreachable" in line.lower() for line in said), said
 
