@@ -375,7 +375,10 @@ def journal(ctx: click.Context) -> None:
     """List recorded operations, unfinished ones first."""
     session = _session(ctx)
     con = Console(highlight=False, soft_wrap=True)
-    for rec in session.journal.unfinished():
+    unfinished = session.journal.unfinished()
+    if session.journal.skipped_note():
+        Console(stderr=True).print(Text(f"⚠ {session.journal.skipped_note()}", style="yellow"))
+    for rec in unfinished:
         live = rec.liveness()
         how = live or ("written by a newer opsconsole: use that version" if rec.newer else
                        f"opsconsole resume {rec.op} | opsconsole rollback {rec.op} | "

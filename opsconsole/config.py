@@ -316,7 +316,10 @@ def _operations(ops: _Reader) -> Timing:
                     sessions_threshold=ops.number("sessions_threshold", int,
                                                   Timing.sessions_threshold),
                     drain_timeout=ops.number("drain_timeout", float, Timing.drain_timeout,
-                                             above=True))
+                                             above=True),
+                    settle=ops.number("settle", float, Timing.settle),
+                    paused_limit=ops.number("paused_limit", float, Timing.paused_limit,
+                                            above=True))
     ops.done()
     return timing
 

@@ -27,7 +27,8 @@ from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced
-from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who
+from .report import markdown
+from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -525,12 +526,9 @@ class Engine:
                 pass
 
     def _write_report(self, op: Operation) -> None:
-        from .report import markdown
-        folder = self.journal.path.parent / "reports"
+        path = self.journal.path.parent / "reports" / f"{op.id}.md"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{op.id}.md"
-            path.write_text(markdown(op, who()))
+            write_private(path, markdown(op, who()))
             op.report_path = str(path)
         except OSError as e:
             op.log.append(f"⚠ could not write the report: {e}")

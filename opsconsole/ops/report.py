@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from .engine import Operation
+if TYPE_CHECKING:       # the engine writes reports: no import back at run time
+    from .engine import Operation
 
 
-def markdown(op: Operation, who: str) -> str:
+def markdown(op: "Operation", who: str) -> str:
     plan = op.plan
     lines = [f"# {op.title}", "",
              f"- operation: `{op.id}`",
              f"- by: {who}",
-             f"- result: **{op.state}**" + (f" — {op.error}" if op.error else ""),
+             f"- result: **{op.state}**" + (" (UNFINISHED: resume, roll back or abandon it)"
+                                             if op.unfinished else "")
+             + (f" — {op.error}" if op.error else ""),
              f"- duration: {op.elapsed:.1f} s",
              f"- written: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}", ""]
     lines += ["## Checks before the start", ""]

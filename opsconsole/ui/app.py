@@ -152,6 +152,8 @@ class OpsConsole(App):
         self.query_one(ClusterTree).focus()
         self.sub_title = self.session.source
         unfinished = self.session.journal.unfinished()
+        if self.session.journal.skipped_note():
+            self.notify(self.session.journal.skipped_note(), severity="warning", timeout=15)
         if unfinished:
             self.call_after_refresh(self._offer_unfinished, unfinished[0])
         self.refresh_loop()
