@@ -451,7 +451,7 @@ async def test_a_failure_after_the_drain_keeps_the_lock_and_rolls_back(ref_lab, 
     lab = ref_lab
     state = tmp_path / "state"
     inventory = lab.write_inventory(tmp_path / "inventory.toml", state_dir=state,
-                                    operations={"drain_timeout": 30})
+                                    operations={"drain_timeout": 30, "paused_limit": 30})
     with LoadRun(lab.portal_url, tmp_path / "load.json", users=USERS) as load:
         run = cli(inventory, "run", "drain", "vm-02", "--yes", out=tmp_path / "run.log")
         killed = False
