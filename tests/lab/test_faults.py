@@ -58,7 +58,10 @@ FINISH = 600.0          # the most a window may take to finish once its fault is
 # ------------------------------------------------------------------ what the systems say
 def converged_by_docker(lab) -> dict[str, str]:
     """service -> why it is not converged, as docker says; empty when every service is:
-    its UpdateStatus completed or absent, as many tasks running as desired, none on its way."""
+    its UpdateStatus completed or absent, as many tasks running as desired, none on its way.
+    A global service is desired on every node ready and active (at least: a manager that
+    just became leader shows nodes `unknown` until they check in, so its own tasks that are
+    meant to run count too)."""
     bad = {}
     with lab.manager_client() as c:
         nodes = c.api.nodes()
@@ -70,7 +73,8 @@ def converged_by_docker(lab) -> dict[str, str]:
             tasks = c.api.tasks(filters={"service": s["ID"], "desired-state": "running"})
             running = sum(1 for t in tasks if t["Status"]["State"] == "running")
             on_way = [t["Status"]["State"] for t in tasks if t["Status"]["State"] != "running"]
-            desired = mode["Replicated"]["Replicas"] if "Replicated" in mode else len(eligible)
+            desired = mode["Replicated"]["Replicas"] if "Replicated" in mode else \
+                max(len(eligible), len(tasks))
             if update not in (None, "completed") or running != desired or on_way:
                 bad[name] = (f"UpdateStatus {update}, {running}/{desired} running"
                              + (f", {on_way}" if on_way else ""))
