@@ -59,7 +59,7 @@ class Cluster:
                                            PROXY)
         ro = take(parts[3], "proxy state unknown", PROXY) if PROXY not in failed else \
             "proxy state unknown"
-        lock = take(parts[4], last.lock, LOCK)
+        lock = take(parts[4], last.lock, LOCK) if SWARM not in failed else last.lock
         for source in set(self._failing_since) - failed:
             del self._failing_since[source]     # answered again: the next failure is new
         snap = Snapshot(

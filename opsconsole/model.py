@@ -342,7 +342,9 @@ class Snapshot:
     def convergence(self, service: Service) -> tuple[int, int]:
         """(running, desired) for a service; global: one per node it may run on."""
         tasks = self._tasks_by_service.get(service.swarm_id, [])
-        running = sum(1 for t in tasks if t.wanted and t.state == RUNNING)
+        # Swarm keeps a task "running" in its books on a node that went down: not running
+        ready = self._ready_nodes
+        running = sum(1 for t in tasks if t.wanted and t.state == RUNNING and t.node_id in ready)
         if service.mode == "global":
             # every ready, active node its constraints allow; a paused node keeps the
             # task it has but gets none new

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .model import (ACTIVE, DRAIN, MANAGER, PAUSE, READY, RUNNING, ROOT_HOSTS, ROOT_PROXY,
-                    ROOT_SERVICES, ROOT_UNPLACED, VM, Backend, Entity, Host, Node, ProxyServer,
-                    ProxySession, Service, Snapshot, Task)
+from .model import (ACTIVE, DRAIN, HYPERV, MANAGER, PAUSE, PROXY, READY, ROOT_HOSTS,
+                    ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, RUNNING, SWARM, VM, Backend,
+                    Entity, Host, Node, Problem, ProxyServer, ProxySession, Service, Snapshot,
+                    Task)
 
 Piece = tuple[str, str]          # (text, role)
 OK, WARN, BAD, MUTED, ACCENT, PLAIN = "ok", "warn", "bad", "muted", "accent", "plain"
@@ -73,8 +74,10 @@ def label(entity: Entity, snap: Snapshot) -> list[Piece]:
     if isinstance(entity, Service):
         running, desired = snap.convergence(entity)
         return [("≡ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
-                (f"{running}/{desired}", OK if running >= desired else WARN),
-                (f"  {entity.mode}", MUTED)]
+                (f"{running}/{desired}", OK if snap.converged(entity) else WARN),
+                (f"  {entity.mode}", MUTED)] + (
+                    [(f"  update {entity.update_state}", WARN)]
+                    if entity.update_state not in ("", "completed") else [])
     if isinstance(entity, Backend):
         servers = [s for s in snap.servers if s.backend == entity.name]
         up = sum(1 for s in servers if proxy_role(s.status) == OK)
@@ -91,8 +94,24 @@ def label(entity: Entity, snap: Snapshot) -> list[Piece]:
     raise TypeError(entity)
 
 
+# Which sources a tree group's rows come from: when one cannot be read, the rows are old.
+GROUP_SOURCES = {ROOT_HOSTS: (HYPERV, SWARM), ROOT_UNPLACED: (SWARM,),
+                 ROOT_SERVICES: (SWARM,), ROOT_PROXY: (PROXY,)}
+
+
 def group_label(group_id: str, snap: Snapshot) -> list[Piece]:
-    return [(GROUP_TITLES[group_id], ACCENT)]
+    out = [(GROUP_TITLES[group_id], ACCENT)]
+    stale = snap.unreadable(*GROUP_SOURCES.get(group_id, ()))
+    if stale:
+        out.append((f"  STALE: {stale[0].source} unreadable for "
+                    f"{duration(snap.taken_at - (stale[0].since or snap.taken_at))}", BAD))
+    return out
+
+
+def problem(p: Problem, now: float) -> str:
+    """A problem with its age: how old the data shown for that source is."""
+    age = f" (for {duration(now - p.since)})" if p.since and now - p.since >= 1 else ""
+    return f"{p}{age}"
 
 
 def summary(snap: Snapshot) -> list[Piece]:
@@ -101,9 +120,10 @@ def summary(snap: Snapshot) -> list[Piece]:
     tol = snap.quorum_tolerance
     managers = len(snap.managers)
     if not snap.nodes:
-        return [("swarm not seen yet", BAD)] + [p for problem in snap.problems
-                                                 for p in (("  ⚠ ", BAD), (str(problem), BAD))]
-    out = [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
+        return [("swarm not seen yet", BAD)] + [
+            p for pr in snap.problems for p in (("  ⚠ ", BAD), (problem(pr, snap.taken_at), BAD))]
+    old = [] if not snap.unreadable(SWARM) else [("STALE ", BAD)]   # what follows is not now
+    out = old + [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
             OK if snap.nodes_ready == len(snap.nodes) else WARN), ("  ", PLAIN),
            (f"services {converged}/{len(snap.services)} converged",
             OK if converged == len(snap.services) else WARN), ("  ", PLAIN),
@@ -117,8 +137,8 @@ def summary(snap: Snapshot) -> list[Piece]:
         out += [("  LOCKED ", BAD), (f"{snap.lock.title} by {snap.lock.holder}, {age}", WARN)]
     if snap.proxy_read_only:
         out += [("  proxy read-only", WARN)]
-    for problem in snap.problems:
-        out += [("  ⚠ ", BAD), (str(problem), BAD)]
+    for pr in snap.problems:
+        out += [("  ⚠ ", BAD), (problem(pr, snap.taken_at), BAD)]
     return out
 
 

@@ -25,9 +25,11 @@ class ReadOnlyError(Exception):
         super().__init__(f"read-only mode: refused to {what}")
 
 
-def mutating(verb: str, audited: bool = True) -> Callable[[F], F]:
+def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[[F], F]:
     """`audited=False` only for a write repeated every few seconds whose start and end are
-    audited anyway (the lock's heartbeat): it still refuses in read-only mode."""
+    audited anyway (the lock's heartbeat): it still refuses in read-only mode.
+    `changes=False`: the call touches only the console's own bookkeeping in the cluster (the
+    operation lock), not what runs where: `generation` stays."""
     def wrap(fn: F) -> F:
         MUTATING.append(fn.__name__)
 
@@ -48,7 +50,7 @@ def mutating(verb: str, audited: bool = True) -> Callable[[F], F]:
                 self.audit.record(verb, target, f"failed: {e}")
                 raise
             finally:
-                self.generation += 1
+                self.generation += changes
             self.audit.record(verb, target, "ok", args=detail)
         return guarded  # type: ignore[return-value]
     return wrap
@@ -99,15 +101,15 @@ class Actions:
             host, timeout, script)
         self.audit.record("install updates", host, "report", report=str(report))
 
-    @mutating("break the operation lock")
+    @mutating("break the operation lock", changes=False)
     async def break_lock(self, holder: str) -> None:
         await self.providers.swarm.break_lock()
 
-    @mutating("take the operation lock")
+    @mutating("take the operation lock", changes=False)
     async def take_lock(self, op: str, lock: Lock) -> None:
         await self.providers.swarm.take_lock(lock)
 
-    @mutating("release the operation lock")
+    @mutating("release the operation lock", changes=False)
     async def release_lock(self, op: str) -> None:
         await self.providers.swarm.release_lock(op)
 
@@ -116,7 +118,7 @@ class Actions:
         """The running operation's heartbeat in its own lock (take and release are audited)."""
         await self.providers.swarm.take_lock(lock)
 
-    @mutating("abandon an unfinished operation")
+    @mutating("abandon an unfinished operation", changes=False)
     async def abandon(self, op: str, holds_lock: bool) -> None:
         if holds_lock:
             await self.providers.swarm.release_lock(op)

@@ -13,7 +13,7 @@ from ..model import MANAGER, VM, Snapshot
 from .engine import Plan, resume_check, resume_refusal
 from .guards import FAIL, OK, WARN, Check
 from .maintenance import (WindowOptions, demote_stand_in, make_window, start, wait_healthy,
-                          wait_node_back, wait_vm)
+                          wait_host_up, wait_node_back, wait_vm)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
 from .records import OpRecord
 
@@ -89,6 +89,9 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     timing = _known(Timing, params.get("timing", {}))
     names = params.get("vms") or [record.target]
     steps = []
+    hosts = {vm.host for n in names if isinstance(vm := snap.get(f"vm:{n}"), VM)}
+    for host in sorted(hosts):      # a host still updating or restarting starts no VM
+        steps.append(wait_host_up(host, options.update_timeout + options.boot_timeout))
     for name in names:
         vm = snap.get(f"vm:{name}")
         node = snap.node_of_vm(vm) if isinstance(vm, VM) else snap.node_named(name)

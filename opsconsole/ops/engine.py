@@ -689,12 +689,14 @@ def resume_check(plan: Plan, record: OpRecord, snap: Snapshot) -> ResumeCheck:
     """
     out = ResumeCheck()
     done = sorted(i for i in set(record.done_steps) if 0 <= i < len(plan.steps))
-    latest = {plan.steps[i].effect.subject: i for i in done if plan.steps[i].effect}
+    # the last finished step that set each subject (a wait sets nothing)
+    latest = {plan.steps[i].effect.subject: i for i in done
+              if plan.steps[i].effect and not plan.steps[i].wait}
     first_redo = None
     for i in done:
         step = plan.steps[i]
         effect = step.effect
-        if effect is not None and latest[effect.subject] != i:
+        if effect is not None and latest.get(effect.subject, -1) > i:
             out.skip.add(i)                 # a later finished step set the same thing
         elif step.wait:
             if first_redo is not None and i > first_redo:

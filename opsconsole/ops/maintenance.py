@@ -345,11 +345,20 @@ def _start_again(vm: str, options: WindowOptions):
     return undo
 
 
-def _host_steps(host: str, options: WindowOptions) -> list[Step]:
-    def host_up(snap: Snapshot) -> str | None:
-        h = snap.get(f"host:{host}")
-        state = getattr(h, "state", "missing")
+def host_is_up(host: str):
+    def probe(snap: Snapshot) -> str | None:
+        state = getattr(snap.get(f"host:{host}"), "state", "missing")
         return None if state == "up" else f"{host} is {state}"
+    return probe
+
+
+def wait_host_up(host: str, timeout: float) -> Step:
+    return _wait(f"wait until {host} is up", f"{host} to be up", host_is_up(host), timeout,
+                 key=f"host-up:{host}", subject=f"host:{host}")
+
+
+def _host_steps(host: str, options: WindowOptions) -> list[Step]:
+    host_up = host_is_up(host)
     if options.host_step == "manual":
         async def hold(ctx: Context) -> None:
             ctx.op.state = PAUSED
