@@ -41,13 +41,14 @@ from pathlib import Path
 
 import docker
 import pytest
+import requests
 
 from opsconsole.ops import catalog
 from opsconsole.ops.engine import DONE, FINISHED, PAUSED
 
 from .labkit import Sampler, running_on, until, whole
 from .load import LoadRun, summary
-from .swarm_lab import BACKEND, IMAGE, LOCK_LABEL, SECOND, read_boots
+from .swarm_lab import BACKEND, IMAGE, LOCK_LABEL, SECOND, LabError, read_boots
 from .test_maintenance_lab import cli, journal
 
 USERS = 24
@@ -88,12 +89,17 @@ def assert_converged(lab, what: str) -> None:
 
 
 def managers(lab) -> dict[str, tuple[str, str, bool]]:
-    """manager hostname -> (node state, Raft reachability, leader), from a manager."""
-    with lab.manager_client() as c:
-        return {n["Description"]["Hostname"]: (n["Status"]["State"],
-                                               n["ManagerStatus"].get("Reachability", ""),
-                                               bool(n["ManagerStatus"].get("Leader")))
-                for n in c.api.nodes() if n.get("ManagerStatus")}
+    """manager hostname -> (node state, Raft reachability, leader), from a manager; empty
+    while no manager can say (no leader yet: an election, a manager restarting)."""
+    try:
+        with lab.manager_client() as c:
+            nodes = c.api.nodes()
+    except (docker.errors.APIError, requests.RequestException, LabError):
+        return {}
+    return {n["Description"]["Hostname"]: (n["Status"]["State"],
+                                           n["ManagerStatus"].get("Reachability", ""),
+                                           bool(n["ManagerStatus"].get("Leader")))
+            for n in nodes if n.get("ManagerStatus")}
 
 
 def halts_since(lab, name: str, since: float) -> list[dict]:
