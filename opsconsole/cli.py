@@ -386,9 +386,9 @@ def journal(ctx: click.Context) -> None:
         con.print(Text(f"UNFINISHED {rec.op}  {rec.kind} {rec.target}  by {rec.who}  "
                        f"{rec.state}  steps done {len(rec.done_steps)}/{len(rec.steps)}  "
                        f"({how})", style="bold yellow"))
-    for rec in session.journal.read():
-        if not isinstance(rec, dict) or rec.get("event") not in ("begin", "end"):
+    for line in session.journal.read():
+        if line.get("event") not in ("begin", "end"):
             continue
-        con.print(Text(f"{rec.get('op', '?')}  {rec['event']}  " + (
-            f"{rec.get('kind', '?')} {rec.get('target', '?')} by {rec.get('who', '?')}"
-            if rec["event"] == "begin" else f"{rec.get('state', '?')} {rec.get('error', '')}")))
+        con.print(Text(f"{line.get('op', '?')}  {line['event']}  " + (
+            f"{line.get('kind', '?')} {line.get('target', '?')} by {line.get('who', '?')}"
+            if line["event"] == "begin" else f"{line.get('state', '?')} {line.get('error', '')}")))

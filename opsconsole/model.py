@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Union
+from typing import Iterable, TypeVar, Union
 
 # Text values, not enums: they come straight from remote systems and are shown
 # as they are; the constants below name the ones the console reasons about.
@@ -210,6 +210,7 @@ class Lock:
 
 
 Entity = Union[Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession]
+E = TypeVar("E", Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession)
 
 # Tree roots: fixed ids for the groups that have no entity of their own.
 ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY = (
@@ -249,6 +250,11 @@ class Snapshot:
 
     def get(self, entity_id: str) -> Entity | None:
         return self.by_id.get(entity_id)
+
+    def find(self, kind: type[E], entity_id: str) -> E | None:
+        """The entity with this id if it is of `kind` (typed, for code that needs one)."""
+        entity = self.by_id.get(entity_id)
+        return entity if isinstance(entity, kind) else None
 
     @cached_property
     def _node_by_hostname(self) -> dict[str, Node]:

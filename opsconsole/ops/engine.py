@@ -281,14 +281,14 @@ class Context:
                 if blind:
                     self.log(f"{blind} answers again")
                     blind = ""
-                pending = probe(snap)
-                if pending is None:
+                found = probe(snap)
+                if found is None:
                     met_since = met_since or t0
                     if t0 - met_since >= hold:
                         return snap
                     pending = f"holding {hold:.0f}s to be sure"
                 else:
-                    met_since = 0.0
+                    pending, met_since = found, 0.0
             self.say(pending)
             if budget <= 0:
                 raise (Unreadable if unknown else StepFailed)(
@@ -690,8 +690,8 @@ def resume_check(plan: Plan, record: OpRecord, snap: Snapshot) -> ResumeCheck:
     out = ResumeCheck()
     done = sorted(i for i in set(record.done_steps) if 0 <= i < len(plan.steps))
     # the last finished step that set each subject (a wait sets nothing)
-    latest = {plan.steps[i].effect.subject: i for i in done
-              if plan.steps[i].effect and not plan.steps[i].wait}
+    latest = {e.subject: i for i in done
+              if (e := plan.steps[i].effect) is not None and not plan.steps[i].wait}
     first_redo = None
     for i in done:
         step = plan.steps[i]

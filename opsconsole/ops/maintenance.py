@@ -16,7 +16,7 @@ from ..model import (MANAGER, PROXY, READY, RUNNING, SWARM, WORKER, VM, Node, Se
                      Snapshot)
 from ..providers.base import ProviderError
 from .actions import REBOOT
-from .engine import PAUSED, Context, Effect, Plan, Step
+from .engine import PAUSED, Context, Effect, Plan, Step, StepFailed
 from .guards import (FAIL, OK, WARN, Check, Risk, capacity, forced, proxy_keeps_a_server,
                      quorum_after_loss, spread, stops)
 from .plans import PlanError, Timing, drain_steps, return_steps
@@ -113,7 +113,7 @@ def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
             stuck = (pending is not None and isinstance(n, Node) and n.state != READY
                      and getattr(v, "state", "unknown") in (RUNNING, "unknown"))
             since = (since or time.monotonic()) if stuck else None
-            return None if stuck and time.monotonic() - since >= stall else pending
+            return None if since is not None and time.monotonic() - since >= stall else pending
         snap = await ctx.wait_for(what, back_or_stalled, options.boot_timeout)
         if probe(snap) is None:
             return
@@ -263,8 +263,9 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
         steps.append(start(vm.name))
     for vm in vms:
         steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
-    for node in nodes:
-        steps.append(wait_node_back(node, snap.vm_of_node(node).name, options))
+    for vm in vms:
+        if (back := snap.node_of_vm(vm)) is not None:
+            steps.append(wait_node_back(back, vm.name, options))
     for node in nodes:
         steps += return_steps(snap, node)
     params.setdefault("rebalance", _crowded(snap, leaving))
@@ -317,6 +318,8 @@ def _reboot(vm: str, options: WindowOptions):
     """
     async def run(ctx: Context) -> None:
         shell = ctx.actions.providers.shell
+        if shell is None:
+            raise StepFailed("no [ssh] in the inventory: VMs cannot be rebooted")
         before = ctx.recall("boot_id")
         if before is None:
             before = await shell.boot_id(vm)
@@ -427,8 +430,9 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             raise PlanError(f"no VM named {', '.join(missing)}")
         chosen.sort(key=lambda v: (_role(snap, v) == MANAGER, v.name))
         params["vms"] = [v.name for v in chosen]
-    vms = [snap.get(f"vm:{n}") for n in params["vms"]]
-    if not all(isinstance(vm, VM) for vm in vms):
+    found = [snap.find(VM, f"vm:{n}") for n in params["vms"]]
+    vms = [vm for vm in found if vm is not None]
+    if len(vms) != len(found):
         raise PlanError("a VM of the recorded plan is gone from the cluster")
     # a manager that reboots stops voting: with too few managers, a worker that is
     # already updated votes in its place while the managers go, and stops after

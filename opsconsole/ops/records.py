@@ -284,8 +284,9 @@ def _begin(rec: dict[str, Any], before: OpRecord | None) -> OpRecord | None:
     kind, target = rec.get("kind"), rec.get("target")
     if not isinstance(kind, str) or not isinstance(target, str):
         return None
-    steps = rec.get("steps") if isinstance(rec.get("steps"), list) else []
-    keys = rec.get("keys") if isinstance(rec.get("keys"), list) else []
+    steps, keys = rec.get("steps"), rec.get("keys")
+    steps = steps if isinstance(steps, list) else []
+    keys = keys if isinstance(keys, list) else []
     return OpRecord(
         op=rec["op"], kind=kind, target=target, who=str(rec.get("who", "")),
         params=rec["params"] if isinstance(rec.get("params"), dict) else {},
