@@ -1,13 +1,15 @@
 """Command line: the TUI by default; status, plan, run and journal for scripts.
 
 Exit codes: 0 success; 2 bad input (inventory, names, usage); 3 refused (a
-guard or read-only mode); 4 an operation failed; 5 aborted; 6 a remote
-system could not be reached (status still prints what it could read).
+guard, read-only mode, or not confirmed: a wrong word or no input); 4 an
+operation failed; 5 aborted or interrupted (SIGINT, SIGTERM, SIGHUP); 6 a
+remote system could not be reached (status still prints what it could read).
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sys
 import time
@@ -23,7 +25,7 @@ from . import __version__, present
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops.actions import ReadOnlyError
-from .ops.engine import ABORTED, DONE, INTERRUPTED, StepFailed
+from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, StepFailed
 from .ops.records import OpRecord, console_alive
 from .ops import catalog
 from .ops.plans import PlanError
@@ -40,8 +42,24 @@ def rich_text(pieces) -> Text:
 
 
 def fail(code: int, message: str) -> None:
-    Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}", style="bold red"))
+    try:
+        Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}",
+                                                        style="bold red"))
+    except OSError:     # no terminal any more (SSH dropped): the exit code still tells
+        pass
     sys.exit(code)
+
+
+def _output_gone() -> None:
+    """stdout/stderr broke (the terminal hung up, the pipe's reader left): send what is
+    still written to /dev/null, so nothing later (the exit message, the flush at exit)
+    fails over it."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        try:
+            os.dup2(devnull, fd)
+        except OSError:
+            pass
 
 
 def _session(ctx: click.Context) -> Session:
@@ -60,6 +78,8 @@ def _session(ctx: click.Context) -> Session:
 def _run(coro):
     try:
         return asyncio.run(coro)
+    except KeyboardInterrupt:   # Ctrl-C where _Signals does not watch
+        fail(EXIT_ABORTED, "interrupted by SIGINT")
     except ProviderError as e:
         fail(EXIT_UNREACHABLE, str(e))
     except (ReadOnlyError, StepFailed) as e:
@@ -77,15 +97,90 @@ async def _readable(session: Session) -> Snapshot:
     return snap
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Signals:
+    """SIGINT, SIGTERM and SIGHUP while a command works (`async with`): before an
+    operation starts (reading, planning, at the confirmation prompt) they stop the
+    command, nothing changed, exit 5; once `op` is set they interrupt the operation,
+    which the journal records as interrupted (resumable, the lock kept)."""
+
+    def __init__(self, session: Session | None = None) -> None:
+        self.session, self.op, self.caught = session, None, ""
+
+    async def __aenter__(self) -> _Signals:
+        loop, task = asyncio.get_running_loop(), asyncio.current_task()
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self._on, sig, task)
+        return self
+
+    def _on(self, sig: int, task: asyncio.Task) -> None:
+        name = signal.Signals(sig).name
+        if self.op is not None:
+            assert self.session is not None
+            self.session.engine.interrupt(self.op, f"interrupted by {name}")
+        elif not self.caught:
+            self.caught = name
+            task.cancel()
+
+    async def __aexit__(self, kind, error, tb) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.remove_signal_handler(sig)
+        if kind is not None and issubclass(kind, asyncio.CancelledError) and self.caught \
+                and self.op is None:
+            fail(EXIT_ABORTED, f"interrupted by {self.caught}; nothing changed")
+
+
+async def _ask(question: str) -> str | None:
+    """One line typed on stdin, or None when there is none (stdin closed or at its end).
+
+    A terminal or a pipe is watched by the event loop, so a signal stops the wait at
+    once (a thread blocked in input() would keep the process from ending); stdin
+    that cannot block (a file, /dev/null, a test's stream) is read directly.
+    """
+    click.echo(f"{question}: ", nl=False)
+    loop = asyncio.get_running_loop()
+    try:
+        fd = sys.stdin.fileno()
+        got: asyncio.Future = loop.create_future()
+        data = bytearray()
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            data.extend(chunk)
+            if (not chunk or b"\n" in data) and not got.done():
+                got.set_result(bytes(data) if data else None)
+        loop.add_reader(fd, readable)
+    except (AttributeError, OSError, ValueError):   # no descriptor, or one epoll refuses
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+        return line or None
+    try:
+        raw = await got
+    finally:
+        loop.remove_reader(fd)
+    return None if raw is None else raw.decode(errors="replace")
+
+
 async def _confirm(question: str, word: str) -> None:
     """Ask to type `word`; anything else, or no input at all (stdin closed), is exit 3."""
-    try:
-        answer = await asyncio.to_thread(click.prompt, question, default="",
-                                         show_default=False)
-    except (click.Abort, EOFError):
-        fail(EXIT_REFUSED, "no confirmation (no input); nothing changed")
+    answer = await _ask(question)
+    if answer is None:
+        click.echo()
+        fail(EXIT_REFUSED, "not confirmed: no input (stdin closed); nothing changed")
     if answer.strip() != word:
         fail(EXIT_REFUSED, "not confirmed; nothing changed")
+
+
+def _refused(plan) -> None:
+    """Exit 3, saying on stderr too which checks refused (scripts often keep only stderr)."""
+    fail(EXIT_REFUSED, "refused: " + "; ".join(f"{c.name}: {c.message}" for c in plan.refused))
 
 
 @click.group(invoke_without_command=True)
@@ -121,7 +216,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
     async def take() -> Snapshot:
         try:
-            return await session.cluster.snapshot()
+            async with _Signals():
+                return await session.cluster.snapshot()
         finally:
             await session.providers.close()
     snap = _run(take())
@@ -191,31 +287,34 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
 
     async def go():
         try:
-            p = build(await _readable(session))
-            print_plan(p)
-            if p.refused:
-                fail(EXIT_REFUSED, "refused by the checks above")
-            if not yes:
-                await _confirm(f"Type {confirm_word or p.target} to confirm",
-                               confirm_word or p.target)
-            seen = 0
+            async with _Signals(session) as signals:
+                p = build(await _readable(session))
+                print_plan(p)
+                if p.refused:
+                    _refused(p)
+                if not yes:
+                    await _confirm(f"Type {confirm_word or p.target} to confirm",
+                                   confirm_word or p.target)
+                seen = 0
 
-            def show(op) -> None:
-                nonlocal seen
-                for line in op.log[seen:]:
-                    click.echo(line)
-                seen = len(op.log)
-            session.engine.on_change = show
-            op = session.engine.start(p, resume=resume)
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, session.engine.interrupt, op,
-                                        f"interrupted by {signal.Signals(sig).name}")
-            try:
-                await op.task
-            except asyncio.CancelledError:
-                pass
-            return op
+                def show(op) -> None:
+                    nonlocal seen
+                    lines, seen = op.log[seen:], len(op.log)
+                    try:
+                        for line in lines:
+                            click.echo(line)
+                    except OSError as e:    # like SIGHUP: stopped, recorded, resumable
+                        _output_gone()
+                        if op.state not in FINISHED:
+                            session.engine.interrupt(op, "interrupted: its output went away "
+                                                         f"({e.strerror or e})")
+                session.engine.listen(show)
+                op = signals.op = session.engine.start(p, resume=resume)
+                try:
+                    await op.task
+                except asyncio.CancelledError:
+                    pass
+                return op
         finally:
             await session.providers.close()
     op = _run(go())
@@ -246,13 +345,14 @@ def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
 
     async def go():
         try:
-            return _build(session, operation, target, force)(await _readable(session))
+            async with _Signals():
+                return _build(session, operation, target, force)(await _readable(session))
         finally:
             await session.providers.close()
     p = _run(go())
     print_plan(p)
     if p.refused:
-        sys.exit(EXIT_REFUSED)
+        _refused(p)
 
 
 @main.command()
@@ -319,18 +419,19 @@ def unlock(ctx: click.Context, yes: bool) -> None:
 
     async def go():
         try:
-            snap = await _readable(session)
-            if snap.lock is None:
-                click.echo("the cluster is not locked")
-                return
-            lock = snap.lock
-            click.echo(f"locked by {lock.holder} for {lock.title!r} (operation {lock.op}), "
-                       f"{present.duration(lock.age(time.time()))} ago")
-            live = console_alive(lock.host, lock.pid, lock.beat, op=lock.op)
-            if live:
-                click.echo(f"its console is not dead: {live}")
-            if not yes:
-                await _confirm("Type unlock to break it", "unlock")
+            async with _Signals():      # until confirmed, a signal changes nothing
+                snap = await _readable(session)
+                if snap.lock is None:
+                    click.echo("the cluster is not locked")
+                    return
+                lock = snap.lock
+                click.echo(f"locked by {lock.holder} for {lock.title!r} (operation {lock.op}), "
+                           f"{present.duration(lock.age(time.time()))} ago")
+                live = console_alive(lock.host, lock.pid, lock.beat, op=lock.op)
+                if live:
+                    click.echo(f"its console is not dead: {live}")
+                if not yes:
+                    await _confirm("Type unlock to break it", "unlock")
             await session.engine.actions.break_lock(lock.holder)
             click.echo("lock broken")
         finally:
@@ -356,12 +457,13 @@ def abandon(ctx: click.Context, op_id: str, yes: bool) -> None:
 
     async def go():
         try:
-            snap = await _readable(session)
-            click.echo(f"{record.kind} {record.target} by {record.who}: {record.state}, "
-                       f"{len(record.done_steps)} of {len(record.steps)} steps done; what it "
-                       "took out of service stays out")
-            if not yes:
-                await _confirm(f"Type {op_id} to abandon it", op_id)
+            async with _Signals():      # until confirmed, a signal changes nothing
+                snap = await _readable(session)
+                click.echo(f"{record.kind} {record.target} by {record.who}: {record.state}, "
+                           f"{len(record.done_steps)} of {len(record.steps)} steps done; "
+                           "what it took out of service stays out")
+                if not yes:
+                    await _confirm(f"Type {op_id} to abandon it", op_id)
             await session.engine.abandon(record, snap.lock)
             click.echo(f"{op_id} abandoned")
         finally:

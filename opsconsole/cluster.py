@@ -37,9 +37,19 @@ class Cluster:
             return_exceptions=True)
         problems: list[Problem] = [x for x in last.problems if keep and x.source == HYPERV]
         now = time.time()
-        failed: set[str] = {HYPERV} if problems else set()
+        down: set[str] = set()          # sources whose read failed
+        seen: set[str] = set()          # keys of _failing_since still in use
+        if keep:
+            seen |= {k for k in self._failing_since if k.split("\n", 1)[0] == HYPERV}
 
-        def take(result, fallback, source):
+        def problem(source: str, text: str, key: str = "", entity: str = "") -> None:
+            # since: the first of an unbroken run of reads with this same problem
+            key = f"{source}\n{key}" if key else source
+            seen.add(key)
+            problems.append(Problem(source, text, self._failing_since.setdefault(key, now),
+                                    entity))
+
+        def take(result, fallback, source, provider=None):
             if isinstance(result, asyncio.CancelledError):
                 raise result
             if isinstance(result, BaseException):
@@ -47,21 +57,34 @@ class Cluster:
                 # live view goes on with the last good answer, marked as not current
                 text = str(result) if isinstance(result, (ProviderError, OSError)) else \
                     f"{type(result).__name__}: {result}"
-                since = self._failing_since.setdefault(source, now)
-                problems.append(Problem(source, text or type(result).__name__, since))
-                failed.add(source)
+                problem(source, text or type(result).__name__)
+                down.add(source)
                 return fallback
+            # it answered, but some of what it said was malformed (left out or degraded)
+            for text in getattr(provider, "parse_problems", None) or ():
+                problem(source, str(text), key=str(text))
             return result
 
-        nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), SWARM)
-        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV)
+        nodes, services, tasks = take(parts[0], (last.nodes, last.services, last.tasks), SWARM,
+                                      p.swarm)
+        if SWARM not in down and nodes and not any(n.leader for n in nodes):
+            problem(SWARM, "no manager is the Raft leader (an election, or quorum lost): "
+                    "the swarm takes no changes", key="leader")
+        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV,
+                          p.hypervisor) if not keep else parts[1]
+        if not keep and not isinstance(parts[1], BaseException):
+            for h in hosts:         # a host that does not answer: its VMs are not known
+                if h.state == "unreachable":
+                    why = h.message.removeprefix(f"{h.name}: ") or "no answer"
+                    problem(HYPERV, f"{h.name} unreachable: {why}", key=h.id, entity=h.id)
         backends, servers, sessions = take(parts[2], (last.backends, last.servers, last.sessions),
-                                           PROXY)
-        ro = take(parts[3], "proxy state unknown", PROXY) if PROXY not in failed else \
+                                           PROXY, p.proxy)
+        ro = take(parts[3], "proxy state unknown", PROXY) if PROXY not in down else \
             "proxy state unknown"
-        lock = take(parts[4], last.lock, LOCK) if SWARM not in failed else last.lock
-        for source in set(self._failing_since) - failed:
-            del self._failing_since[source]     # answered again: the next failure is new
+        # the lock lives in the swarm: one problem when the swarm cannot be read, not two
+        lock = take(parts[4], last.lock, LOCK) if SWARM not in down else last.lock
+        for key in set(self._failing_since) - seen:
+            del self._failing_since[key]        # answered again: the next failure is new
         snap = Snapshot(
             hosts=tuple(hosts), vms=tuple(vms), nodes=tuple(nodes), services=tuple(services),
             tasks=tuple(tasks), backends=tuple(backends),

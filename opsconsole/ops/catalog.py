@@ -55,7 +55,7 @@ def rebuild(record: OpRecord, snap: Snapshot, options_now: WindowOptions | None 
     timing = _known(Timing, params.pop("timing", {}))
     recorded = _known(WindowOptions, params.pop("options", {}))
     options, changed = recorded, []
-    if options_now is not None:
+    if options_now is not None and "options" in record.params:
         changed = [(k, getattr(recorded, k), getattr(options_now, k)) for k in COMMANDS
                    if getattr(recorded, k) != getattr(options_now, k)]
         options = replace(recorded, **{k: getattr(options_now, k) for k in COMMANDS})
@@ -114,4 +114,7 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     live = record.liveness()
     if live:
         plan.checks.append(Check("live", FAIL, f"{record.op} is not dead: {live}"))
+    if record.newer:
+        plan.checks.append(Check("version", FAIL, f"{record.op} was written by a newer "
+                                 "opsconsole: roll it back with that version"))
     return plan

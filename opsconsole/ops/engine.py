@@ -311,11 +311,10 @@ class Context:
 
 
 class Engine:
-    def __init__(self, cluster: Cluster, actions: Actions, journal: Journal,
-                 on_change: Callable[[Operation], None] | None = None) -> None:
+    def __init__(self, cluster: Cluster, actions: Actions, journal: Journal) -> None:
         self.cluster, self.actions, self.journal = cluster, actions, journal
         self.operations: list[Operation] = []
-        self.on_change = on_change or (lambda op: None)   # front ends set who hears
+        self._listeners: list[Callable[[Operation], object]] = []
         # None: a guard pause waits for the operator (TUI). A number (headless): the
         # guard is re-checked and the run goes on once it clears, or stops unfinished
         # after this many seconds.
@@ -325,8 +324,18 @@ class Engine:
     def read_only(self) -> bool:
         return self.actions.read_only
 
+    def listen(self, listener: Callable[[Operation], object]) -> Callable[[], None]:
+        """Hear every change of every operation (front ends, tests); returns the way to stop."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
     def changed(self, op: Operation) -> None:
-        self.on_change(op)
+        """Tell the listeners; what one does wrong never reaches the operation."""
+        for listener in list(self._listeners):
+            try:
+                listener(op)
+            except Exception as e:  # noqa: BLE001 - a front end's failure must not stop a run
+                op.log.append(f"⚠ the front end failed to show this: {_describe(e)}")
 
     @property
     def running(self) -> Operation | None:

@@ -7,13 +7,211 @@ model entities; writes raise ProviderError with a message a person can act on.
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable, Protocol
+import asyncio
+from typing import Any, Awaitable, Callable, Protocol
 
 from ..model import VM, Backend, Host, Lock, Node, ProxyServer, ProxySession, Service, Task
 
 
 class ProviderError(Exception):
     """A remote system said no, or did not answer; the text says which and why."""
+
+
+# Remote answers are read into memory only up to these sizes: a runaway command or a
+# broken peer must not take the console's memory with it.
+LINE_CAP = 64 * 1024                # bytes of one output line shown
+OUTPUT_CAP = 1024 * 1024            # bytes of lines of one command shown
+ANSWER_CAP = 16 * 1024 * 1024       # bytes of one HAProxy answer read
+
+
+def cut_marker(count: int) -> str:
+    return f"… {count} bytes cut"
+
+
+class Capped:
+    """At most `cap` bytes of a stream: its head, and with `tail` its end as well
+    (where a script prints its answer); what falls between is only counted."""
+
+    def __init__(self, cap: int, tail: bool = False) -> None:
+        self.cap, self.tail = cap, tail
+        self._head, self._end = bytearray(), bytearray()
+        self.cut = 0
+
+    def add(self, chunk: bytes) -> None:
+        room = (self.cap // 2 if self.tail else self.cap) - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        if not chunk:
+            return
+        if not self.tail:
+            self.cut += len(chunk)
+            return
+        half = self.cap // 2
+        if len(chunk) > half:
+            self.cut += len(chunk) - half
+            chunk = chunk[-half:]
+        self._end += chunk
+        extra = len(self._end) - half
+        if extra > 0:
+            del self._end[:extra]
+            self.cut += extra
+
+    def value(self) -> bytes:
+        if not self.cut:
+            return bytes(self._head + self._end)
+        return bytes(self._head) + f"\n{cut_marker(self.cut)}\n".encode() + bytes(self._end)
+
+
+async def read_capped(reader: asyncio.StreamReader, cap: int = ANSWER_CAP) -> tuple[bytes, bool]:
+    """Read to EOF but keep at most `cap` bytes; (data, True) when there was more
+    (the rest is left unread: the caller closes the connection)."""
+    out = bytearray()
+    while len(out) <= cap:
+        chunk = await reader.read(min(1 << 16, cap + 1 - len(out)))
+        if not chunk:
+            return bytes(out), False
+        out += chunk
+    return bytes(out[:cap]), True
+
+
+class CappedLines:
+    """A command's output as lines for a person, never held whole: each line keeps at
+    most `line_cap` bytes, all lines together at most `total_cap`; the rest is counted
+    and said ("… N bytes cut"). Streams (stdout, stderr) are split separately and
+    share the budget; `emit(stream, line)` gets each finished line."""
+
+    def __init__(self, emit: Callable[[Any, str], None], line_cap: int = LINE_CAP,
+                 total_cap: int = OUTPUT_CAP) -> None:
+        self.emit, self.line_cap, self.total_cap = emit, line_cap, total_cap
+        self._partial: dict[Any, list] = {}     # stream -> [kept bytes, bytes cut]
+        self.shown = 0
+        self.cut = 0                            # bytes of whole lines past total_cap
+
+    def feed(self, stream: Any, data: bytes) -> None:
+        part = self._partial.setdefault(stream, [bytearray(), 0])
+        start = 0
+        while start < len(data):
+            nl = data.find(b"\n", start)
+            end = len(data) if nl < 0 else nl
+            room = max(0, self.line_cap - len(part[0]))
+            keep = min(room, end - start)
+            part[0] += data[start:start + keep]
+            part[1] += end - start - keep
+            if nl < 0:
+                break
+            self._line(stream, part)
+            start = nl + 1
+
+    def _line(self, stream: Any, part: list) -> None:
+        raw, cut = bytes(part[0]).rstrip(b"\r"), part[1]
+        part[0], part[1] = bytearray(), 0
+        size = len(raw) + cut + 1
+        if self.cut or self.shown + len(raw) > self.total_cap:     # past it, stay past it
+            if not self.cut:
+                self.emit(stream, f"… more than {self.total_cap} bytes of output: "
+                                  "the rest is not shown")
+            self.cut += size
+            return
+        self.shown += len(raw) + 1
+        text = raw.decode("utf-8", "replace")
+        self.emit(stream, f"{text} {cut_marker(cut)}" if cut else text)
+
+    def close(self) -> None:
+        """The last unfinished lines, and what was cut in all."""
+        for stream, part in self._partial.items():
+            if part[0] or part[1]:
+                self._line(stream, part)
+        if self.cut:
+            self.emit(None, cut_marker(self.cut))
+            self.cut = 0
+
+
+class Fields:
+    """Typed reads of one remote object. A field that is missing when required, or of
+    the wrong type, is noted and read as the default, so one bad field never costs the
+    rest; `report` then adds one line for the whole object to a provider's problems.
+    Under a parent object that was itself bad, nothing more is noted."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.issues: list[str] = []
+
+    def _get(self, d: Any, key: str, ok: Callable[[Any], bool], expected: str,
+             required: bool = False) -> Any:
+        """The value when `ok(value)`, else _MISSING (noted when worth saying)."""
+        if d is _GONE:
+            return _MISSING
+        value = d.get(key, _MISSING) if isinstance(d, dict) else _MISSING
+        if value is not _MISSING and ok(value):
+            return value
+        if value is _MISSING and required:
+            self.issues.append(f"{key} is missing")
+        elif value is not _MISSING and (value is not None or required):
+            self.issues.append(f"{key} is {show(value)}, not {expected}")
+        return _MISSING
+
+    def obj(self, d: Any, key: str, required: bool = False) -> dict:
+        value = self._get(d, key, lambda v: isinstance(v, dict), "an object", required)
+        return _GONE if value is _MISSING else value
+
+    def text(self, d: Any, key: str, default: str = "", required: bool = False) -> str:
+        value = self._get(d, key, lambda v: isinstance(v, str), "text", required)
+        return default if value is _MISSING else value
+
+    def number(self, d: Any, key: str, default: int = 0, clamp: bool = False) -> int:
+        """A count (>= 0); integral floats pass (some serialisers write 3.0). With
+        `clamp` a negative number reads as 0 unsaid (a clock a second off, not garbage)."""
+        value = self._get(d, key, _is_integer if clamp else _is_count, "a number")
+        return default if value is _MISSING else max(0, int(value))
+
+    def flag(self, d: Any, key: str) -> bool:
+        return self._get(d, key, lambda v: isinstance(v, bool), "true or false") is True
+
+    def texts(self, d: Any, key: str) -> tuple[str, ...]:
+        value = self._get(d, key, lambda v: isinstance(v, list) and all(
+            isinstance(x, str) for x in v), "a list of text")
+        return () if value is _MISSING else tuple(value)
+
+    def labels(self, d: Any, key: str) -> tuple[tuple[str, str], ...]:
+        value = self._get(d, key, lambda v: isinstance(v, dict) and all(
+            isinstance(x, str) for x in v.values()), "an object of text values")
+        return () if value is _MISSING else tuple(sorted(value.items()))
+
+    def report(self, problems: list[str]) -> None:
+        if self.issues:
+            problems.append(f"{self.what}: {'; '.join(self.issues)}")
+
+
+def _is_integer(v: Any) -> bool:
+    if isinstance(v, float):
+        return v.is_integer()
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_count(v: Any) -> bool:
+    return _is_integer(v) and v >= 0
+
+
+class _Gone(dict):
+    """Stands for a parent object that was missing or malformed (already noted)."""
+
+
+_GONE = _Gone()
+_MISSING: Any = object()
+PROBLEMS_CAP = 20                   # lines of parse problems kept per read
+
+
+def bounded(problems: list[str], cap: int = PROBLEMS_CAP) -> list[str]:
+    """At most `cap` problem lines (a header must stay readable), the rest counted."""
+    if len(problems) <= cap:
+        return problems
+    return problems[:cap - 1] + [f"… and {len(problems) - cap + 1} more malformed objects"]
+
+
+def show(value: Any) -> str:
+    text = "null" if value is None else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class LockHeld(ProviderError):
@@ -24,6 +222,9 @@ class LockHeld(ProviderError):
                          f"(operation {lock.op})")
         self.lock = lock
 
+
+# Every provider keeps `parse_problems: list[str]`, replaced at each read: one line per
+# malformed object it skipped or degraded. The cluster turns them into Problems.
 
 class SwarmProvider(Protocol):
     endpoint: str                   # the manager currently in use

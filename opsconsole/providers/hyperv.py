@@ -26,7 +26,7 @@ import winrm
 
 from ..model import VM, Host
 from . import powershell as ps
-from .base import ProviderError
+from .base import Fields, ProviderError, bounded, show
 from .powershell.remote import (TRANSPORTS, Unreachable, WinRMHost, explain, make_session,
                                 run_command)
 
@@ -99,6 +99,9 @@ class HyperV:
         self._hosts = {h.name: _HostState(h, [v for v in vms if v.host == h.name])
                        for h in hosts}
         self.poll_interval, self.restart_timeout = poll_interval, restart_timeout
+        # per read: hosts that answered but could not be read, and malformed entries
+        # (a host that does not answer at all is a host in state "unreachable")
+        self.parse_problems: list[str] = []
 
     # -- calls -----------------------------------------------------------------------
     def _host(self, name: str) -> _HostState:
@@ -125,64 +128,82 @@ class HyperV:
     # -- reads -------------------------------------------------------------------------
     async def read(self) -> tuple[list[Host], list[VM]]:
         parts = await asyncio.gather(*(self._read_host(h) for h in self._hosts.values()))
+        self.parse_problems = bounded([m for p in parts for m in p[2]])
         return [p[0] for p in parts], [v for p in parts for v in p[1]]
 
     def _unknown(self, h: _HostState) -> list[VM]:
         return [replace(v, state="unknown") for v in h.last_vms]
 
-    async def _read_host(self, h: _HostState) -> tuple[Host, list[VM]]:
+    async def _read_host(self, h: _HostState) -> tuple[Host, list[VM], list[str]]:
+        """The host, its VMs, and what could not be read of them."""
         cfg = h.cfg
         base = Host(cfg.name, address=cfg.address)
         if h.rebooting:
-            return replace(base, state="rebooting", message=h.rebooting), self._unknown(h)
+            return replace(base, state="rebooting", message=h.rebooting), self._unknown(h), []
+        problems: list[str] = []
         try:
-            host, vms = self._parse_read(h, await self._call(h, "read-host"))
+            host, vms = self._parse_read(h, await self._call(h, "read-host"), problems)
         except Unreachable as e:
-            return replace(base, state="unreachable", message=str(e)), self._unknown(h)
+            return replace(base, state="unreachable", message=str(e)), self._unknown(h), []
         except ProviderError as e:
-            return replace(base, state="unknown", message=str(e)), self._unknown(h)
+            return replace(base, state="unknown", message=str(e)), self._unknown(h), [str(e)]
         h.last_vms = vms
-        return host, vms
+        return host, vms, problems
 
-    def _parse_read(self, h: _HostState, answer: dict) -> tuple[Host, list[VM]]:
+    def _parse_read(self, h: _HostState, answer: dict, problems: list[str]
+                    ) -> tuple[Host, list[VM]]:
+        """A read-host answer; without its host object it is a ProviderError, other
+        malformed fields and VM entries are degraded or left out, and said."""
         where = f"{h.cfg.name}: read-host"
         info = ps.field(answer, "host", dict, where)
+        f = Fields(where)
         listed = answer.get("vms")
         listed = [] if listed is None else [listed] if isinstance(listed, dict) else listed
         if not isinstance(listed, list):
-            raise ProviderError(f"{where}: field 'vms' should be a list")
-        name = ps.field(info, "computer_name", str, where)
-        messages = []
+            f.issues.append(f"vms is {show(listed)}, not a list")
+            listed = []
+        name = f.text(info, "computer_name", required=True)
         h.identity_problem = ""
         expect = h.cfg.expect_computer_name
         if expect and name.lower() != expect.lower():
             h.identity_problem = f"endpoint answers as {name!r}, expected {expect!r}"
-        vms = [self._parse_vm(h, d, where) for d in listed]
-        seen = {v.name for v in vms}
-        missing = [n for n in h.inventory if n not in seen]
-        vms += [replace(h.inventory[n], state="unknown") for n in missing]
-        if missing:
-            messages.append(f"not on this host: {', '.join(missing)}")
+            problems.append(f"{h.cfg.name}: {h.identity_problem}")
+        vms: dict[str, VM] = {}
+        for d in listed:
+            vm = self._parse_vm(h, d, where, problems)
+            if vm is not None and vm.name in vms:
+                problems.append(f"{where}: VM {vm.name} is listed twice; the second was left out")
+            elif vm is not None:
+                vms[vm.name] = vm
+        missing = [n for n in h.inventory if n not in vms]
         host = Host(h.cfg.name, address=h.cfg.address,
                     state="unknown" if h.identity_problem else "up",
-                    os_build=ps.field(info, "os_build", str, where),
-                    uptime_s=max(0, ps.field(info, "uptime_s", int, where)),
-                    pending_reboot=ps.field(info, "pending_reboot", bool, where),
-                    message="; ".join(filter(None, [h.identity_problem, *messages])))
-        ps.field(info, "boot_epoch", int, where)
-        return host, vms
+                    os_build=f.text(info, "os_build", required=True),
+                    uptime_s=f.number(info, "uptime_s", clamp=True),
+                    pending_reboot=f.flag(info, "pending_reboot"))
+        f.number(info, "boot_epoch")    # read by restart_host: said here when malformed
+        f.report(problems)
+        messages = [h.identity_problem, "; ".join(f.issues),
+                    f"not on this host: {', '.join(missing)}" if missing else ""]
+        host = replace(host, message="; ".join(filter(None, messages)))
+        return host, [*vms.values(), *(replace(h.inventory[n], state="unknown")
+                                       for n in missing)]
 
-    def _parse_vm(self, h: _HostState, d: Any, where: str) -> VM:
-        if not isinstance(d, dict):
-            raise ProviderError(f"{where}: a VM entry is not an object")
-        name = ps.field(d, "name", str, where)
+    def _parse_vm(self, h: _HostState, d: Any, where: str, problems: list[str]) -> VM | None:
+        name = d.get("name") if isinstance(d, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            problems.append(f"{where}: a VM entry without a name was left out: {show(d)}")
+            return None
+        f = Fields(f"{where}: VM {name}")
         known = h.inventory.get(name)
-        return VM(name, h.cfg.name, state=vm_state(ps.field(d, "state", str, where)),
-                  address=known.address if known else "",
-                  node_hostname=known.node_hostname if known else "",
-                  uptime_s=max(0, ps.field(d, "uptime_s", int, where)),
-                  cpu_pct=max(0, ps.field(d, "cpu_pct", int, where)),
-                  memory_bytes=max(0, ps.field(d, "memory_bytes", int, where)))
+        vm = VM(name, h.cfg.name, state=vm_state(f.text(d, "state", required=True)),
+                address=known.address if known else "",
+                node_hostname=known.node_hostname if known else "",
+                uptime_s=f.number(d, "uptime_s", clamp=True),
+                cpu_pct=f.number(d, "cpu_pct", clamp=True),
+                memory_bytes=f.number(d, "memory_bytes", clamp=True))
+        f.report(problems)
+        return vm
 
     # -- writes ------------------------------------------------------------------------
     async def _locate(self, vm: str) -> _HostState:
@@ -258,7 +279,7 @@ class HyperV:
                     boot = ps.field(ps.field(answer, "host", dict, f"{host}: read-host"),
                                     "boot_epoch", int, f"{host}: read-host")
                     if boot > old_boot + BOOT_SLACK:
-                        _, h.last_vms = self._parse_read(h, answer)
+                        _, h.last_vms = self._parse_read(h, answer, [])    # next read says
                         return
                 except ProviderError as e:      # down, or on its way up
                     last = str(e)
@@ -309,10 +330,18 @@ class HyperV:
         if not isinstance(d, dict):
             raise ProviderError(f"{where} is not a JSON object")
         titles = d.get("titles") or []
+
+        def number(key: str) -> int:
+            value = d.get(key) or 0
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ProviderError(f"{where}: field {key!r} should be int, got {show(value)}")
+            return value
         report = UpdateReport(
             host, ok=ps.field(d, "ok", bool, where),
-            installed=int(d.get("installed") or 0), reboot_required=bool(d.get("reboot_required")),
-            result_code=int(d.get("result_code") or 0), exit_code=int(d.get("exit_code") or 0),
+            installed=number("installed"), reboot_required=bool(d.get("reboot_required")),
+            result_code=number("result_code"), exit_code=number("exit_code"),
             titles=tuple(str(t) for t in (titles if isinstance(titles, list) else [titles])),
             script=str(d.get("script") or ""), error=str(d.get("error") or ""))
         if not report.ok:

@@ -79,6 +79,7 @@ class SimCluster:
         self._ready: dict[str, list[ProxyServer]] = {}   # backend -> servers taking sessions
         self.changed = asyncio.Event()
         self.read_only_proxy = ""
+        self.proxy_pid, self.proxy_started = 1000, 0.0   # HAProxy's process, as show info says
         self.lock: Lock | None = None
         self.boots: dict[str, int] = {}             # VM -> how many times it booted
         self.upgrade_on_boot: set[str] = set()      # VMs whose engine changes at next boot
@@ -528,6 +529,16 @@ class SimCluster:
                                         total_sessions=self.servers[key].total_sessions + 1)
         self._schedule(self._next_arrival_delay(), self._session_arrives)
 
+    def restart_proxy(self) -> None:
+        """HAProxy restarted from its configuration: a new process that forgot every
+        runtime server state (all ready again), as a real one does."""
+        self.proxy_pid += 1
+        self.proxy_started = self.epoch + self.now / self.speed
+        for key in self.admin:
+            self.admin[key] = "ready"
+        self._refresh_servers()
+        self.changed.set()
+
     def set_server_state(self, backend: str, server: str, state: str) -> None:
         if self.read_only_proxy:
             raise ProviderError(self.read_only_proxy)
@@ -640,10 +651,25 @@ class SimHypervisor(_Part):
 
 
 class SimProxy(_Part):
+    """Says what the real provider says: `notices`, `started_at`, `restarted_at` (a
+    restart seen), `parse_problems` (none here)."""
     part = PROXY
+
+    def __init__(self, sim: SimCluster) -> None:
+        super().__init__(sim)
+        self.notices: list[str] = []
+        self.parse_problems: list[str] = []
+        self.started_at = self.restarted_at = 0.0
+        self._pid = 0
 
     async def read(self) -> tuple[list[Backend], list[ProxyServer], list[ProxySession]]:
         self._answer()
+        self.notices = []
+        pid = self.sim.proxy_pid
+        if self._pid and pid != self._pid:
+            self.restarted_at = self.sim.proxy_started
+            self.notices.append(f"HAProxy restarted (pid {self._pid} -> {pid})")
+        self._pid, self.started_at = pid, self.sim.proxy_started or self.sim.epoch
         return [Backend("portail")], list(self.sim.servers.values()), \
             list(self.sim.sessions.values())
 

@@ -23,9 +23,10 @@ from typing import Iterable, Sequence
 
 import asyncssh
 
-from .base import LineSink, ProviderError
+from .base import LINE_CAP, OUTPUT_CAP, CappedLines, LineSink, ProviderError
 
 PGID_MARK = "opsconsole-pgid "      # first stdout line: the command's process group
+CHUNK = 1 << 16                     # bytes read from a command's output at a time
 BOOT_ID = "cat /proc/sys/kernel/random/boot_id"
 
 
@@ -56,12 +57,14 @@ class SSH:
     def __init__(self, targets: Iterable[SSHTarget], *, config: Sequence[str] | None | tuple = (),
                  known_hosts: Sequence[str] | tuple = (), client_keys: Sequence[str] | tuple = (),
                  agent_path: str | None | tuple = (), connect_timeout: float = 10.0,
-                 poll: float = 0.1) -> None:
+                 poll: float = 0.1, line_cap: int = LINE_CAP,
+                 output_cap: int = OUTPUT_CAP) -> None:
         self.targets = {t.vm: t for t in targets}
         # asyncssh reads a tuple as (trusted, CA, revoked) keys and a list as file names
         self.config, self.known_hosts = config, list(known_hosts) if known_hosts != () else ()
         self.client_keys, self.agent_path = client_keys, agent_path
         self.connect_timeout, self.poll = connect_timeout, poll
+        self.line_cap, self.output_cap = line_cap, output_cap     # of a command's output
         # one connection per VM, reused by commands (a login costs a key exchange and sshd's
         # re-exec: ~0.25 s on the lab); reboot probes always log in afresh
         self._open: dict[str, asyncssh.SSHClientConnection] = {}
@@ -185,22 +188,27 @@ class SSH:
         """
         # The shell sshd starts leads its own process group: $$ names it.
         conn, proc = await self._channel(vm, lambda c: c.create_process(
-            f"echo {PGID_MARK}$$\n{command}", encoding="utf-8", errors="replace"))
+            f"echo {PGID_MARK}$$\n{command}", encoding=None))
         pgid: list[str] = []
 
-        async def pump(stream, first: bool) -> None:
-            while line := await stream.readline():      # "" only at the end
-                line = line.rstrip("\r\n")
-                if first and not pgid and line.startswith(PGID_MARK):
-                    pgid.append(line[len(PGID_MARK):].strip())
-                    continue
-                if on_line:
-                    on_line(line)
+        def emit(stream, line: str) -> None:
+            if stream is proc.stdout and not pgid and line.startswith(PGID_MARK):
+                pgid.append(line[len(PGID_MARK):].strip())
+            elif on_line:
+                on_line(line)
+        # read in chunks, never a whole line: a line may have no end (capped per line
+        # and per command; the rest is counted, and said, not kept)
+        lines = CappedLines(emit, self.line_cap, self.output_cap)
+
+        async def pump(stream) -> None:
+            while chunk := await stream.read(CHUNK):    # b"" only at the end
+                lines.feed(stream, chunk)
         try:
-            await asyncio.wait_for(asyncio.gather(pump(proc.stdout, True),
-                                                  pump(proc.stderr, False), proc.wait()),
-                                   timeout)
+            await asyncio.wait_for(asyncio.gather(pump(proc.stdout), pump(proc.stderr),
+                                                  proc.wait()), timeout)
+            lines.close()
         except asyncio.TimeoutError:
+            lines.close()
             killed = await self._kill(conn, pgid[0] if pgid else "")
             proc.close()
             raise ProviderError(f"{vm}: `{command}` timed out after {timeout:g} s; "
@@ -232,17 +240,19 @@ class SSH:
     # -- reboots ------------------------------------------------------------------------
     async def boot_id(self, vm: str) -> str:
         """The VM's kernel boot id: changes with every boot."""
-        _, result = await self._channel(vm, lambda c: c.run(BOOT_ID, check=False))
-        return str(result.stdout or "").strip()
+        _, result = await self._channel(vm, lambda c: c.run(BOOT_ID, check=False,
+                                                            errors="replace"))
+        return str(result.stdout or "").strip()[:64]
 
     async def _probe(self, vm: str) -> str | None:
         """The boot id when the VM answers (a login of its own), None while it does not
         (nor while it answers without one: a VM on its way down or up)."""
         try:
             async with await self._connect(vm) as conn:
-                result = await asyncio.wait_for(conn.run(BOOT_ID, check=False),
+                result = await asyncio.wait_for(conn.run(BOOT_ID, check=False,
+                                                         errors="replace"),
                                                 self.connect_timeout)
-            return str(result.stdout or "").strip() or None
+            return str(result.stdout or "").strip()[:64] or None
         except _Down:
             return None
         except (asyncio.TimeoutError, asyncssh.Error, OSError):   # went away mid-login

@@ -29,11 +29,18 @@ from docker.errors import APIError, DockerException
 from docker.utils import version_lt
 
 from ..model import MANAGER, Lock, Node, Service, Task
-from .base import LockHeld, ProviderError
+from .base import Fields, LockHeld, ProviderError, bounded, show
 
 RETRIES = 5                         # for "update out of sequence"
+# Reads are small and a healthy manager answers them at once: one that does not answer
+# within this share of the configured timeout (3 s of the default 10) is taken as gone,
+# and the next manager is asked. Writes keep the whole timeout.
+READ_SHARE, READ_MIN = 0.3, 1.0
 NO_LEADER = ("does not have a leader", "too few managers", "rpc error: code = Unavailable",
              "context deadline exceeded")
+
+
+_timeout = threading.local()        # the request timeout this thread's calls use, if set
 
 
 class CountingClient(docker.APIClient):
@@ -44,6 +51,11 @@ class CountingClient(docker.APIClient):
     def send(self, request, **kwargs):  # type: ignore[override]
         self.requests_sent += 1
         return super().send(request, **kwargs)
+
+    def _set_request_timeout(self, kwargs):  # type: ignore[override]
+        # reads and writes share a client but not a timeout: the calling thread says which
+        kwargs.setdefault("timeout", getattr(_timeout, "value", None) or self.timeout)
+        return kwargs
 
 
 def context_endpoint(name: str, config_dir: Path | None = None) -> tuple[str, dict[str, str]]:
@@ -113,8 +125,8 @@ def _reachable_failure(error: BaseException) -> bool:
 LOCK_LABEL = "io.opsconsole.lock"
 
 
-def lock_from_labels(labels: dict[str, str] | None) -> Lock | None:
-    raw = (labels or {}).get(LOCK_LABEL)
+def lock_from_labels(labels: Any) -> Lock | None:
+    raw = labels.get(LOCK_LABEL) if isinstance(labels, dict) else None
     if not raw:
         return None
     try:
@@ -122,48 +134,130 @@ def lock_from_labels(labels: dict[str, str] | None) -> Lock | None:
         return Lock(str(d["holder"]), str(d["op"]), str(d["title"]), float(d["since"]),
                     host=str(d.get("host", "")), pid=int(d.get("pid", 0)),
                     beat=float(d.get("beat", 0.0)))
-    except (ValueError, KeyError, TypeError):   # still a lock: never ignore one
-        return Lock("someone (unreadable lock label)", "?", raw[:60], 0.0)
+    except (ValueError, KeyError, TypeError, OverflowError):
+        # still a lock: never ignore one, however odd its label
+        return Lock("someone (unreadable lock label)", "?", str(raw)[:60], 0.0)
 
 
-def parse_node(n: dict[str, Any]) -> Node:
-    spec, desc = n.get("Spec", {}), n.get("Description", {})
-    status, mgr = n.get("Status", {}), n.get("ManagerStatus") or {}
-    res = desc.get("Resources", {})
-    return Node(swarm_id=n["ID"], hostname=desc.get("Hostname", ""),
-                role=spec.get("Role", "worker"), availability=spec.get("Availability", "active"),
-                state=status.get("State", "unknown"), leader=bool(mgr.get("Leader")),
-                reachability=mgr.get("Reachability", ""), address=status.get("Addr", ""),
-                engine_version=desc.get("Engine", {}).get("EngineVersion", ""),
-                nano_cpus=int(res.get("NanoCPUs", 0)), memory_bytes=int(res.get("MemoryBytes", 0)),
-                labels=tuple(sorted((spec.get("Labels") or {}).items())),
-                message=status.get("Message", ""))
+# -- parsing: one malformed object is degraded (or left out) and reported, never raised --
+SERVICE_MODES = {"Replicated": "replicated", "Global": "global",
+                 "ReplicatedJob": "replicated-job", "GlobalJob": "global-job"}
 
 
-def parse_service(s: dict[str, Any]) -> Service:
-    spec = s.get("Spec", {})
-    mode = spec.get("Mode", {})
-    template = spec.get("TaskTemplate", {})
-    placement = template.get("Placement") or {}
-    reserve = (template.get("Resources") or {}).get("Reservations") or {}
-    return Service(swarm_id=s["ID"], name=spec.get("Name", ""),
-                   mode="global" if "Global" in mode else "replicated",
-                   replicas=int((mode.get("Replicated") or {}).get("Replicas", 0)),
-                   image=(template.get("ContainerSpec") or {}).get("Image", "").split("@")[0],
-                   constraints=tuple(placement.get("Constraints") or ()),
-                   max_per_node=int(placement.get("MaxReplicas", 0)),
-                   reserve_nano_cpus=int(reserve.get("NanoCPUs", 0)),
-                   reserve_memory_bytes=int(reserve.get("MemoryBytes", 0)),
-                   update_state=(s.get("UpdateStatus") or {}).get("State", ""))
+def _object_id(kind: str, obj: Any, problems: list[str]) -> str:
+    """The object's ID, or "" (and a problem) when it has none: it cannot be shown then."""
+    if not isinstance(obj, dict):
+        problems.append(f"a {kind} that is not an object was left out: {show(obj)}")
+        return ""
+    oid = obj.get("ID")
+    if isinstance(oid, str) and oid.strip():
+        return oid
+    problems.append(f"a {kind} without an ID was left out"
+                    + (f" (ID is {show(oid)})" if "ID" in obj else ""))
+    return ""
 
 
-def parse_task(t: dict[str, Any], names: dict[str, str]) -> Task:
-    status = t.get("Status", {})
-    return Task(swarm_id=t["ID"], service_id=t.get("ServiceID", ""),
-                service_name=names.get(t.get("ServiceID", ""), t.get("ServiceID", "")[:12]),
-                slot=int(t.get("Slot", 0)), node_id=t.get("NodeID", ""),
-                state=status.get("State", "unknown"), desired_state=t.get("DesiredState", ""),
-                error=status.get("Err", ""), message=status.get("Message", ""))
+def parse_node(n: Any, problems: list[str]) -> Node | None:
+    node_id = _object_id("node", n, problems)
+    if not node_id:
+        return None
+    f = Fields(f"node {node_id[:12]}")
+    spec, desc = f.obj(n, "Spec", required=True), f.obj(n, "Description", required=True)
+    status, mgr = f.obj(n, "Status", required=True), f.obj(n, "ManagerStatus")
+    res = f.obj(desc, "Resources")
+    node = Node(
+        swarm_id=node_id, hostname=f.text(desc, "Hostname", required=True),
+        role=f.text(spec, "Role", "unknown", required=True),
+        availability=f.text(spec, "Availability", "unknown", required=True),
+        state=f.text(status, "State", "unknown", required=True), leader=f.flag(mgr, "Leader"),
+        reachability=f.text(mgr, "Reachability"), address=f.text(status, "Addr"),
+        engine_version=f.text(f.obj(desc, "Engine"), "EngineVersion"),
+        nano_cpus=f.number(res, "NanoCPUs"), memory_bytes=f.number(res, "MemoryBytes"),
+        labels=f.labels(spec, "Labels"), message=f.text(status, "Message"))
+    f.report(problems)
+    return node
+
+
+def parse_service(s: Any, problems: list[str]) -> Service | None:
+    service_id = _object_id("service", s, problems)
+    if not service_id:
+        return None
+    f = Fields(f"service {service_id[:12]}")
+    spec = f.obj(s, "Spec", required=True)
+    name = f.text(spec, "Name", required=True)
+    if name:
+        f.what = f"service {name}"
+    mode_obj = f.obj(spec, "Mode", required=True)
+    mode = next((SERVICE_MODES[k] for k in SERVICE_MODES if k in mode_obj), "unknown")
+    if mode == "unknown" and isinstance(spec.get("Mode"), dict):    # an object, but of what?
+        f.issues.append(f"Mode is {show(mode_obj)}, not a known mode")
+    template = f.obj(spec, "TaskTemplate")
+    placement = f.obj(template, "Placement")
+    reserve = f.obj(f.obj(template, "Resources"), "Reservations")
+    # UpdateStatus is absent until a service is first updated; its State then stays as
+    # the last update left it (updating, paused, completed, rollback_started, ...).
+    update = f.text(f.obj(s, "UpdateStatus"), "State").strip().lower()
+    service = Service(
+        swarm_id=service_id, name=name, mode=mode,
+        replicas=f.number(f.obj(mode_obj, "Replicated"), "Replicas")
+        if mode == "replicated" else 0,
+        image=f.text(f.obj(template, "ContainerSpec"), "Image").split("@")[0],
+        constraints=f.texts(placement, "Constraints"),
+        max_per_node=f.number(placement, "MaxReplicas"),
+        reserve_nano_cpus=f.number(reserve, "NanoCPUs"),
+        reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update)
+    f.report(problems)
+    return service
+
+
+def parse_task(t: Any, names: dict[str, str], problems: list[str]) -> Task | None:
+    task_id = _object_id("task", t, problems)
+    if not task_id:
+        return None
+    f = Fields(f"task {task_id[:12]}")
+    status = f.obj(t, "Status", required=True)
+    service_id = f.text(t, "ServiceID", required=True)
+    task = Task(swarm_id=task_id, service_id=service_id,
+                service_name=names.get(service_id, service_id[:12]),
+                slot=f.number(t, "Slot"), node_id=f.text(t, "NodeID"),
+                state=f.text(status, "State", "unknown", required=True),
+                desired_state=f.text(t, "DesiredState", required=True),
+                error=f.text(status, "Err"), message=f.text(status, "Message"))
+    f.report(problems)
+    return task
+
+
+def parse_all(kind: str, answer: Any, parse: Callable[[Any, list[str]], Any],
+              problems: list[str]) -> list:
+    """Every object of one list answer that can be shown, each id once."""
+    if not isinstance(answer, list):
+        raise ProviderError(f"the {kind} answer is not a list: {show(answer)}")
+    out, seen = [], set()
+    for obj in answer:
+        oid = obj.get("ID") if isinstance(obj, dict) else None
+        if isinstance(oid, str) and oid in seen:
+            problems.append(f"{kind[:-1]} {oid[:12]} is listed twice; the second was left out")
+            continue
+        try:
+            item = parse(obj, problems)
+        except Exception as e:  # noqa: BLE001 - a shape no check foresaw: that object only
+            problems.append(f"a {kind[:-1]} was left out: {type(e).__name__}: {e}")
+            continue
+        if item is None:
+            continue
+        seen.add(item.swarm_id)
+        out.append(item)
+    return out
+
+
+def parse_swarm(raw_nodes: Any, raw_services: Any, raw_tasks: Any, problems: list[str]
+                ) -> tuple[list[Node], list[Service], list[Task]]:
+    """The three list answers of a read as entities; what is malformed goes to `problems`."""
+    nodes = parse_all("nodes", raw_nodes, parse_node, problems)
+    services = parse_all("services", raw_services, parse_service, problems)
+    names = {s.swarm_id: s.name for s in services}
+    tasks = parse_all("tasks", raw_tasks, lambda t, p: parse_task(t, names, p), problems)
+    return nodes, services, tasks
 
 
 class DockerSwarm:
@@ -172,6 +266,8 @@ class DockerSwarm:
     def __init__(self, endpoints: tuple[str, ...] = (), context: str = "",
                  tls: dict[str, str] | None = None, timeout: float = 10.0) -> None:
         self.timeout = timeout
+        self.read_timeout = min(timeout, max(READ_MIN, READ_SHARE * timeout))
+        self.parse_problems: list[str] = []     # malformed objects of the last read
         self.candidates = self._candidates(endpoints, context, tls or {})
         self.endpoint = self.candidates[0][0]   # the manager that answered last
         self.failover = ""              # what happened at the last switch, in words
@@ -225,13 +321,24 @@ class DockerSwarm:
     def requests_sent(self) -> int:
         return self._client.requests_sent if self._client else 0
 
-    def _call(self, fn: Callable[[CountingClient], Any]) -> Any:
+    def _call(self, fn: Callable[[CountingClient], Any], write: bool = False) -> Any:
         """Run `fn` on the manager in use; if it fails, on the next one that answers.
 
         One thread at a time looks for a manager (the others wait, then use what it
         found), and the switch happens only once another manager has answered, so
-        `endpoint` always names the manager whose answer the console shows.
+        `endpoint` always names the manager whose answer the console shows. Reads
+        wait `read_timeout` per request, writes the whole `timeout`.
         """
+        _timeout.value = self.timeout if write else self.read_timeout
+        try:
+            return self._call_any(fn)
+        except (ValueError, RecursionError) as e:   # an answer that is not JSON we can use
+            raise ProviderError(f"{self.endpoint}: unreadable answer "
+                                f"({type(e).__name__}: {str(e)[:120]})") from None
+        finally:
+            _timeout.value = None
+
+    def _call_any(self, fn: Callable[[CountingClient], Any]) -> Any:
         errors: list[str] = []
         with self._lock:
             client, current = self._client, self.endpoint
@@ -266,7 +373,9 @@ class DockerSwarm:
                     continue
                 self._switch(api, endpoint, errors)
                 return result
-            failure = "no manager answers: " + "; ".join(errors)
+            leaderless = any("has no leader" in e for e in errors)
+            failure = ("the swarm has no leader: " if leaderless else "no manager answers: ") \
+                + "; ".join(errors)
             self._failed_search = (self._failed_search[0] + 1, failure)
         raise ProviderError(failure)
 
@@ -292,10 +401,13 @@ class DockerSwarm:
         self._read_start = self._changes    # a change from now on may postdate this answer
         raw_nodes, raw_services, raw_tasks = await self._run(fetch)
         self._ensure_events()
-        services = [parse_service(s) for s in raw_services]
-        names = {s.swarm_id: s.name for s in services}
-        return [parse_node(n) for n in raw_nodes], services, \
-            [parse_task(t, names) for t in raw_tasks]
+        problems: list[str] = []
+        try:
+            nodes, services, tasks = parse_swarm(raw_nodes, raw_services, raw_tasks, problems)
+        except ProviderError as e:
+            raise ProviderError(f"{self.endpoint}: {e}") from None
+        self.parse_problems = bounded(problems)
+        return nodes, services, tasks
 
     async def wait_for_change(self, timeout: float) -> None:
         """At the first change this caller (task) has not seen yet, else after `timeout`.
@@ -330,13 +442,16 @@ class DockerSwarm:
         """Node and service events wake the refresh loop (there are no task events).
 
         The stream is opened on the manager in use; a failover closes it and it opens
-        again on the new one, replaying what happened since the old one broke.
+        again on the new one, replaying what happened since the old one broke. A stream
+        that ends is news too: its manager may be gone, so the console reads at once
+        (and fails over) instead of at its next poll.
         """
+        _timeout.value = self.read_timeout      # opening it; the stream itself never times out
         since = int(time.time()) - 1
         while not self._events_stop.is_set():
             with self._lock:
                 endpoint = self.endpoint
-            api = None
+            api, opened = None, False
             try:
                 api = self._connect(endpoint, dict(self.candidates)[endpoint])
                 stream = api.events(since=since, filters={"type": ["node", "service"]},
@@ -346,6 +461,7 @@ class DockerSwarm:
                         _close_quietly(stream)      # closing, or switched meanwhile
                         continue
                     self._events_stream, self.events_endpoint = stream, endpoint
+                opened = True
                 for _ in stream:
                     self._wake()
             except Exception:   # noqa: BLE001 - the poll still runs; open the stream again
@@ -355,6 +471,8 @@ class DockerSwarm:
                     self._events_stream, self.events_endpoint = None, ""
                 if api is not None:
                     api.close()
+            if opened and not self._events_stop.is_set():
+                self._wake()
             since = int(time.time()) - 1
             self._events_stop.wait(0.5)
 
@@ -374,17 +492,23 @@ class DockerSwarm:
         """
         def attempt(api: CountingClient) -> bool:
             current = inspect(api)
-            spec = copy.deepcopy(current["Spec"])
+            spec = current.get("Spec") if isinstance(current, dict) else None
+            version = current.get("Version") if isinstance(spec, dict) else None
+            version = version.get("Index") if isinstance(version, dict) else None
+            if not isinstance(spec, dict) or type(version) is not int:
+                raise ProviderError(f"{self.endpoint}: {what}: the answer has no Spec or "
+                                    "version index; nothing was changed")
+            spec = copy.deepcopy(spec)
             change(spec)
             try:
-                update(api, current["Version"]["Index"], spec)
+                update(api, version, spec)
                 return True
             except APIError as e:
                 if "update out of sequence" in (e.explanation or str(e)):
                     return False
                 raise
         for _ in range(RETRIES):
-            if self._call(attempt):
+            if self._call(attempt, write=True):
                 return
         raise ProviderError(f"{self.endpoint}: {what} kept changing under us "
                             f"(update out of sequence {RETRIES} times)")
@@ -409,7 +533,11 @@ class DockerSwarm:
         """`docker service update --force`: tasks are replaced and spread again."""
         def force(spec: dict) -> None:
             template = spec.setdefault("TaskTemplate", {})
-            template["ForceUpdate"] = int(template.get("ForceUpdate", 0)) + 1
+            force = template.get("ForceUpdate") if isinstance(template, dict) else template
+            if not isinstance(template, dict) or (force is not None and type(force) is not int):
+                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
+                                    f"unreadable ({show(force)}); nothing was changed")
+            template["ForceUpdate"] = (force or 0) + 1
 
         def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(
@@ -422,12 +550,14 @@ class DockerSwarm:
     # -- the operation lock: a label on the swarm itself, set at its version ------
     async def read_lock(self) -> Lock | None:
         info = await self._run(lambda api: api.inspect_swarm())
-        return lock_from_labels(info.get("Spec", {}).get("Labels"))
+        spec = info.get("Spec") if isinstance(info, dict) else None
+        return lock_from_labels(spec.get("Labels") if isinstance(spec, dict) else None)
 
     async def _swap_lock(self, decide: Callable[[Lock | None], Lock | None]) -> None:
         """Compare-and-set of the lock label on the swarm's spec (see _update_spec)."""
         def change(spec: dict) -> None:
-            labels = spec["Labels"] = spec.get("Labels") or {}
+            labels = spec.get("Labels")
+            labels = spec["Labels"] = labels if isinstance(labels, dict) else {}
             wanted = decide(lock_from_labels(labels))
             if wanted is None:
                 labels.pop(LOCK_LABEL, None)

@@ -116,7 +116,7 @@ class OpsConsole(App):
         self._keys = keys or {}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
-        session.engine.on_change = lambda op: self.post_message(OperationChanged(op))
+        session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
     # -- layout -----------------------------------------------------------------
     def compose(self) -> ComposeResult:

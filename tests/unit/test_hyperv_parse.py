@@ -102,17 +102,62 @@ def test_a_single_vm_object_is_a_list_of_one():
 
 
 @pytest.mark.parametrize("answer, words", [
-    ('{"host": {"computer_name": "HV-01"}, "vms": []}', "answer lacks field 'os_build'"),
     ('{"vms": []}', "answer lacks field 'host'"),
-    ('{"host": ' + json.dumps(GOOD_HOST) + ', "vms": [{"name": "x"}]}',
-     "answer lacks field 'state'"),
-    ('{"host": ' + json.dumps(GOOD_HOST) + ', "vms": 7}', "'vms' should be a list"),
+    ('{"host": 3, "vms": []}', "field 'host' should be dict"),
     ('{"host": ', "not valid JSON"),
+    ('[1, 2]', "no JSON answer"),
 ])
-def test_bad_read_answers_become_host_messages_not_tracebacks(answer, words):
-    hosts, vms = asyncio.run(provider(lambda s, p: answer).read())
+def test_unusable_read_answers_become_host_messages_and_problems(answer, words):
+    hv = provider(lambda s, p: answer)
+    hosts, vms = asyncio.run(hv.read())
     assert hosts[0].state == "unknown"
     assert hosts[0].message.startswith("hv-01: read-host") and words in hosts[0].message
+    assert hv.parse_problems == [hosts[0].message]
+
+
+@pytest.mark.parametrize("host, vms, words", [
+    ({"computer_name": "HV-01"}, [GOOD_VM], "hv-01: read-host: os_build is missing"),
+    (dict(GOOD_HOST, uptime_s="long"), [GOOD_VM], "uptime_s is 'long', not a number"),
+    (dict(GOOD_HOST, pending_reboot=None), [GOOD_VM], None),
+    (GOOD_HOST, 7, "hv-01: read-host: vms is 7, not a list"),
+    (GOOD_HOST, [GOOD_VM, {"name": "x"}], "hv-01: read-host: VM x: state is missing"),
+    (GOOD_HOST, [GOOD_VM, dict(GOOD_VM, name="x", cpu_pct="hot", memory_bytes=None)],
+     "hv-01: read-host: VM x: cpu_pct is 'hot', not a number"),
+    (GOOD_HOST, [GOOD_VM, "x"], "a VM entry without a name was left out: 'x'"),
+    (GOOD_HOST, [GOOD_VM, {"name": None}], "a VM entry without a name was left out"),
+    (GOOD_HOST, [GOOD_VM, GOOD_VM], "VM vm-01 is listed twice"),
+])
+def test_malformed_fields_are_degraded_and_reported_not_fatal(host, vms, words):
+    hv = provider(lambda s, p: json.dumps({"host": host, "vms": vms}))
+    hosts, got = asyncio.run(hv.read())
+    assert hosts[0].state == "up"
+    good = VM("vm-01", "hv-01", "running", uptime_s=50, cpu_pct=3, memory_bytes=4 << 30)
+    assert (good in got) == isinstance(vms, list)   # a well-formed VM is read in full
+    assert all(isinstance(v.uptime_s, int) and v.uptime_s >= 0 for v in got)
+    if words is None:
+        assert hv.parse_problems == []
+    else:
+        assert len(hv.parse_problems) == 1 and words in hv.parse_problems[0]
+    bad = next((v for v in got if v.name == "x"), None)
+    if bad is not None and "state" in (words or ""):
+        assert bad.state == "unknown"
+
+
+def test_problems_are_per_read():
+    answers = iter([json.dumps({"host": GOOD_HOST, "vms": [{"name": "x"}]}),
+                    json.dumps({"host": GOOD_HOST, "vms": [GOOD_VM]})])
+    hv = provider(lambda s, p: next(answers))
+    asyncio.run(hv.read())
+    assert hv.parse_problems
+    asyncio.run(hv.read())
+    assert hv.parse_problems == []
+
+
+def test_negative_uptime_is_a_clock_off_by_a_second_not_a_problem():
+    hv = provider(lambda s, p: json.dumps({"host": dict(GOOD_HOST, uptime_s=-1),
+                                           "vms": [dict(GOOD_VM, uptime_s=-2.0)]}))
+    hosts, vms = asyncio.run(hv.read())
+    assert hosts[0].uptime_s == 0 and vms[0].uptime_s == 0 and hv.parse_problems == []
 
 
 def test_unreachable_keeps_the_last_known_vms_as_unknown():

@@ -210,7 +210,7 @@ async def test_killed_at_every_step_boundary_then_resumed(tmp_path, kind, target
         sim = SimCluster(seed=5, speed=400)
         first = make_rig(tmp_path / f"k{k}", sim)
         # the console dies as step k starts (its first await), however fast the steps run
-        first.engine.on_change = lambda o, k=k: k in o.times and o.task and o.task.cancel()
+        first.engine.listen(lambda o, k=k: k in o.times and o.task and o.task.cancel())
         op = first.engine.start(catalog.build(kind, await first.snapshot(), target, FAST, options))
         await asyncio.gather(op.task, return_exceptions=True)
         assert op.index >= k and op.state != DONE

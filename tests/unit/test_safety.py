@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import replace
+from typing import Callable
 
 import pytest
 
@@ -30,7 +31,7 @@ def node_id(sim: SimCluster, name: str) -> str:
     return next(n.swarm_id for n in sim.nodes.values() if n.hostname == name)
 
 
-def when_step(op_holder: list, title_start: str, action) -> callable:
+def when_step(title_start: str, action) -> Callable:
     """An engine change hook that calls `action` once, as the step titled so starts."""
     fired = []
 
@@ -40,7 +41,6 @@ def when_step(op_holder: list, title_start: str, action) -> callable:
         if op.plan.steps[op.index].title.startswith(title_start):
             fired.append(op.index)
             action()
-    hook.fired = fired
     return hook
 
 
@@ -60,8 +60,8 @@ async def test_manager_lost_mid_window_pauses_before_a_manager_is_shut_down(tmp_
     plan = catalog.build("maintenance", await rig.snapshot(), "hv-02", FAST)
     assert plan.params["promote"]          # two managers: a stand-in votes for the window
     # the other manager (vm-01, on hv-01) dies while vm-05 is being drained
-    rig.engine.on_change = when_step([], "set vm-05 availability to drain",
-                                     lambda: sim._node_down(node_id(sim, "vm-01")))
+    rig.engine.listen(when_step("set vm-05 availability to drain",
+                                lambda: sim._node_down(node_id(sim, "vm-01"))))
     op = rig.engine.start(plan)
     await until(lambda: op.state == PAUSED and "shut down vm-04" in op.current_step,
                 timeout=30, what="the pause before the manager's shutdown")
@@ -86,8 +86,8 @@ async def test_headless_guard_pause_stops_unfinished_after_its_limit(tmp_path):
     sim = rig.sim
     rig.engine.guard_wait = 0.5
     plan = catalog.build("maintenance", await rig.snapshot(), "hv-02", FAST)
-    rig.engine.on_change = when_step([], "set vm-05 availability to drain",
-                                     lambda: sim._node_down(node_id(sim, "vm-01")))
+    rig.engine.listen(when_step("set vm-05 availability to drain",
+                                lambda: sim._node_down(node_id(sim, "vm-01"))))
     op = await asyncio.wait_for(rig.engine.run(plan), 60)
     assert op.state == FAILED and op.unfinished
     assert "paused by the guards for over" in op.error and "shut down vm-04" in op.error
@@ -113,8 +113,8 @@ async def test_rolling_update_guards_each_manager_reboot(tmp_path):
     options = WindowOptions(update_command="true", reboot=True)
     plan = catalog.build("rolling-update", await rig.snapshot(), "vm-01,vm-04", FAST, options)
     # vm-04 goes down while vm-01's update runs: vm-01 must not reboot then
-    rig.engine.on_change = when_step([], "run the update on vm-01",
-                                     lambda: sim._node_down(node_id(sim, "vm-04")))
+    rig.engine.listen(when_step("run the update on vm-01",
+                                lambda: sim._node_down(node_id(sim, "vm-04"))))
     op = rig.engine.start(plan)
     await until(lambda: op.state == PAUSED, timeout=30, what="guard pause")
     assert "reboot vm-01" in op.current_step
@@ -143,8 +143,8 @@ async def test_haproxy_gone_during_the_sessions_wait_never_counts_as_done(tmp_pa
     sim = rig.sim
     timing = replace(FAST, sessions_timeout=1.5, sessions_threshold=0)
     plan = catalog.build("drain", await rig.snapshot(), "vm-03", timing)
-    rig.engine.on_change = when_step(
-        [], "wait for sessions", lambda: sim.unreachable.update(proxy="refuses connections"))
+    rig.engine.listen(when_step(
+        "wait for sessions", lambda: sim.unreachable.update(proxy="refuses connections")))
     op = await asyncio.wait_for(rig.engine.run(plan), 20)
     assert op.state == FAILED and op.unfinished, op.log
     assert "timed out" in op.error and "proxy unreachable since" in op.error
@@ -163,7 +163,7 @@ async def test_a_proxy_state_haproxy_lost_is_set_again_and_audited(tmp_path):
         sim.admin[("portail", "vm-03")] = "ready"
         sim._refresh_servers()
     plan = catalog.build("drain", await rig.snapshot(), "vm-03", timing)
-    rig.engine.on_change = when_step([], "wait for sessions", restart)
+    rig.engine.listen(when_step("wait for sessions", restart))
     op = await asyncio.wait_for(rig.engine.run(plan), 30)
     assert op.state == DONE, op.error
     assert any("portail/vm-03 is ready, this operation holds it drain" in line
@@ -315,7 +315,7 @@ async def test_resume_redoes_what_no_longer_holds_and_never_stops_an_active_node
     plan = catalog.build("maintenance", await first.snapshot(), "hv-02", FAST)
     stand_in = plan.params["promote"]
     # the console dies as it is about to shut down vm-05 (drained by then)
-    first.engine.on_change = when_step([], "shut down vm-05", lambda: op.task.cancel())
+    first.engine.listen(when_step("shut down vm-05", lambda: op.task.cancel()))
     op = first.engine.start(plan)
     await asyncio.gather(op.task, return_exceptions=True)
     assert sim.nodes[node_id(sim, "vm-05")].availability == DRAIN
@@ -354,7 +354,7 @@ async def test_resume_runs_the_inventorys_commands_and_says_they_changed(tmp_pat
     first = make_rig(tmp_path, sim)
     old = WindowOptions(update_command="apt-get -y upgrade docker.io", reboot=False)
     plan = catalog.build("rolling-update", await first.snapshot(), "vm-02", FAST, old)
-    first.engine.on_change = when_step([], "run the update on vm-02", lambda: op.task.cancel())
+    first.engine.listen(when_step("run the update on vm-02", lambda: op.task.cancel()))
     op = first.engine.start(plan)
     await asyncio.gather(op.task, return_exceptions=True)
     second = make_rig(tmp_path, sim)

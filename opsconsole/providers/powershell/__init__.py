@@ -163,7 +163,7 @@ def parse_answer(host: str, script: str, status: int, stdout: bytes | str,
                             + (f" (output: {_excerpt(out)})" if out.strip() else ""))
     try:
         answer = json.loads(line)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:     # RecursionError: absurdly deep nesting
         raise ProviderError(f"{where}: answer is not valid JSON ({e}): {_excerpt(line, 120)}") \
             from None
     if not isinstance(answer, dict):

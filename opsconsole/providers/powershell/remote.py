@@ -18,7 +18,7 @@ from winrm import transport as winrm_transport
 from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError,
                               WinRMTransportError, WSManFaultError)
 
-from ..base import ProviderError
+from ..base import OUTPUT_CAP, Capped, ProviderError
 
 TRANSPORTS = ("ntlm", "kerberos", "credssp", "certificate", "basic")
 class Unreachable(ProviderError):
@@ -127,20 +127,22 @@ def explain(error: BaseException, cfg: WinRMHost, script: str) -> ProviderError:
                          f"({type(error).__name__}: {error})")
 
 
-def _receive(p: winrm.Protocol, shell: str, command: str,
-             deadline_s: float) -> tuple[int, bytes, bytes]:
-    out, err, done, code = [], [], False, -1
+def _receive(p: winrm.Protocol, shell: str, command: str, deadline_s: float,
+             cap: int = OUTPUT_CAP) -> tuple[int, Capped, Capped]:
+    """Output up to `cap` bytes per stream: its head and its end, where the scripts
+    print their JSON answer (a chatty host must not fill the console's memory)."""
+    out, err, done, code = Capped(cap, tail=True), Capped(cap, tail=True), False, -1
     deadline = time.monotonic() + deadline_s
     while not done:
         try:
             o, e, code, done = p.get_command_output_raw(shell, command)
-            out.append(o)
-            err.append(e)
+            out.add(o)
+            err.add(e)
         except WinRMOperationTimeoutError:
             pass                        # WinRM's long poll ended with nothing new
         if not done and time.monotonic() > deadline:
             raise ProviderError(f"still running after {deadline_s:g} s; terminated")
-    return code, b"".join(out), b"".join(err)
+    return code, out, err
 
 
 def run_command(session: winrm.Session, line: str, deadline_s: float) -> tuple[int, bytes, bytes]:
@@ -164,4 +166,6 @@ def run_command(session: winrm.Session, line: str, deadline_s: float) -> tuple[i
         p.transport.close_session()     # it stopped answering: send it nothing more
         raise
     clean = getattr(session, "_clean_error_msg", None)   # pywinrm's CLIXML reader
-    return code, out, clean(err) if clean and err else err
+    # a cut CLIXML is not XML any more: it is shown as it came
+    errors = clean(err.value()) if clean and err.value() and not err.cut else err.value()
+    return code, out.value(), errors
