@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -24,11 +25,11 @@ from rich.tree import Tree
 from . import __version__, present
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
-from .ops.actions import ReadOnlyError
-from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, StepFailed
-from .ops.records import OpRecord, console_alive
 from .ops import catalog
+from .ops.actions import ReadOnlyError
+from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
+from .ops.records import OpRecord, console_alive
 from .providers.base import ProviderError
 from .session import Session, open_session
 
@@ -41,7 +42,7 @@ def rich_text(pieces) -> Text:
     return Text.assemble(*((t, RICH_ROLES[r]) for t, r in pieces))
 
 
-def fail(code: int, message: str) -> None:
+def fail(code: int, message: str) -> NoReturn:
     try:
         Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}",
                                                         style="bold red"))
@@ -107,7 +108,8 @@ class _Signals:
     which the journal records as interrupted (resumable, the lock kept)."""
 
     def __init__(self, session: Session | None = None) -> None:
-        self.session, self.op, self.caught = session, None, ""
+        self.session, self.caught = session, ""
+        self.op: Operation | None = None
 
     async def __aenter__(self) -> _Signals:
         loop, task = asyncio.get_running_loop(), asyncio.current_task()
@@ -115,12 +117,12 @@ class _Signals:
             loop.add_signal_handler(sig, self._on, sig, task)
         return self
 
-    def _on(self, sig: int, task: asyncio.Task) -> None:
+    def _on(self, sig: signal.Signals, task: asyncio.Task | None) -> None:
         name = signal.Signals(sig).name
         if self.op is not None:
             assert self.session is not None
             self.session.engine.interrupt(self.op, f"interrupted by {name}")
-        elif not self.caught:
+        elif not self.caught and task is not None:
             self.caught = name
             task.cancel()
 
@@ -202,7 +204,7 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
                "speed": 5.0 if demo else 1.0, "scale": scale, "seed": seed}
     if ctx.invoked_subcommand is None:
         session = _session(ctx)
-        from .ui.app import OpsConsole   # textual loads only for the TUI
+        from .ui.app import OpsConsole  # textual loads only for the TUI
         OpsConsole(session, theme=theme or session.inventory.theme,
                    keys=session.inventory.keys).run()
 
@@ -232,7 +234,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def snapshot_json(snap: Snapshot) -> dict:
     kinds = ("hosts", "vms", "nodes", "services", "tasks", "backends", "servers", "sessions")
     out: dict = {k: [dict(asdict(e), id=e.id) for e in getattr(snap, k)] for k in kinds}
-    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint, problems=[dict(asdict(p), text=str(p)) for p in snap.problems],
+    out.update(taken_at=snap.taken_at, endpoint=snap.endpoint,
+               problems=[dict(asdict(p), text=str(p)) for p in snap.problems],
                summary={"nodes": len(snap.nodes), "nodes_ready": snap.nodes_ready,
                         "managers": len(snap.managers),
                         "quorum_tolerance": snap.quorum_tolerance,
@@ -311,6 +314,7 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                 session.engine.listen(show)
                 op = signals.op = session.engine.start(p, resume=resume)
                 try:
+                    assert op.task is not None
                     await op.task
                 except asyncio.CancelledError:
                     pass

@@ -70,8 +70,8 @@ class Cluster:
         if SWARM not in down and nodes and not any(n.leader for n in nodes):
             problem(SWARM, "no manager is the Raft leader (an election, or quorum lost): "
                     "the swarm takes no changes", key="leader")
-        hosts, vms = take(parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV,
-                          p.hypervisor) if not keep else parts[1]
+        hosts, vms = (last.hosts, last.vms) if keep else take(
+            parts[1], (_unreachable(last.hosts), _unknown(last.vms)), HYPERV, p.hypervisor)
         if not keep and not isinstance(parts[1], BaseException):
             for h in hosts:         # a host that does not answer: its VMs are not known
                 if h.state == "unreachable":

@@ -11,9 +11,10 @@ import os
 import re
 import tomllib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .ops.maintenance import HOST_STEPS, WindowOptions
 from .ops.plans import Timing
@@ -155,7 +156,8 @@ class _Reader:
             except OverflowError:
                 raise self.fail(key, f"{value} is too large") from None
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-            want = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+            want = kind.__name__ if isinstance(kind, type) else \
+                " or ".join(k.__name__ for k in kind)
             raise self.fail(key, f"expected {_words(want)}, got {_words(type(value).__name__)} "
                                  f"{value!r}")
         return value
@@ -221,7 +223,7 @@ class _Reader:
             out.append(str(path.absolute()))
         return tuple(out) if many else (out[0] if out else "")
 
-    def sub(self, key: str) -> "_Reader":
+    def sub(self, key: str) -> _Reader:
         return _Reader(self.path, self.text, self.get(key, dict, {}), self.where + (key,))
 
     def done(self) -> None:

@@ -6,9 +6,10 @@ value and a diff is a dictionary walk.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, TypeVar, Union
+from typing import TypeVar
 
 # Text values, not enums: they come straight from remote systems and are shown
 # as they are; the constants below name the ones the console reasons about.
@@ -209,7 +210,7 @@ class Lock:
         return max(0.0, now - self.since)
 
 
-Entity = Union[Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession]
+Entity = Host | VM | Node | Service | Task | Backend | ProxyServer | ProxySession
 E = TypeVar("E", Host, VM, Node, Service, Task, Backend, ProxyServer, ProxySession)
 
 # Tree roots: fixed ids for the groups that have no entity of their own.

@@ -7,8 +7,8 @@ move has somewhere to go -- and if not, why.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from .model import ACTIVE, READY, Node, Service, Snapshot, Task, constraint_holds
 
@@ -23,7 +23,7 @@ class Load:
         self.total: Counter[str] = Counter()
 
     @classmethod
-    def of(cls, snapshot: Snapshot) -> "Load":
+    def of(cls, snapshot: Snapshot) -> Load:
         load = cls()
         services = {s.swarm_id: s for s in snapshot.services}
         for t in snapshot.tasks:

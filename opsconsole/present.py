@@ -7,12 +7,34 @@ here knows a colour. Remote strings stay plain text: never markup.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
-from .model import (ACTIVE, DRAIN, HYPERV, MANAGER, PAUSE, PROXY, READY, ROOT_HOSTS,
-                    ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, RUNNING, SWARM, VM, Backend,
-                    Entity, Host, Node, Problem, ProxyServer, ProxySession, Service, Snapshot,
-                    Task)
+from .model import (
+    ACTIVE,
+    DRAIN,
+    HYPERV,
+    MANAGER,
+    PAUSE,
+    PROXY,
+    READY,
+    ROOT_HOSTS,
+    ROOT_PROXY,
+    ROOT_SERVICES,
+    ROOT_UNPLACED,
+    RUNNING,
+    SWARM,
+    VM,
+    Backend,
+    Entity,
+    Host,
+    Node,
+    Problem,
+    ProxyServer,
+    ProxySession,
+    Service,
+    Snapshot,
+    Task,
+)
 
 Piece = tuple[str, str]          # (text, role)
 OK, WARN, BAD, MUTED, ACCENT, PLAIN = "ok", "warn", "bad", "muted", "accent", "plain"
@@ -134,7 +156,10 @@ def summary(snap: Snapshot) -> list[Piece]:
         out += [("  ", PLAIN), (f"sessions {snap.session_count}", PLAIN)]
     if snap.lock is not None:
         age = duration(snap.lock.age(snap.taken_at)) if snap.lock.since else "?"
-        out += [("  LOCKED ", BAD), (f"{snap.lock.title} by {snap.lock.holder}, {age}", WARN)]
+        lock = snap.lock
+        seen = f", seen {duration(snap.taken_at - lock.beat)} ago" if lock.beat else ""
+        where = f" (pid {lock.pid} on {lock.host}{seen})" if lock.pid else ""
+        out += [("  LOCKED ", BAD), (f"{lock.title} by {lock.holder}, {age}{where}", WARN)]
     if snap.proxy_read_only:
         out += [("  proxy read-only", WARN)]
     for pr in snap.problems:

@@ -44,7 +44,7 @@ class Session:
 def connect(inventory: Inventory, warnings: list[str] | None = None) -> Providers:
     """Providers for a real site, from its inventory; what the header should say about
     them (a plain-text Docker API) is added to `warnings`."""
-    from .providers.swarm import DockerSwarm   # docker SDK loads only when needed
+    from .providers.swarm import DockerSwarm  # docker SDK loads only when needed
     assert inventory.swarm is not None
     hosts = [Host(h.name, h.address, state="unknown", message=UNMANAGED)
              for h in inventory.hosts.values()]
@@ -58,11 +58,11 @@ def connect(inventory: Inventory, warnings: list[str] | None = None) -> Provider
         proxy = HAProxy(inventory.proxy.socket, inventory.proxy.timeout)
     hypervisor = hyperv(inventory, vms) if inventory.winrm else StaticHypervisor(hosts, vms)
     shell = ssh(inventory) if inventory.ssh is not None else None
-    closers = [p for p in (swarm, hypervisor, shell) if hasattr(p, "close")]
+    closers = [c for p in (swarm, hypervisor, shell) if (c := getattr(p, "close", None))]
 
     async def close() -> None:
-        for p in closers:
-            await p.close()
+        for c in closers:
+            await c()
     return Providers(swarm, hypervisor, proxy, shell, close=close)
 
 
@@ -158,7 +158,7 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
     # e.g. a test's own SimCluster), with records apart from a real site's, under
     # state_dir/sim; another seed or scale is another world (a --scale 1000 journal names
     # other nodes): state_dir/sim-seedS-scaleN. The state dir is checked before anything.
-    state, warnings = inventory.state_dir, []
+    state, warnings = inventory.state_dir, list[str]()
     if inventory.path is None and inventory.swarm is None:
         state = state / "sim"
         if providers is None:

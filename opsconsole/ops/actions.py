@@ -7,15 +7,17 @@ The registry MUTATING lists them all, so a test can prove every one refuses.
 from __future__ import annotations
 
 import functools
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from ..model import Lock
-from ..providers.base import ProviderError, Providers
+from ..providers.base import LineSink, ProviderError, Providers
 from .records import Audit
 
 MUTATING: list[str] = []
 REBOOT = "nohup sh -c 'sleep 1; systemctl reboot || reboot' >/dev/null 2>&1 &"
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
+P = TypeVar("P")
 
 
 class ReadOnlyError(Exception):
@@ -34,7 +36,7 @@ def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[
         MUTATING.append(fn.__name__)
 
         @functools.wraps(fn)
-        async def guarded(self: "Actions", target: str, *args, **kwargs) -> None:
+        async def guarded(self: Actions, target: str, *args: Any, **kwargs: Any) -> None:
             if self.read_only:
                 self.audit.record(verb, target, "refused: read-only")
                 raise ReadOnlyError(f"{verb} {target}")
@@ -61,7 +63,7 @@ class Actions:
         self.providers, self.audit, self.read_only = providers, audit, read_only
         self.generation = 0     # moves on with every change made: tells stale snapshots apart
 
-    def _need(self, what: str, provider):
+    def _need(self, what: str, provider: P | None) -> P:
         if provider is None:
             raise ProviderError(f"no {what} is configured in the inventory")
         return provider
@@ -129,7 +131,8 @@ class Actions:
         await self._need("shell", self.providers.shell).run(vm, command, 30.0)
 
     @mutating("run command")
-    async def run_command(self, vm: str, command: str, timeout: float, on_line=None) -> None:
+    async def run_command(self, vm: str, command: str, timeout: float,
+                          on_line: LineSink | None = None) -> None:
         code = await self._need("shell", self.providers.shell).run(vm, command, timeout, on_line)
         if code != 0:
             raise ProviderError(f"{vm}: `{command}` exited with status {code}")

@@ -8,14 +8,25 @@ back into service).
 from __future__ import annotations
 
 from dataclasses import asdict, fields, replace
+from typing import Any, TypeVar
 
 from ..model import MANAGER, VM, Snapshot
 from .engine import Plan, resume_check, resume_refusal
 from .guards import FAIL, OK, WARN, Check
-from .maintenance import (WindowOptions, demote_stand_in, make_window, start, wait_healthy,
-                          wait_host_up, wait_node_back, wait_vm)
+from .maintenance import (
+    WindowOptions,
+    demote_stand_in,
+    make_window,
+    start,
+    wait_healthy,
+    wait_host_up,
+    wait_node_back,
+    wait_vm,
+)
 from .plans import PlanError, Timing, find_node, make_plan, return_steps
 from .records import OpRecord
+
+D = TypeVar("D", Timing, WindowOptions)
 
 NODE_OPERATIONS = ("cordon", "drain", "activate")
 WINDOWS = ("maintenance", "rolling-update")
@@ -75,7 +86,7 @@ def rebuild(record: OpRecord, snap: Snapshot, options_now: WindowOptions | None 
     return plan
 
 
-def _known(cls, values: dict):
+def _known(cls: type[D], values: dict[str, Any]) -> D:
     """A dataclass from recorded values, leaving out fields this version does not know."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in values.items() if k in names})

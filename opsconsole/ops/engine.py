@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import secrets
-import time
-from dataclasses import dataclass, field
-from typing import Awaitable, Callable
-
 import os
+import secrets
 import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from ..cluster import Cluster
 from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced
-from .report import markdown
 from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
+from .report import markdown
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -39,6 +38,10 @@ POLL_S = 0.5        # waits poll this often between Swarm events,
 POLL_FAST_S = 0.2   # or this often when a poll needs no WinRM round trip
 CLOSING = "cancelled (console closing)"
 REUSE_S = 1.0       # a snapshot this young serves a step's checks, if nothing changed since
+
+
+Probe = Callable[[Snapshot], str | None]    # None: done (or holds); else what is pending
+Run = Callable[["Context"], Awaitable[None]]
 
 
 class Aborted(Exception):
@@ -68,8 +71,8 @@ class Effect:
 @dataclass
 class Step:
     title: str
-    run: Callable[["Context"], Awaitable[None]]
-    undo: Callable[["Context"], Awaitable[None]] | None = None
+    run: Callable[[Context], Awaitable[None]]
+    undo: Callable[[Context], Awaitable[None]] | None = None
     group: str = ""     # steps of one unit (a VM): retried together, failed together
     key: str = ""       # stable across consoles: how resume matches recorded steps
     risk: Risk | None = None        # what it takes out of service: guards run before it
@@ -186,7 +189,7 @@ class Operation:
 class Context:
     """What a step gets: the actions, fresh snapshots, a log, and waits that obey pause/abort."""
 
-    def __init__(self, engine: "Engine", op: Operation) -> None:
+    def __init__(self, engine: Engine, op: Operation) -> None:
         self.engine, self.op = engine, op
         self.actions = engine.actions
         self._seen: tuple[int, float, Snapshot] = (-1, 0.0, Snapshot())
@@ -204,19 +207,27 @@ class Context:
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         snap = await self.engine.cluster.snapshot(hypervisor)
         if self.op.proxy_held and not snap.unreadable(PROXY):
-            await self._hold_proxy(snap)
+            await self.hold_proxy(snap)
         self._seen = (self.actions.generation, time.monotonic(), snap)
         return snap
 
-    async def _hold_proxy(self, snap: Snapshot) -> None:
+    def hold(self, server: str, state: str) -> None:
+        """This operation wants `server` in `state` from now on (kept across a HAProxy
+        restart unless ready); the newest word wins over what older operations held."""
+        for other in self.engine.operations:
+            other.proxy_held.pop(server, None)
+        if state != "ready":
+            self.op.proxy_held[server] = state
+
+    async def hold_proxy(self, snap: Snapshot) -> None:
         """HAProxy forgets runtime states when it restarts: while this operation holds a
         server out, what it set is set again (audited, and said in the log)."""
         for server, state in list(self.op.proxy_held.items()):
             now = snap.get(f"proxy:{server}")
             if isinstance(now, ProxyServer) and now.admin != state:
                 restarted = getattr(self.engine.cluster.providers.proxy, "restarted_at", 0.0)
-                why = (f"HAProxy restarted at {time.strftime('%H:%M:%S', time.localtime(restarted))}"
-                       if restarted else "someone or something changed it")
+                at = time.strftime('%H:%M:%S', time.localtime(restarted))
+                why = f"HAProxy restarted at {at}" if restarted else "someone changed it"
                 self.log(f"⚠ {server} is {now.admin}, this operation holds it {state} ({why}): "
                          "setting it again")
                 await self.actions.set_server_state(server, state)
@@ -405,11 +416,32 @@ class Engine:
             op.error = why
             op.task.cancel()
 
+    async def keep_holds(self, snap: Snapshot) -> None:
+        """Proxy servers that finished operations of this console left out (a VM that failed
+        its update stays drained; an unfinished run) are kept out: HAProxy forgets on restart.
+        A front end calls this with each snapshot it reads; errors are said in that log."""
+        if snap.unreadable(PROXY) or self.read_only:
+            return
+        for op in self.operations:
+            if op.state in FINISHED and op.proxy_held:
+                try:
+                    await Context(self, op).hold_proxy(snap)
+                except Exception as e:  # noqa: BLE001 - a view refresh must never fail on it
+                    op.log.append(f"⚠ could not set a held proxy server again: {_describe(e)}")
+
     async def abandon(self, record: OpRecord, lock: Lock | None) -> None:
         """Close an unfinished operation as it is (audited); its cluster lock is released."""
         self._refuse_if_read_only(f"abandon {record.op}")
         await self.actions.abandon(record.op, lock is not None and lock.op == record.op)
         self.journal.end(record.op, "abandoned", f"abandoned by {who()}")
+        self._let_go(record.op)
+
+    def _let_go(self, op_id: str) -> None:
+        """A closed operation holds nothing any more (rolled back, abandoned)."""
+        for op in self.operations:
+            if op.id == op_id:
+                op.proxy_held.clear()
+                op.unfinished = False
 
     def _note(self, op: Operation, line: str) -> None:
         Context(self, op).log(line)
@@ -455,6 +487,7 @@ class Engine:
             op.state = DONE
             if takes_over:      # the operation this one rolled back is closed now
                 self.journal.end(takes_over, "rolled back", f"rolled back by {op.id}")
+                self._let_go(takes_over)
         except Aborted:
             op.state = ABORTED
             ctx.log("aborted; restoring what can be restored")
@@ -572,7 +605,7 @@ class Engine:
             ctx.log(f"▶ {step.title}")
             try:
                 await step.run(ctx)
-            except (StepFailed, ProviderError, asyncio.TimeoutError) as e:
+            except (TimeoutError, StepFailed, ProviderError) as e:
                 if not step.group:
                     raise
                 i = self._group_failed(ctx, step, str(e) or type(e).__name__, attempts)
@@ -628,7 +661,7 @@ class Engine:
                                  f"before '{step.title}': {reason}")
             try:
                 await asyncio.wait_for(ctx.checkpoint(), GUARD_RECHECK_S)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _undo(self, ctx: Context) -> None:

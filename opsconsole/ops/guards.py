@@ -5,12 +5,21 @@ the operation; the message says what and why, and what would fix it).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-import time
-
-from ..model import (ACTIVE, HYPERV, MANAGER, PROXY, READY, RUNNING, SWARM, Node, Snapshot,
-                     constraint_holds, quorum_tolerance)
+from ..model import (
+    HYPERV,
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SWARM,
+    Node,
+    Snapshot,
+    constraint_holds,
+    quorum_tolerance,
+)
 from ..placement import tasks_without_home
 
 OK, WARN, FAIL = "ok", "warn", "fail"

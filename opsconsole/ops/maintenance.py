@@ -12,13 +12,23 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from ..model import (MANAGER, PROXY, READY, RUNNING, SWARM, WORKER, VM, Node, Service,
-                     Snapshot)
+from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
 from ..providers.base import ProviderError
 from .actions import REBOOT
-from .engine import PAUSED, Context, Effect, Plan, Step, StepFailed
-from .guards import (FAIL, OK, WARN, Check, Risk, capacity, forced, proxy_keeps_a_server,
-                     quorum_after_loss, spread, stops)
+from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
+from .guards import (
+    FAIL,
+    OK,
+    WARN,
+    Check,
+    Risk,
+    capacity,
+    forced,
+    proxy_keeps_a_server,
+    quorum_after_loss,
+    spread,
+    stops,
+)
 from .plans import PlanError, Timing, drain_steps, return_steps
 
 HOST_STEPS = ("updates", "script", "manual")
@@ -46,7 +56,7 @@ class WindowOptions:
 
 
 # -- waits on the cluster, as steps ---------------------------------------------------
-def _wait(title: str, what: str, probe, timeout: float, group: str = "",
+def _wait(title: str, what: str, probe: Probe, timeout: float, group: str = "",
           hypervisor: bool = True, key: str = "", subject: str = "") -> Step:
     async def run(ctx: Context) -> None:
         await ctx.wait_for(what, probe, timeout, hypervisor)
@@ -54,7 +64,7 @@ def _wait(title: str, what: str, probe, timeout: float, group: str = "",
                 effect=Effect(subject) if subject else None)
 
 
-def vm_is(vm: str, wanted: str):
+def vm_is(vm: str, wanted: str) -> Probe:
     """Probe (and effect): the VM's power state is `wanted`."""
     def probe(snap: Snapshot) -> str | None:
         v = snap.get(f"vm:{vm}")
@@ -68,7 +78,7 @@ def wait_vm(vm: str, wanted: str, timeout: float, group: str = "") -> Step:
                  timeout, group, key=f"wait-vm:{vm}:{wanted}", subject=f"power:{vm}")
 
 
-def _node_back(node: Node, engine_not: str = ""):
+def _node_back(node: Node, engine_not: str = "") -> Probe:
     """Probe: the node is Ready (a manager also reachable in Raft; with `engine_not`, on
     another engine version)."""
     def probe(snap: Snapshot) -> str | None:
@@ -148,14 +158,15 @@ def wait_healthy(vms: list[str], timing: Timing, group: str = "") -> Step:
                 run, group=group, key=f"health:{','.join(vms)}", wait=True)
 
 
-def act(title: str, call, group: str = "", undo=None, key: str = "", risk: Risk | None = None,
+def act(title: str, call: Run, group: str = "", undo: Run | None = None, key: str = "",
+        risk: Risk | None = None,
         effect: Effect | None = None) -> Step:
     async def run(ctx: Context) -> None:
         await call(ctx)
     return Step(title, run, undo, group, key=key, risk=risk, effect=effect)
 
 
-def role_is(node: Node, role: str):
+def role_is(node: Node, role: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
         now = snap.get(node.id)
         actual = now.role if isinstance(now, Node) else "gone"
@@ -290,7 +301,7 @@ def shut_down(snap: Snapshot, vm: VM, options: WindowOptions) -> Step:
                effect=Effect(f"power:{vm.name}", _off_or_going(vm.name)))
 
 
-def _off_or_going(vm: str):
+def _off_or_going(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
         state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
         return None if state in ("off", "stopping") else f"{vm} is {state}, not off"
@@ -302,14 +313,14 @@ def start(vm: str) -> Step:
                effect=Effect(f"power:{vm}", _on_or_coming(vm)))
 
 
-def _on_or_coming(vm: str):
+def _on_or_coming(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
         state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
         return None if state in (RUNNING, "starting") else f"{vm} is {state}, not running"
     return holds
 
 
-def _reboot(vm: str, options: WindowOptions):
+def _reboot(vm: str, options: WindowOptions) -> Run:
     """Reboot once, even across a console crash: the boot id before is journaled.
 
     Run again after a crash, a VM already on another boot id has rebooted; one
@@ -336,7 +347,7 @@ def _reboot(vm: str, options: WindowOptions):
     return run
 
 
-def _start_again(vm: str, options: WindowOptions):
+def _start_again(vm: str, options: WindowOptions) -> Run:
     """Undo of a shutdown: let a shutdown in progress finish, then start the VM."""
     async def undo(ctx: Context) -> None:
         def settled(snap: Snapshot) -> str | None:
@@ -348,7 +359,7 @@ def _start_again(vm: str, options: WindowOptions):
     return undo
 
 
-def host_is_up(host: str):
+def host_is_up(host: str) -> Probe:
     def probe(snap: Snapshot) -> str | None:
         state = getattr(snap.get(f"host:{host}"), "state", "missing")
         return None if state == "up" else f"{host} is {state}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..model import ACTIVE, DRAIN, PAUSE, PROXY, RUNNING, Node, ProxyServer, Snapshot
-from .engine import Context, Effect, Plan, Step, StepFailed, Unreadable
+from .engine import Context, Effect, Plan, Probe, Run, Step, StepFailed, Unreadable
 from .guards import Check, Risk, drain_checks, forced, node_ready
 
 
@@ -34,7 +34,7 @@ def find_node(snap: Snapshot, name: str) -> Node:
     return node
 
 
-def availability_is(node: Node, value: str):
+def availability_is(node: Node, value: str) -> Probe:
     """Effect probe: the node's availability is `value`."""
     def holds(snap: Snapshot) -> str | None:
         now = snap.get(node.id)
@@ -48,7 +48,7 @@ def availability_is(node: Node, value: str):
 def _set_availability(node: Node, availability: str, vm: str = "") -> Step:
     """Idempotent; when it takes capacity away, abort puts back what was there before the
     operation (recorded in its params, so a resumed operation restores the same)."""
-    def to(value: str | None):
+    def to(value: str | None) -> Run:
         async def run(ctx: Context) -> None:
             wanted = value or ctx.op.plan.params.get("was", {}).get(
                 node.hostname, node.availability)
@@ -75,13 +75,10 @@ def _set_server(server: ProxyServer, state: str, risk: Risk | None = None) -> St
     step on)."""
     name = f"{server.backend}/{server.name}"
 
-    def to(value: str | None):
+    def to(value: str | None) -> Run:
         async def run(ctx: Context) -> None:
             wanted = value or ctx.op.plan.params.get("was", {}).get(name, server.admin)
-            if wanted == "ready":
-                ctx.op.proxy_held.pop(name, None)
-            else:
-                ctx.op.proxy_held[name] = wanted
+            ctx.hold(name, wanted)
             current = (await ctx.current()).get(server.id)
             if isinstance(current, ProxyServer) and current.admin == wanted:
                 return

@@ -8,7 +8,7 @@ if TYPE_CHECKING:       # the engine writes reports: no import back at run time
     from .engine import Operation
 
 
-def markdown(op: "Operation", who: str) -> str:
+def markdown(op: Operation, who: str) -> str:
     plan = op.plan
     lines = [f"# {op.title}", "",
              f"- operation: `{op.id}`",

@@ -8,7 +8,8 @@ model entities; writes raise ProviderError with a message a person can act on.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from ..model import VM, Backend, Host, Lock, Node, ProxyServer, ProxySession, Service, Task
 

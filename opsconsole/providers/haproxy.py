@@ -78,7 +78,7 @@ def parse_stat(text: str, problems: list[str] | None = None
             _bad(problems, f"show stat: truncated answer at line {n}" if len(row) < len(header)
                  else f"show stat: line {n} has {len(row)} fields, the header {len(header)}")
             continue
-        rec = dict(zip(header, row))
+        rec = dict(zip(header, row, strict=False))   # one field short is fine (above)
         name, kind = rec["pxname"], rec["svname"]
         if not name or not kind:
             _bad(problems, f"show stat: line {n} names no proxy or server")
@@ -247,7 +247,7 @@ class HAProxy:
         except (ConnectionRefusedError, ConnectionResetError):
             raise ProviderError(f"{self.socket}: refuses connections "
                                 "(HAProxy down or reloading?)") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ProviderError(f"{self.socket}: no answer within {self.timeout:g}s") from None
         except (OSError, ValueError) as e:
             raise ProviderError(f"{self.socket}: {getattr(e, 'strerror', '') or e}") from None
@@ -256,7 +256,7 @@ class HAProxy:
             await writer.drain()
             data, cut = await asyncio.wait_for(read_capped(reader, self.answer_cap),
                                                self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ProviderError(f"{self.socket}: `{cmd}` got no answer within "
                                 f"{self.timeout:g}s") from None
         except OSError as e:        # reset, broken pipe: HAProxy went away mid-answer
@@ -298,7 +298,7 @@ class HAProxy:
         tables_named = [t for t in parse_tables(tables) if t in names]
         answers = await asyncio.gather(*(ask(f"show table {t}") for t in tables_named))
         entries, sticky = [], set()
-        for name, text in zip(tables_named, answers):
+        for name, text in zip(tables_named, answers, strict=True):
             try:
                 entries += parse_table(text, name, now, problems)
                 sticky.add(name)

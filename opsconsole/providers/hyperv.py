@@ -19,16 +19,23 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any, Iterable
+from typing import Any
 
 import winrm
 
 from ..model import VM, Host
 from . import powershell as ps
 from .base import Fields, ProviderError, bounded, show
-from .powershell.remote import (TRANSPORTS, Unreachable, WinRMHost, explain, make_session,
-                                run_command)
+from .powershell.remote import (
+    TRANSPORTS,
+    Unreachable,
+    WinRMHost,
+    explain,
+    make_session,
+    run_command,
+)
 
 __all__ = ["HyperV", "TRANSPORTS", "UpdateReport", "Unreachable", "WinRMHost", "explain",
            "make_session", "vm_state"]

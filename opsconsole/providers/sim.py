@@ -16,17 +16,37 @@ manual clock and rely on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
-from ..model import (HYPERV, PROXY, SHELL, SWARM, AVAILABILITIES, DOWN, DRAIN, MANAGER, READY, RUNNING,
-                     VM, WORKER, Backend, Host, Lock, Node, ProxyServer, ProxySession,
-                     Service, Task)
+from ..model import (
+    AVAILABILITIES,
+    DOWN,
+    DRAIN,
+    HYPERV,
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SHELL,
+    SWARM,
+    VM,
+    WORKER,
+    Backend,
+    Host,
+    Lock,
+    Node,
+    ProxyServer,
+    ProxySession,
+    Service,
+    Task,
+)
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
 from .base import LineSink, LockHeld, ProviderError, Providers
 
@@ -62,7 +82,7 @@ class SimCluster:
         # session start times: on the wall clock when the sim runs in real time (so the
         # console's ages are right), on a fixed origin when a test moves the clock
         self.epoch = time.time() - WARM_UP / speed if clock is time.monotonic else EPOCH
-        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._events: list[tuple[float, int, Callable[[], object]]] = []
         self._seq = itertools.count()
         self._ids = itertools.count(1)
         self.session_mean_s = session_mean_s
@@ -175,7 +195,7 @@ class SimCluster:
     def _new_id(self) -> str:
         return f"{self.rng.getrandbits(100):025x}"
 
-    def _schedule(self, delay: float, action: Callable[[], None]) -> None:
+    def _schedule(self, delay: float, action: Callable[[], object]) -> None:
         heapq.heappush(self._events, (self.now + delay, next(self._seq), action))
 
     def _delay(self, low: float, high: float) -> float:
@@ -215,7 +235,7 @@ class SimCluster:
         for state, delay in (("preparing", self._delay(0.3, 0.8)),
                              ("starting", self._delay(1.0, 2.0)),
                              (RUNNING, self._delay(2.0, 4.0))):
-            self._schedule(delay, lambda s=state: self._set_task_state(tid, s))
+            self._schedule(delay, functools.partial(self._set_task_state, tid, state))
 
     def _set_task_state(self, tid: str, state: str) -> None:
         task = self.tasks.get(tid)
@@ -331,10 +351,13 @@ class SimCluster:
         tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
         self.services[service_id] = replace(svc, update_state="updating")
         for i, task in enumerate(tasks):
-            self._schedule(i * 2.0, lambda t=task: self._stop_task(self.tasks.get(
-                t.swarm_id, t), replace_it=True) if t.swarm_id in self.tasks else None)
+            self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
         self._schedule(len(tasks) * 2.0 + 1.0, lambda: self._update_done(service_id))
         self.changed.set()
+
+    def _replace(self, task_id: str) -> None:
+        if task_id in self.tasks:       # not already gone (its node went down, say)
+            self._stop_task(self.tasks[task_id], replace_it=True)
 
     def _update_done(self, service_id: str) -> None:
         if service_id in self.services:
@@ -622,7 +645,7 @@ class SimSwarm(_Part):
             step = min(deadline - loop.time(), TICK / sim.speed)
             try:
                 await asyncio.wait_for(sim.changed.wait(), max(step, 0.01))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 sim.advance()
 
 

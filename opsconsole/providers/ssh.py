@@ -18,8 +18,8 @@ import contextlib
 import os
 import shlex
 import signal as signals
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import asyncssh
 
@@ -114,7 +114,7 @@ class SSH:
         except asyncssh.PermissionDenied:
             raise ProviderError(f"{vm}: ssh login refused for user {opts.username!r} "
                                 "(no key accepted)") from None
-        except (OSError, asyncio.TimeoutError, asyncssh.Error) as e:
+        except (TimeoutError, OSError, asyncssh.Error) as e:
             raise _Down(f"{vm}: no ssh connection to {_where(t, opts)}: {_words(e)}") from None
 
     async def _kept(self, vm: str, stale: asyncssh.SSHClientConnection | None = None):
@@ -135,7 +135,7 @@ class SSH:
             conn = await self._kept(vm, stale)
             try:
                 return conn, await asyncio.wait_for(start(conn), self.connect_timeout)
-            except (asyncio.TimeoutError, asyncssh.Error, OSError) as e:
+            except (TimeoutError, asyncssh.Error, OSError) as e:
                 if attempt == 2:
                     self._forget(vm)
                     raise _Down(f"{vm}: ssh session refused: {_words(e)}") from None
@@ -155,7 +155,7 @@ class SSH:
             key = await asyncio.wait_for(asyncssh.get_server_host_key(
                 host, port, config=None), self.connect_timeout)
             offered = f" It offered {key.get_algorithm()} {key.get_fingerprint()}." if key else ""
-        except (OSError, asyncio.TimeoutError, asyncssh.Error):
+        except (TimeoutError, OSError, asyncssh.Error):
             pass
         if t.host_keys:
             return (f"{t.vm}: host key of {host}:{port} does not match the key pinned in the "
@@ -166,7 +166,9 @@ class SSH:
         if paths == []:                 # asyncssh's default, as OpenSSH's
             paths = ["~/.ssh/known_hosts"]
         if paths and all(isinstance(p, str) for p in paths):
-            files = [f for f in (os.path.expanduser(p) for p in paths) if os.access(f, os.R_OK)]
+            # a few stat calls, only to explain a refused host key
+            files = [f for f in (os.path.expanduser(p) for p in paths)  # noqa: ASYNC240
+                     if os.access(f, os.R_OK)]
             try:
                 found = asyncssh.read_known_hosts(files).match(host, host, port) if files else ()
                 listed = bool(found and (found[0] or found[1]))
@@ -207,7 +209,7 @@ class SSH:
             await asyncio.wait_for(asyncio.gather(pump(proc.stdout), pump(proc.stderr),
                                                   proc.wait()), timeout)
             lines.close()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             lines.close()
             killed = await self._kill(conn, pgid[0] if pgid else "")
             proc.close()
@@ -234,7 +236,7 @@ class SSH:
         try:
             await asyncio.wait_for(conn.run(script, check=False), 10)
             return True
-        except (asyncio.TimeoutError, asyncssh.Error, OSError):
+        except (TimeoutError, asyncssh.Error, OSError):
             return False
 
     # -- reboots ------------------------------------------------------------------------
@@ -255,7 +257,7 @@ class SSH:
             return str(result.stdout or "").strip()[:64] or None
         except _Down:
             return None
-        except (asyncio.TimeoutError, asyncssh.Error, OSError):   # went away mid-login
+        except (TimeoutError, asyncssh.Error, OSError):   # went away mid-login
             return None
 
     async def wait_reboot(self, vm: str, down_timeout: float, up_timeout: float,
@@ -289,7 +291,7 @@ class SSH:
 
     async def close(self) -> None:
         """Close the kept connections."""
-        for conn in [self._forget(vm) for vm in list(self._open)]:
+        for conn in [c for vm in list(self._open) if (c := self._forget(vm)) is not None]:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(conn.wait_closed(), 2)
 

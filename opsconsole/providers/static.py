@@ -26,3 +26,6 @@ class StaticHypervisor:
 
     async def restart_host(self, host: str) -> None:
         raise ProviderError(f"cannot restart {host}: {UNMANAGED}")
+
+    async def install_updates(self, host: str, timeout: float, script: str = "") -> object:
+        raise ProviderError(f"cannot update {host}: {UNMANAGED}")

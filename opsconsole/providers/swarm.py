@@ -19,8 +19,9 @@ import os
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import docker
 import requests
@@ -48,11 +49,11 @@ class CountingClient(docker.APIClient):
 
     requests_sent = 0
 
-    def send(self, request, **kwargs):  # type: ignore[override]
+    def send(self, request, **kwargs):
         self.requests_sent += 1
         return super().send(request, **kwargs)
 
-    def _set_request_timeout(self, kwargs):  # type: ignore[override]
+    def _set_request_timeout(self, kwargs):
         # reads and writes share a client but not a timeout: the calling thread says which
         kwargs.setdefault("timeout", getattr(_timeout, "value", None) or self.timeout)
         return kwargs
@@ -419,7 +420,7 @@ class DockerSwarm:
         if self._seen.get(me, self._read_start) == self._changes:
             try:
                 await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
         if me is not None:
             self._seen[me] = self._changes

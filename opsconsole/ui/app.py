@@ -116,6 +116,7 @@ class OpsConsole(App):
         self._keys = keys or {}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
+        self._offered: set[str] = set()     # unfinished operations already offered
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
     # -- layout -----------------------------------------------------------------
@@ -185,7 +186,11 @@ class OpsConsole(App):
     async def refresh_loop(self) -> None:
         swarm = self.session.providers.swarm
         while True:
-            self.post_message(SnapshotReady(await self.session.cluster.snapshot()))
+            snap = await self.session.cluster.snapshot()
+            # servers a finished operation left out (a failed VM, an unfinished run) stay
+            # out across a HAProxy restart while this console runs
+            await self.session.engine.keep_holds(snap)
+            self.post_message(SnapshotReady(snap))
             await swarm.wait_for_change(self.poll_interval)
             await asyncio.sleep(0.2)   # coalesce event bursts into one refresh
 
@@ -223,6 +228,13 @@ class OpsConsole(App):
             return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
+        op = message.op
+        if op.unfinished and op.finished and op.id not in self._offered:
+            # it failed after taking capacity out: offer resume or roll back right here
+            self._offered.add(op.id)
+            record = next((r for r in self.session.journal.unfinished() if r.op == op.id), None)
+            if record is not None:
+                self._offer_unfinished(record)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """The one place worker errors become something a person reads."""
@@ -232,9 +244,8 @@ class OpsConsole(App):
 
     # -- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters) -> bool | None:
-        if action in MUTATING_ACTIONS and self.session.read_only:
-            return False    # hidden from the footer and never run
-        return True
+        # read-only: hidden from the footer and never run
+        return not (action in MUTATING_ACTIONS and self.session.read_only)
 
     def _selected_node(self) -> Node | None:
         snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
@@ -332,7 +343,7 @@ class OpsConsole(App):
                                     else None)
 
         async def when_seen() -> None:      # plans need the cluster as it is now
-            while not self.snapshot.nodes:
+            while not self.snapshot.nodes:  # noqa: ASYNC110 - set by a message handler
                 await asyncio.sleep(0.1)
             self.push_screen(UnfinishedScreen(record, self.session.read_only), chosen)
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")

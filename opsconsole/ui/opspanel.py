@@ -9,7 +9,6 @@ from textual.widgets import Label, ProgressBar, Static
 from .. import present
 from ..ops.engine import Operation
 
-
 UNIT_MARKS = {"done": "✔", "failed": "✘", "current": "▶", "pending": "·"}
 
 

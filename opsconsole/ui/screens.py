@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from rich.text import Text
 from textual import on
@@ -191,9 +191,6 @@ class AuditScreen(ModalScreen[None]):
                 yield Static(Text(f"⚠ {self.damaged}"), id="audit-damaged")
             yield Static(table if self.records else Text("nothing audited yet"))
 
-    def action_dismiss(self) -> None:
-        self.dismiss(None)
-
 
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")]
@@ -201,6 +198,3 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(Text(HELP))
-
-    def action_dismiss(self) -> None:
-        self.dismiss(None)

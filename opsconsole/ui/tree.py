@@ -7,8 +7,8 @@ cursor and every expanded branch stay where the operator left them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Callable
 
 from rich.text import Text
 from textual.binding import Binding
@@ -16,8 +16,18 @@ from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
 from .. import present
-from ..model import (ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, Entity, ProxyServer,
-                     ProxySession, Snapshot, Task, diff)
+from ..model import (
+    ROOT_HOSTS,
+    ROOT_PROXY,
+    ROOT_SERVICES,
+    ROOT_UNPLACED,
+    Entity,
+    ProxyServer,
+    ProxySession,
+    Snapshot,
+    Task,
+    diff,
+)
 
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
 OPTIONAL = frozenset({ROOT_UNPLACED})    # shown only while something is in it
@@ -129,7 +139,7 @@ class ClusterTree(Tree[str]):
         self._relabel_groups(snap)
         target = next((self.index[i] for i in fallback if i in self.index), None)
         if target is not None and target is not self.cursor_node:
-            self._tree_lines        # lines are stale after changes: rebuild, then move
+            _ = self._tree_lines    # lines are stale after changes: rebuild, then move
             self.move_cursor(target)
 
     def relabel_all(self) -> None:
@@ -242,6 +252,6 @@ class ClusterTree(Tree[str]):
             parent = parent.parent
         # node.line is stale after any change until the lines are rebuilt (at the
         # next render): rebuild now, or the cursor lands on whatever line it was
-        self._tree_lines
+        _ = self._tree_lines
         self.move_cursor(node)
         return True

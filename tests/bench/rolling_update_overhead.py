@@ -48,13 +48,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file from anywhere
 
-from opsconsole.config import load                  # noqa: E402
-from opsconsole.ops import catalog                   # noqa: E402
-from opsconsole.ops.engine import DONE               # noqa: E402
-from opsconsole.session import open_session         # noqa: E402
-from tests.lab.load import LoadRun, summary          # noqa: E402
-from tests.lab.swarm_lab import (BACKEND, WINRM_PASSWORD, WINRM_PASSWORD_ENV,  # noqa: E402
-                                 WINRM_USER, WINRM_USER_ENV, Lab, LabError, read_boots)
+from opsconsole.config import load
+from opsconsole.ops import catalog
+from opsconsole.ops.engine import DONE
+from opsconsole.session import open_session
+from tests.lab.load import LoadRun, summary
+from tests.lab.swarm_lab import (
+    BACKEND,
+    WINRM_PASSWORD,
+    WINRM_PASSWORD_ENV,
+    WINRM_USER,
+    WINRM_USER_ENV,
+    Lab,
+    LabError,
+    read_boots,
+)
 
 UPDATE = ('t0=$(date +%s.%N); echo "$t0 $(date +%s.%N) update on $(hostname)" >> '
           '"{root}/$(hostname)/disk/bench-updates.log"')
@@ -84,7 +92,7 @@ class Observer:
         self._threads = [threading.Thread(target=self._swarm, daemon=True),
                          threading.Thread(target=self._haproxy, daemon=True)]
 
-    def __enter__(self) -> "Observer":
+    def __enter__(self) -> Observer:
         for t in self._threads:
             t.start()
         return self

@@ -35,9 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a file from anywhere
 
-from opsconsole.config import load                  # noqa: E402
-from opsconsole.session import open_session         # noqa: E402
-from tests.lab.swarm_lab import Lab                  # noqa: E402
+from opsconsole.config import load
+from opsconsole.session import open_session
+from tests.lab.swarm_lab import Lab
 
 METHODS = (b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ")
 

@@ -16,8 +16,7 @@ import pytest
 from opsconsole.config import load
 from opsconsole.session import open_session
 
-from .swarm_lab import (WINRM_PASSWORD, WINRM_PASSWORD_ENV, WINRM_USER, WINRM_USER_ENV, Lab,
-                        LabError)
+from .swarm_lab import WINRM_PASSWORD, WINRM_PASSWORD_ENV, WINRM_USER, WINRM_USER_ENV, Lab, LabError
 
 HERE = Path(__file__).parent
 REFERENCE_FIXTURES = {"reference_lab", "ref_lab"}

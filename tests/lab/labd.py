@@ -88,7 +88,7 @@ class LabWorld(MemoryWorld):
                 log.info("%s: %s %s", self.host, what, name)
                 fn()
                 log.info("%s: %s %s: done", self.host, what, name)
-            except Exception:       # noqa: BLE001 - logged; the VM then shows as it really is
+            except Exception:
                 log.exception("%s: %s %s failed", self.host, what, name)
             finally:
                 with self.lock:

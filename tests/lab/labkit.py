@@ -5,7 +5,7 @@ import asyncio
 import inspect
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 WAIT = 120.0                    # the most any one condition may take
 
@@ -71,7 +71,7 @@ class Sampler:
                 continue            # a sample missed, the next one counts
             self.timeline.append((time.time(), value))     # when the value was known
 
-    def __enter__(self) -> "Sampler":
+    def __enter__(self) -> Sampler:
         self._thread.start()
         return self
 

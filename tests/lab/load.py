@@ -135,7 +135,7 @@ class Load:
                 if conn is None:
                     try:
                         conn, reused = await self._connect(), False
-                    except (OSError, asyncio.TimeoutError) as e:
+                    except (TimeoutError, OSError) as e:
                         self._fail(user, f"connect: {e!r}")
                         await asyncio.sleep(rng.uniform(*self.think))
                         continue
@@ -154,8 +154,7 @@ class Load:
                         conn = await self._connect()
                         status, headers, body = await asyncio.wait_for(
                             self._request(conn, cookies), self.timeout)
-                except (_Stale, OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
-                        ValueError, IndexError) as e:
+                except (TimeoutError, _Stale, OSError, asyncio.IncompleteReadError, ValueError, IndexError) as e:
                     self._fail(user, f"request: {type(e).__name__} {e}".strip())
                     if conn:
                         conn[1].close()
@@ -244,7 +243,7 @@ class LoadRun:
         self.proc: subprocess.Popen | None = None
         self.report: dict = {}
 
-    def __enter__(self) -> "LoadRun":
+    def __enter__(self) -> LoadRun:
         self.report_path.unlink(missing_ok=True)
         self.proc = subprocess.Popen(self.cmd, cwd=Path(__file__).resolve().parents[2],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

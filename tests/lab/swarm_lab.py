@@ -182,7 +182,7 @@ esac
 class Client(docker.DockerClient):
     """docker.DockerClient that also works as a context manager (closes its connections)."""
 
-    def __enter__(self) -> "Client":
+    def __enter__(self) -> Client:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -320,13 +320,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _record(vm: "VM", **fields) -> None:
+def _record(vm: VM, **fields) -> None:
     """One line of the VM's boot log (boots.jsonl): boots, halts, reboot requests, with times."""
     with open(vm.boots, "a") as f:
         f.write(json.dumps(fields) + "\n")
 
 
-def read_boots(vm: "VM") -> list[dict]:
+def read_boots(vm: VM) -> list[dict]:
     try:
         return [json.loads(l) for l in vm.boots.read_text().splitlines() if l.strip()]
     except OSError:
@@ -537,7 +537,7 @@ class Lab:
         self._procs: dict[str, subprocess.Popen] = {}
 
     @classmethod
-    def attach(cls, root: str | Path = DEFAULT_ROOT) -> "Lab":
+    def attach(cls, root: str | Path = DEFAULT_ROOT) -> Lab:
         """The lab that `up` left running under root (another process: labd, `down`)."""
         root = Path(root)
         state = json.loads((root / "lab.json").read_text())
@@ -655,7 +655,7 @@ class Lab:
         return path
 
     # -- life cycle
-    def __enter__(self) -> "Lab":
+    def __enter__(self) -> Lab:
         return self.up()
 
     def __exit__(self, *exc) -> None:
@@ -674,7 +674,7 @@ class Lab:
         finally:
             self.timings[what] = round(time.monotonic() - t0, 2)
 
-    def up(self) -> "Lab":
+    def up(self) -> Lab:
         t0 = time.monotonic()
         try:
             with self._step("check prerequisites"):
@@ -1276,7 +1276,7 @@ class Lab:
         while time.monotonic() < deadline:
             try:
                 done, detail = check()
-            except Exception as e:  # e.g. a manager restarting mid-election
+            except Exception as e:  # noqa: BLE001 - e.g. a manager restarting mid-election
                 done, detail = False, f"{type(e).__name__}: {e}"
             if done:
                 return detail

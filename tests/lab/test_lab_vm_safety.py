@@ -70,7 +70,7 @@ async def inside_checks(shell, lab, name: str) -> None:
     assert await shell.run(name, probe, 30, lines.append) == 0
     found = {l.split()[0]: l for l in lines if l.split()[0] in POWER_COMMANDS}
     assert set(found) == set(POWER_COMMANDS), lines
-    for command, line in found.items():
+    for line in found.values():
         assert line.endswith(f"{MARKER}{name}"), line
     for line in lines:
         if line.startswith(("CapBnd", "CapEff")):

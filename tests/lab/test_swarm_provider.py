@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -30,7 +30,6 @@ from opsconsole.ui.screens import ConfirmScreen
 from opsconsole.ui.tree import ClusterTree
 
 from .labkit import WAIT, running_on, swarm_picture, until
-
 
 DRAIN = Timing(drain_timeout=90.0)
 CLI = "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import re
 
+from uikit import details_text, plain_labels, started, tree_ids, until, walk
+
 from opsconsole.ui.screens import HelpScreen
 from opsconsole.ui.tree import GROUPS, OPTIONAL
-from uikit import details_text, plain_labels, started, tree_ids, until, walk
 
 
 async def test_tree_shows_the_whole_cluster(console):

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from textual.widgets import Button, Input
+from uikit import Rig, started, summary_text, until
 
 from opsconsole.ops.plans import Timing
 from opsconsole.ui.opspanel import OperationView, OpsPanel
 from opsconsole.ui.screens import ConfirmScreen
-from uikit import Rig, started, summary_text, until
 
 
 def _confirm(c: Rig) -> ConfirmScreen | None:

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from textual.widgets import Static
+from uikit import render_text, started, summary_text, until
 
 from opsconsole.ui.screens import AuditScreen
-from uikit import render_text, started, summary_text, until
 
 DAMAGED = [
     b'"x"',                                             # JSON, not an object: skipped

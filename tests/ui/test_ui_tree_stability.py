@@ -109,6 +109,7 @@ async def test_cursor_on_a_task_that_goes_away_lands_on_its_node(console):
 
 async def test_nodes_without_a_vm_get_a_group_only_while_there_are_some(console):
     from dataclasses import replace
+
     from opsconsole.model import ROOT_HOSTS, ROOT_SERVICES, ROOT_UNPLACED
     c = console(manual_clock=True)
     async with c.app.run_test(size=(120, 40)) as pilot:

@@ -6,12 +6,12 @@ import asyncio
 import time
 
 from textual.widgets import Button, Input
+from uikit import Rig, footer_actions, make_console, render_text, started, summary_text, until
 
 from opsconsole.ops import catalog
 from opsconsole.ops.plans import Timing
 from opsconsole.providers.sim import SimCluster
 from opsconsole.ui.screens import AuditScreen, ConfirmScreen, UnfinishedScreen
-from uikit import Rig, footer_actions, make_console, render_text, started, summary_text, until
 
 FAST = Timing(sessions_timeout=20, drain_timeout=120)
 ROLL = {"update_command": "sudo apt-get -y upgrade docker.io", "reboot": True,
@@ -158,3 +158,27 @@ async def test_audit_log_lists_what_was_done(console):
         assert "set availability" in table and "ok" in table
         await pilot.press("escape")
         await until(pilot, lambda: _screen(c, AuditScreen) is None, "the audit log to close")
+
+
+async def test_an_operation_that_fails_unfinished_is_offered_for_rollback_at_once(tmp_path):
+    c = make_console(tmp_path, timing=Timing(sessions_timeout=1.0, drain_timeout=120))
+    async with c.app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, c)
+        engine = c.session.engine
+        plan = catalog.build("drain", c.app.snapshot, "vm-03",
+                             Timing(sessions_timeout=1.0, drain_timeout=120))
+        # HAProxy goes away once the proxy server is set to drain: the wait cannot trust
+        # any count, times out, and the drain stays unfinished with the lock
+        engine.listen(lambda o: o.plan is plan and o.index == 1 and not o.finished
+                      and c.sim.unreachable.setdefault("proxy", "refuses connections"))
+        op = engine.start(plan)
+        await until(pilot, lambda: op.finished and op.unfinished, "the failure", timeout=30)
+        c.sim.unreachable.clear()
+        await until(pilot, lambda: _screen(c, UnfinishedScreen) is not None
+                    and c.app.screen.query("#unfinished-rollback"), "the offer")
+        c.app.screen.query_one("#unfinished-rollback", Button).press()
+        await _type_and_confirm(pilot, c, op.id)
+        await until(pilot, lambda: engine.operations[-1] is not op
+                    and engine.operations[-1].state == "done", "the rollback")
+        assert c.sim.admin[("portail", "vm-03")] == "ready"
+        assert c.session.journal.unfinished() == [] and c.sim.lock is None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from unitkit import Rig, make_rig
 
 from opsconsole.providers.sim import ManualClock, SimCluster
-from unitkit import Rig, make_rig
 
 
 @pytest.fixture

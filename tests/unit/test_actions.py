@@ -7,12 +7,11 @@ import os
 import socket
 
 import pytest
+from unitkit import comparable, make_rig
 
 from opsconsole.ops.actions import MUTATING, Actions, ReadOnlyError, mutating
 from opsconsole.ops.records import Audit, JsonLines, who
 from opsconsole.providers.base import ProviderError, Providers
-
-from unitkit import comparable, make_rig
 
 
 def unregistered(cls: type) -> set[str]:

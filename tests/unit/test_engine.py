@@ -6,17 +6,25 @@ import json
 import os
 
 import pytest
+from unitkit import finish, make_rig, nudge, until
 
 from opsconsole.model import ACTIVE, DRAIN, PAUSE
 from opsconsole.ops import plans
 from opsconsole.ops.actions import ReadOnlyError
-from opsconsole.ops.engine import (ABORTED, DONE, FAILED, PAUSED, RUNNING, Operation, Plan,
-                                   Step, StepFailed)
+from opsconsole.ops.engine import (
+    ABORTED,
+    DONE,
+    FAILED,
+    PAUSED,
+    RUNNING,
+    Operation,
+    Plan,
+    Step,
+    StepFailed,
+)
 from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.records import Journal
 from opsconsole.providers.sim import ManualClock, SimCluster
-
-from unitkit import finish, make_rig, nudge, until
 
 NO_SESSION_WAIT = plans.Timing(sessions_threshold=10**6)
 
@@ -167,7 +175,7 @@ async def test_unfinished_finds_an_operation_cancelled_mid_step(tmp_path):
 
     # a torn last line (killed mid-write) is ignored, whole records are kept
     with open(rig.journal.path, "a") as f:
-        f.write('{"event": "end", "op": "%s", "sta' % op.id)
+        f.write(f'{{"event": "end", "op": "{op.id}", "sta')
     journal = Journal(rig.journal.path)
     assert [u.op for u in journal.unfinished()] == [op.id]
     assert len(list(journal.read())) == len(rig.journal.path.read_text().splitlines()) - 1

@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 
 import pytest
+from unitkit import sim_snapshot
 
 from opsconsole.ops import catalog
 from opsconsole.ops.plans import Timing
 from opsconsole.ops.records import JOURNAL_VERSION, JsonLines
 from opsconsole.providers.sim import SimCluster
-from unitkit import sim_snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE = '[swarm]\nendpoints = ["unix:///nonexistent/docker.sock"]\n'

@@ -4,16 +4,24 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from unitkit import sim_snapshot
 
 from opsconsole.model import DOWN, DRAIN, MANAGER, PAUSE, WORKER, Node, Snapshot
-from opsconsole.ops import plans
-from opsconsole.ops import guards
-from opsconsole.ops.guards import (FAIL, OK, WARN, before_step, capacity, drain_checks, failures,
-                                   node_ready,
-                                   proxy_keeps_a_server, quorum_after_loss, spread)
+from opsconsole.ops import guards, plans
+from opsconsole.ops.guards import (
+    FAIL,
+    OK,
+    WARN,
+    before_step,
+    capacity,
+    drain_checks,
+    failures,
+    node_ready,
+    proxy_keeps_a_server,
+    quorum_after_loss,
+    spread,
+)
 from opsconsole.ops.plans import PlanError
-
-from unitkit import sim_snapshot
 
 
 def pinned_reports(sim) -> tuple[Snapshot, Node]:

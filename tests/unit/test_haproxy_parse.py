@@ -6,8 +6,14 @@ from pathlib import Path
 import pytest
 
 from opsconsole.providers.base import ProviderError
-from opsconsole.providers.haproxy import (parse_sess, parse_servers_state, parse_stat,
-                                          parse_table, parse_tables, _seconds)
+from opsconsole.providers.haproxy import (
+    _seconds,
+    parse_servers_state,
+    parse_sess,
+    parse_stat,
+    parse_table,
+    parse_tables,
+)
 
 DATA = Path(__file__).parent / "data" / "haproxy"
 

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from unitkit import make_rig, until
 
 from opsconsole.model import ACTIVE, MANAGER, READY, WORKER
 from opsconsole.ops import catalog
@@ -14,8 +15,6 @@ from opsconsole.ops.guards import FAIL
 from opsconsole.ops.maintenance import WindowOptions
 from opsconsole.ops.plans import PlanError, Timing
 from opsconsole.providers.sim import SimCluster
-
-from unitkit import make_rig, until
 
 FAST = Timing(sessions_timeout=30, drain_timeout=120)
 ROLL = WindowOptions(update_command="sudo apt-get -y upgrade docker.io", reboot=True,

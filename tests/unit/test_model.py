@@ -5,10 +5,28 @@ from dataclasses import replace
 
 import pytest
 
-from opsconsole.model import (DOWN, DRAIN, MANAGER, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES,
-                              ROOT_UNPLACED, VM, WORKER, Backend, Diff, Host, Node,
-                              ProxyServer, ProxySession, Service, Snapshot, Task, diff,
-                              quorum_tolerance)
+from opsconsole.model import (
+    DOWN,
+    DRAIN,
+    MANAGER,
+    ROOT_HOSTS,
+    ROOT_PROXY,
+    ROOT_SERVICES,
+    ROOT_UNPLACED,
+    VM,
+    WORKER,
+    Backend,
+    Diff,
+    Host,
+    Node,
+    ProxyServer,
+    ProxySession,
+    Service,
+    Snapshot,
+    Task,
+    diff,
+    quorum_tolerance,
+)
 
 
 def world() -> Snapshot:

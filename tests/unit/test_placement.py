@@ -6,8 +6,14 @@ from dataclasses import replace
 import pytest
 
 from opsconsole.model import DOWN, DRAIN, MANAGER, PAUSE, WORKER, Node, Service, Snapshot, Task
-from opsconsole.placement import (Load, best_node, constraint_holds, judge, tasks_without_home,
-                                  why_unplaceable)
+from opsconsole.placement import (
+    Load,
+    best_node,
+    constraint_holds,
+    judge,
+    tasks_without_home,
+    why_unplaceable,
+)
 
 GIB = 1 << 30
 

@@ -18,8 +18,14 @@ from hypothesis import strategies as st
 from opsconsole.model import VM, Host, Node, ProxyServer, ProxySession, Service, Task
 from opsconsole.providers import powershell as ps
 from opsconsole.providers.base import PROBLEMS_CAP, ProviderError
-from opsconsole.providers.haproxy import (HAProxy, parse_info, parse_servers_state, parse_sess,
-                                          parse_stat, parse_table)
+from opsconsole.providers.haproxy import (
+    HAProxy,
+    parse_info,
+    parse_servers_state,
+    parse_sess,
+    parse_stat,
+    parse_table,
+)
 from opsconsole.providers.hyperv import HyperV, WinRMHost
 from opsconsole.providers.swarm import DockerSwarm, parse_swarm
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -121,7 +120,8 @@ def test_a_swarm_without_a_leader_is_a_problem():
 def test_status_exits_6_when_a_hyperv_host_is_unreachable(monkeypatch):
     from click.testing import CliRunner
 
-    from opsconsole import cli, session as session_module
+    from opsconsole import cli
+    from opsconsole import session as session_module
     c, s, h, p = cluster()
     h.hosts[0] = Host("hv-01", state="unreachable", message="hv-01: WinRM did not answer")
     real = session_module.open_session

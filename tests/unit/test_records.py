@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from opsconsole.cli import main
 from opsconsole.config import ConfigError, Inventory
-from opsconsole.ops.records import Audit, JsonLines, Journal, private_dir, write_private
+from opsconsole.ops.records import Audit, Journal, JsonLines, private_dir, write_private
 from opsconsole.providers.sim import SimCluster
 from opsconsole.session import open_session
 

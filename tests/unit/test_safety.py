@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Callable
 
 import pytest
+from unitkit import make_rig, until
 
 from opsconsole.model import ACTIVE, DRAIN, MANAGER, WORKER, Service, Snapshot, Task
-from opsconsole.ops import catalog, engine as engine_mod, records
+from opsconsole.ops import catalog, records
+from opsconsole.ops import engine as engine_mod
 from opsconsole.ops.engine import DONE, FAILED, PAUSED, StepFailed
 from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.maintenance import WindowOptions
 from opsconsole.ops.plans import Timing
 from opsconsole.providers.sim import SimCluster
-
-from unitkit import make_rig, until
 
 FAST = Timing(sessions_timeout=30, drain_timeout=120, settle=0.2)
 
@@ -224,8 +224,8 @@ async def test_health_gate_refuses_a_paused_update_and_names_it(tmp_path):
     sim = rig.sim
     api = next(s for s in sim.services.values() if s.name == "api")
     sim.services[api.swarm_id] = replace(api, update_state="paused")
-    from opsconsole.ops.maintenance import wait_healthy
     from opsconsole.ops.engine import Plan
+    from opsconsole.ops.maintenance import wait_healthy
     op = await asyncio.wait_for(rig.engine.run(Plan("gate", "x", [wait_healthy(
         ["vm-03"], replace(FAST, drain_timeout=0.5))])), 10)
     assert op.state == FAILED and "api update paused" in op.error
@@ -431,3 +431,24 @@ async def test_a_system_that_stops_answering_is_shown_stale_with_its_age(tmp_pat
     assert "STALE" not in present.plain(present.group_label("group:proxy", later))
     rig.sim.unreachable.clear()
     assert not (await rig.snapshot()).problems
+
+
+async def test_a_server_a_failed_vm_left_drained_stays_drained_across_a_restart(tmp_path):
+    rig = rig_on(tmp_path)
+    sim = rig.sim
+    sim.exit_codes["vm-03"] = 1             # its update fails: vm-03 stays out of service
+    options = WindowOptions(update_command="apt-get -y upgrade", failure_budget=1)
+    plan = catalog.build("rolling-update", await rig.snapshot(), "vm-03", FAST, options)
+    op = await asyncio.wait_for(rig.engine.run(plan), 60)
+    assert op.state == DONE and op.failed_groups and op.proxy_held == {"portail/vm-03": "drain"}
+    sim.restart_proxy()                     # HAProxy forgets: every server ready
+    assert sim.admin[("portail", "vm-03")] == "ready"
+    await rig.engine.keep_holds(await rig.snapshot())
+    assert sim.admin[("portail", "vm-03")] == "drain"
+    assert any("this operation holds it drain" in line for line in op.log)
+    # the operator fixes vm-03 and activates it: the newest word wins, no tug of war
+    back = await asyncio.wait_for(rig.engine.run(catalog.build(
+        "activate", await rig.snapshot(), "vm-03", FAST)), 30)
+    assert back.state == DONE and sim.admin[("portail", "vm-03")] == "ready"
+    await rig.engine.keep_holds(await rig.snapshot())
+    assert sim.admin[("portail", "vm-03")] == "ready" and not op.proxy_held

@@ -5,14 +5,13 @@ import time
 from collections import Counter
 
 import pytest
+from unitkit import comparable, sim_snapshot, step
 
 from opsconsole.cluster import Cluster
 from opsconsole.model import DOWN, DRAIN, MANAGER, READY, RUNNING, WORKER, Snapshot
 from opsconsole.placement import constraint_holds
 from opsconsole.providers.base import ProviderError
 from opsconsole.providers.sim import ManualClock, SimCluster
-
-from unitkit import comparable, sim_snapshot, step
 
 
 def node_of(sim: SimCluster, hostname: str):

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from opsconsole.cluster import Cluster
 from opsconsole.model import Snapshot

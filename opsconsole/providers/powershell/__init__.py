@@ -15,9 +15,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any
 
 from ..base import ProviderError
 
@@ -102,7 +103,7 @@ def source(name: str) -> str:
     return resources.files(__package__).joinpath(f"{name}.ps1").read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def body(name: str) -> str:
     """What is sent after the assignments: the prelude, helpers, the script."""
     if name not in SCRIPTS:

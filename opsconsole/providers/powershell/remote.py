@@ -15,8 +15,13 @@ from dataclasses import dataclass, field
 import requests
 import winrm
 from winrm import transport as winrm_transport
-from winrm.exceptions import (InvalidCredentialsError, WinRMError, WinRMOperationTimeoutError,
-                              WinRMTransportError, WSManFaultError)
+from winrm.exceptions import (
+    InvalidCredentialsError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
 
 from ..base import OUTPUT_CAP, Capped, ProviderError
 
@@ -77,8 +82,10 @@ def make_session(cfg: WinRMHost) -> winrm.Session:
         raise ProviderError(f"{where}: read_timeout must exceed operation_timeout (>= 1 s)")
     try:
         return winrm.Session(
-            # None, not "": kerberos then uses the ticket cache's principal.
-            cfg.endpoint, auth=(cfg.username or None, cfg.password or None),
+            # None, not "": kerberos then uses the ticket cache's principal (the stubs say
+            # str only)
+            cfg.endpoint,
+            auth=(cfg.username or None, cfg.password or None),  # type: ignore[arg-type]
             transport=cfg.transport,
             server_cert_validation="validate" if cfg.cert_validation else "ignore",
             ca_trust_path=cfg.ca_bundle or None, cert_pem=cfg.cert_pem or None,

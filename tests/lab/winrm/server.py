@@ -96,7 +96,7 @@ class WinRMEmulator:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/wsman"
 
-    def start(self) -> "WinRMEmulator":
+    def start(self) -> WinRMEmulator:
         server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         server.emulator = self          # type: ignore[attr-defined]
@@ -125,7 +125,7 @@ class WinRMEmulator:
         self._stopped.set()
         self._go_down()
 
-    def __enter__(self) -> "WinRMEmulator":
+    def __enter__(self) -> WinRMEmulator:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -154,7 +154,8 @@ class WinRMEmulator:
         except ET.ParseError:
             return 400, ""
         header = root.find("s:Header", NS)
-        text = lambda path: (header.findtext(path, default="", namespaces=NS) or "").strip()
+        def text(path: str) -> str:
+            return (header.findtext(path, default="", namespaces=NS) or "").strip()
         message_id = text("a:MessageID")
         action_uri = text("a:Action")
         action = ACTIONS.get(action_uri, "")
