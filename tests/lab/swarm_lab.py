@@ -1195,6 +1195,12 @@ class Lab:
                 raise LabError(f"labd did not start: {_tail(self.labd_dir / 'labd.log')}")
             time.sleep(0.05)
 
+    def restart_labd(self) -> None:
+        """labd stopped (SIGTERM, bounded) and started again: every emulated host as `up`
+        made it (up for a day, a reboot pending), on the same ports."""
+        self._stop_daemon(self.labd_dir / "labd.pid", "tests.lab.labd")
+        self.start_labd()
+
     def kill_labd(self) -> int:
         """kill -9 labd: every WinRM emulator gone at once (connections refused)."""
         return self._kill_daemon(self.labd_dir / "labd.pid", "tests.lab.labd")
