@@ -25,7 +25,7 @@ from rich.tree import Tree
 from . import __version__, present
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
-from .ops import catalog
+from .ops import catalog, registry
 from .ops.actions import ReadOnlyError
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
@@ -205,8 +205,7 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
     if ctx.invoked_subcommand is None:
         session = _session(ctx)
         from .ui.app import OpsConsole  # textual loads only for the TUI
-        OpsConsole(session, theme=theme or session.inventory.theme,
-                   keys=session.inventory.keys).run()
+        OpsConsole(session, theme=theme or session.inventory.theme).run()
 
 
 @main.command()
@@ -331,20 +330,16 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
         fail(code, f"{op.title} {op.state}: {op.error}{then}")
 
 
-OPERATION = click.Choice(catalog.OPERATIONS)
+OPERATION = click.Choice(list(registry.OPERATIONS))
 
 
-@main.command()
+@main.command(help="Show what OPERATION on TARGET would do and what the checks find; change "
+              f"nothing.\n\nTARGET: {registry.target_help()}.")
 @click.argument("operation", type=OPERATION)
 @click.argument("target")
 @click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
 @click.pass_context
 def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
-    """Show what OPERATION on TARGET would do and what the checks find; change nothing.
-
-    TARGET: a node or VM for cordon/drain/activate, a host for maintenance,
-    'cluster' or VM names separated by commas for rolling-update.
-    """
     session = _session(ctx)
 
     async def go():

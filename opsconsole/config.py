@@ -18,11 +18,9 @@ from typing import Any
 
 from .ops.maintenance import HOST_STEPS, WindowOptions
 from .ops.plans import Timing
+from .ops.registry import BINDING_IDS
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
-# The TUI's remappable bindings (ids of opsconsole/ui/app.py's BINDINGS).
-BINDING_IDS = ("cordon", "drain", "activate", "maintenance", "rolling_update", "pause", "abort",
-               "filter", "audit", "help", "theme", "quit")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 HOSTNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")     # a Swarm node's
 PROXY_SERVER = re.compile(r"^[A-Za-z0-9_.:-]+/[A-Za-z0-9_.:-]+$")  # HAProxy backend/server
@@ -297,11 +295,15 @@ def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
                      timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
 
 
+RENAMED = {"rolling_update": "rolling-update"}
+
+
 def _console(c: _Reader) -> tuple[bool, str, str, dict[str, str]]:
     read_only = c.get("read_only", bool, False)
     theme = c.get("theme", str, "")
     state_dir = c.get("state_dir", str, "")
-    keys = c.get("keys", dict, {})
+    # the id the first versions documented: inventories that use it keep working
+    keys = {RENAMED.get(k, k): v for k, v in c.get("keys", dict, {}).items()}
     for binding, key in keys.items():
         if binding not in BINDING_IDS:
             raise c.fail("keys", f"{binding!r} is not a binding id "

@@ -1,8 +1,6 @@
-"""Every operation the console offers, by name: one place for the TUI and the CLI.
-
-Also the two ways out of an operation a dead console left behind: resume it
-(the same plan, rebuilt from its recorded parameters, skipping finished
-steps) or roll it back (bring every VM, node and proxy server it touched
+"""Plans by operation name (the registry's builders), and the two ways out of an operation a
+dead console left behind: resume it (the same plan, rebuilt from its recorded parameters,
+skipping finished steps) or roll it back (bring every VM, node and proxy server it touched
 back into service).
 """
 from __future__ import annotations
@@ -16,36 +14,25 @@ from .guards import FAIL, OK, WARN, Check
 from .maintenance import (
     WindowOptions,
     demote_stand_in,
-    make_window,
     start,
     wait_healthy,
     wait_host_up,
     wait_node_back,
     wait_vm,
 )
-from .plans import PlanError, Timing, find_node, make_plan, return_steps
+from .plans import PlanError, Timing, find_node, return_steps
 from .records import OpRecord
+from .registry import Ask, operation
 
 D = TypeVar("D", Timing, WindowOptions)
-
-NODE_OPERATIONS = ("cordon", "drain", "activate")
-WINDOWS = ("maintenance", "rolling-update")
-OPERATIONS = NODE_OPERATIONS + WINDOWS
 
 
 def build(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
           options: WindowOptions = WindowOptions(), force: bool = False,
-          params: dict | None = None) -> Plan:
-    if kind in NODE_OPERATIONS:
-        plan = make_plan(kind, snap, target, timing, force)
-        plan.params = {"force": force} if force else {}
-    elif kind in WINDOWS:
-        plan = make_window(kind, snap, target, timing, options, params, force)
-        plan.params["options"] = asdict(options)
-        if force:
-            plan.params["force"] = True
-    else:
-        raise PlanError(f"unknown operation {kind!r} (known: {', '.join(OPERATIONS)})")
+          params: dict[str, Any] | None = None) -> Plan:
+    plan = operation(kind).build(snap, target, Ask(timing, options, force, dict(params or {})))
+    if force:
+        plan.params["force"] = True
     plan.params["timing"] = asdict(timing)    # a resumed plan waits as the first one did
     # what abort and rollback put back: the states from before the operation, also
     # after a console restart (when the cluster already shows the operation's own)

@@ -330,6 +330,9 @@ class Engine:
         # guard is re-checked and the run goes on once it clears, or stops unfinished
         # after this many seconds.
         self.guard_wait: float | None = None
+        # The front end's keys for "pause" and "abort" as the operator sees them (the TUI's
+        # live, remapped bindings), for the hints; none headless.
+        self.keys: dict[str, str] = {}
 
     @property
     def read_only(self) -> bool:
@@ -446,10 +449,16 @@ class Engine:
     def _note(self, op: Operation, line: str) -> None:
         Context(self, op).log(line)
 
+    def press(self, action: str, otherwise: str) -> str:
+        """How the operator does `action` ("pause", "abort") in the front end, in words."""
+        key = self.keys.get(action)
+        return f"press {key}" if key else otherwise
+
     def hint(self, op: Operation) -> str:
         """What the operator can do about a paused or unfinished operation."""
         if self.guard_wait is None and op.state == PAUSED:
-            return "press p to check again and go on, x to abort (undo)"
+            return (f"{self.press('pause', 'resume')} to check again and go on, "
+                    f"{self.press('abort', 'abort')} to abort (undo)")
         ways = f"opsconsole resume {op.id} | opsconsole rollback {op.id}"
         if op.state == PAUSED:
             return (f"waiting up to {self.guard_wait:.0f}s for it to clear; Ctrl-C leaves it "
@@ -634,7 +643,7 @@ class Engine:
 
     async def _guard(self, ctx: Context, step: Step) -> None:
         """Every guard that applies to `step`, on a snapshot read for it. A failure (or a
-        system that cannot be read) pauses: the TUI until the operator presses p again,
+        system that cannot be read) pauses: the TUI until the operator resumes it,
         headless until it clears (re-checked) or `guard_wait` runs out."""
         if step.risk is None:
             return

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
 from ..providers.base import ProviderError
@@ -37,7 +37,7 @@ HOST_STEPS = ("updates", "script", "manual")
 @dataclass(frozen=True)
 class WindowOptions:
     """How a maintenance window runs; the inventory's [maintenance] table."""
-    host_step: str = "updates"          # updates | script | manual (operator presses p)
+    host_step: str = "updates"          # updates | script | manual (the operator resumes)
     script: str = ""                    # for host_step = script
     update_command: str = ""            # rolling update: run on each VM over SSH
     reboot: bool = False                # rolling update: reboot each VM after the command
@@ -239,6 +239,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     leaving = frozenset(n.swarm_id for n in nodes)
     managers = [n for n in nodes if n.role == MANAGER]
     params = dict(params or {})
+    params["options"] = asdict(options)     # a resume rebuilds the window with them
     params.setdefault("host", host)
     params.setdefault("vms", [v.name for v in vms])
 
@@ -376,10 +377,10 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
     if options.host_step == "manual":
         async def hold(ctx: Context) -> None:
             ctx.op.state = PAUSED
-            ctx.log(f"⏸ {host} is yours: do the work, then press p (or `opsconsole resume`) "
-                    "to bring everything back")
+            ctx.log(f"⏸ {host} is yours: do the work, then {ctx.engine.press('pause', 'resume')}"
+                    " (or `opsconsole resume`) to bring everything back")
             await ctx.checkpoint()
-        return [Step(f"hold: the operator works on {host} and presses p to continue", hold,
+        return [Step(f"hold: the operator works on {host}, then resumes the operation", hold,
                      key=f"hold:{host}", risk=Risk(host=host))]
     what = f"run {options.script!r}" if options.host_step == "script" else "install updates"
     off = Risk(host=host)       # never with a VM of the host still running
@@ -434,6 +435,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
     if not options.update_command and not options.reboot:
         raise PlanError("nothing to roll: set update_command (and/or reboot) in [maintenance]")
     params = dict(params or {})
+    params["options"] = asdict(options)     # a resume rebuilds the window with them
     if "vms" not in params:
         chosen = [v for v in snap.vms if not targets or v.name in targets]
         missing = sorted(set(targets or ()) - {v.name for v in chosen})
@@ -522,18 +524,11 @@ def _grouped(step: Step, group: str) -> Step:
     return step
 
 
-def make_window(kind: str, snap: Snapshot, target: str, timing: Timing,
-                options: WindowOptions, params: dict | None = None, force: bool = False) -> Plan:
-    if kind == "maintenance":
-        return host_maintenance(snap, target, timing, options, params, force)
-    if kind == "rolling-update":     # "cluster", a host's name, or VM names with commas
-        if target in ("", "cluster"):
-            targets = None
-        elif snap.get(f"host:{target}") is not None:
-            targets = [v.name for v in snap.vms if v.host == target]
-        else:
-            targets = [t.strip() for t in target.split(",")]
-        return rolling_update(snap, targets, timing, options, params, label=target or "cluster",
-                              force=force)
-    raise PlanError(f"unknown operation {kind!r}")
-
+def vms_named(snap: Snapshot, target: str) -> list[str] | None:
+    """A rolling update's target: "cluster" (None: every VM), a host's name (its VMs), or VM
+    names separated by commas."""
+    if target in ("", "cluster"):
+        return None
+    if snap.get(f"host:{target}") is not None:
+        return [v.name for v in snap.vms if v.host == target]
+    return [t.strip() for t in target.split(",")]

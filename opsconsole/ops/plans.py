@@ -206,13 +206,3 @@ def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = Fa
     return Plan("drain", node.hostname, drain_steps(snap, node, timing),
                 forced(checks) if force else checks, force=force)
 
-
-PLANS = {"cordon": cordon, "drain": drain, "activate": activate}
-
-
-def make_plan(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
-              force: bool = False) -> Plan:
-    if kind not in PLANS:
-        raise PlanError(f"unknown operation {kind!r} (known: {', '.join(PLANS)})")
-    return drain(snap, target, timing, force) if kind == "drain" else PLANS[kind](snap, target)
-

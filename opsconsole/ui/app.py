@@ -7,11 +7,12 @@ and palette entries are absent here, and the ops layer refuses regardless.
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
@@ -22,7 +23,7 @@ from textual.worker import Worker, WorkerState
 
 from .. import present
 from ..model import VM, Host, Node, ProxyServer, Snapshot, Task
-from ..ops import catalog
+from ..ops import catalog, registry
 from ..ops.actions import ReadOnlyError
 from ..ops.engine import Operation, Plan, StepFailed
 from ..ops.plans import PlanError
@@ -30,14 +31,20 @@ from ..ops.records import OpRecord
 from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
-from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen
+from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
 
-NODE_OPERATIONS = catalog.NODE_OPERATIONS
-MUTATING_ACTIONS = frozenset(NODE_OPERATIONS + ("pause", "abort", "maintenance",
-                                                "rolling_update"))
-TYPED = ("drain",) + catalog.WINDOWS          # these ask to type the target's name
+
+def _binding(key: registry.Key) -> Binding:
+    """An operation runs as `op('<name>')` (one action for all, whatever the name's
+    spelling); the console's own keys run `action_<id>`."""
+    action = f"op({key.id!r})" if isinstance(key, registry.Operation) else key.id
+    return Binding(key.key, action, key.label, show=key.show, id=key.id)
+
+
+KEY_BINDINGS = [_binding(k) for k in registry.KEYS.values()]
+MUTATING_ACTIONS = frozenset(b.action for b in KEY_BINDINGS if registry.KEYS[str(b.id)].mutating)
 
 
 class SnapshotReady(Message):
@@ -52,30 +59,33 @@ class OperationChanged(Message):
         self.op = op
 
 
+def _palette_targets(kind: registry.Target, snap: Snapshot) -> list[tuple[str, str]]:
+    """(target, its name) of every entry the palette offers for an operation on `kind`."""
+    if kind == "node":
+        return [(n.swarm_id, n.hostname) for n in sorted(snap.nodes, key=lambda n: n.hostname)]
+    if kind == "host":
+        return [(h.name, h.name) for h in snap.hosts]
+    return [("cluster", "cluster")]
+
+
 class NodeCommands(Provider):
-    """Palette entries such as "drain vm-03"; none at all in read-only mode."""
+    """Palette entries such as "drain vm-03"; no mutating one in read-only mode."""
 
     async def search(self, query: str) -> Hits:
         app = self.app
-        if not isinstance(app, OpsConsole) or app.session.read_only:
+        if not isinstance(app, OpsConsole):
             return
         matcher = self.matcher(query)
-        snap = app.snapshot
-        entries = [(op, node.swarm_id, f"{op} {node.hostname}",
-                    f"{op} the Swarm node {node.hostname}")
-                   for node in sorted(snap.nodes, key=lambda n: n.hostname)
-                   for op in NODE_OPERATIONS]
-        entries += [("maintenance", h.name, f"maintenance {h.name}",
-                     f"drain {h.name}'s VMs, shut them down, update and restart it, bring "
-                     "everything back") for h in snap.hosts]
-        entries += [("rolling-update", "cluster", "rolling-update cluster",
-                     "update every VM, one at a time, workers first")]
-        for op, target, text, help_text in entries:
-            score = matcher.match(text)
-            if score > 0:
-                yield Hit(score, _highlight(matcher, text),
-                          lambda op=op, target=target: app.request(op, target),
-                          help=escape(help_text))
+        for op in registry.OPERATIONS.values():
+            if op.mutating and app.session.read_only:
+                continue
+            for target, name in _palette_targets(op.targets, app.snapshot):
+                text = f"{op.name} {name}"
+                score = matcher.match(text)
+                if score > 0:
+                    yield Hit(score, _highlight(matcher, text),
+                              lambda op=op.name, target=target: app.request(op, target),
+                              help=escape(op.palette.format(target=name)))
 
 
 def _highlight(matcher, text: str) -> Content:
@@ -91,32 +101,22 @@ class OpsConsole(App):
     CSS_PATH = "app.tcss"
     TITLE = "opsconsole"
     COMMANDS = App.COMMANDS | {NodeCommands}
-    BINDINGS = [
-        Binding("c", "cordon", "Cordon", id="cordon"),
-        Binding("d", "drain", "Drain", id="drain"),
-        Binding("a", "activate", "Activate", id="activate"),
-        Binding("m", "maintenance", "Maintain host", id="maintenance"),
-        Binding("U", "rolling_update", "Rolling update", id="rolling_update"),
-        Binding("p", "pause", "Pause", id="pause"),
-        Binding("x", "abort", "Abort", id="abort"),
-        Binding("slash", "filter", "Filter", id="filter"),
-        Binding("L", "audit", "Audit log", id="audit", show=False),
-        Binding("question_mark", "help", "Help", id="help"),
-        Binding("t", "next_theme", "Theme", id="theme"),
-        Binding("q", "quit", "Quit", id="quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [*KEY_BINDINGS]
 
-    def __init__(self, session: Session, theme: str = "", poll_interval: float = 2.0,
-                 keys: dict[str, str] | None = None) -> None:
+    def __init__(self, session: Session, theme: str = "", poll_interval: float = 2.0) -> None:
         super().__init__()
         self.session = session
         self.snapshot = Snapshot()
         self.poll_interval = poll_interval
         self._theme_wanted = theme
-        self._keys = keys or {}
+        self._keys = dict(session.inventory.keys)     # [console] keys: binding id -> key(s)
+        # binding id -> its key now (remapped or default) as shown: every hint says these
+        self.shown = {id_: self.get_key_display(Binding(key, ""))
+                      for id_, key in registry.live_keys(self._keys).items()}
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
         self._offered: set[str] = set()     # unfinished operations already offered
+        session.engine.keys = {a: self.shown[a] for a in ("pause", "abort")}
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
     # -- layout -----------------------------------------------------------------
@@ -130,8 +130,8 @@ class OpsConsole(App):
                 yield Input(placeholder="filter: name, state, service…", id="filter")
                 yield ClusterTree(self.style_pieces, id="tree")
             with VerticalScroll(id="right"):
-                yield Details(self.style_pieces, id="details")
-        yield OpsPanel(id="ops")
+                yield Details(self.style_pieces, self._details_hint(), id="details")
+        yield OpsPanel(self._ops_hint(), id="ops")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -166,6 +166,15 @@ class OpsConsole(App):
         errors ("[/x]" would crash the toast), so here they are plain text."""
         super().notify(message, title=title, severity=severity, timeout=timeout,
                        markup=markup)
+
+    def _ops_hint(self) -> str:
+        if self.session.read_only:
+            return "No operation yet. Read-only: nothing can be changed from here."
+        keys = [self.shown[op.id] for op in registry.OPERATIONS.values() if op.targets == "node"]
+        return f"No operation yet. Select a node and press {registry.listed(keys)}."
+
+    def _details_hint(self) -> str:
+        return f"↑↓ move  ←→ fold  {self.shown['filter']} filter  {self.shown['help']} help"
 
     # -- colours from the theme ----------------------------------------------------
     def watch_theme(self) -> None:
@@ -243,9 +252,10 @@ class OpsConsole(App):
                         f"{event.worker.error}", title="error", severity="error", timeout=15)
 
     # -- actions ------------------------------------------------------------------------
-    def check_action(self, action: str, parameters) -> bool | None:
-        # read-only: hidden from the footer and never run
-        return not (action in MUTATING_ACTIONS and self.session.read_only)
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # read-only: mutating keys are hidden from the footer and never run
+        key = registry.KEYS.get(str(parameters[0]) if action == "op" and parameters else action)
+        return not (self.session.read_only and key is not None and key.mutating)
 
     def _selected_node(self) -> Node | None:
         snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
@@ -258,45 +268,34 @@ class OpsConsole(App):
             entity = snap.node_of_vm(entity)
         return entity if isinstance(entity, Node) else None
 
-    def action_cordon(self) -> None:
-        self._on_selected("cordon")
-
-    def action_drain(self) -> None:
-        self._on_selected("drain")
-
-    def action_activate(self) -> None:
-        self._on_selected("activate")
-
-    def _on_selected(self, kind: str) -> None:
-        node = self._selected_node()
-        if node is None:
-            self.notify("Select a Swarm node (or the VM, task or proxy server of one) first.",
-                        severity="warning")
-            return
-        self.request(kind, node.swarm_id)
-
     def _selected(self):
         entity_id = self.query_one(ClusterTree).selected_id
         return self.snapshot.get(entity_id) if entity_id else None
 
-    def action_maintenance(self) -> None:
-        """The host of whatever is selected: a host, a VM, a node, a task."""
-        entity, snap = self._selected(), self.snapshot
-        node = self._selected_node()
-        vm = entity if isinstance(entity, VM) else snap.vm_of_node(node) if node else None
-        host = entity.name if isinstance(entity, Host) else vm.host if vm else ""
-        if not host:
-            self.notify("Select a host (or one of its VMs) first.", severity="warning")
-            return
-        self.request("maintenance", host)
+    def action_op(self, name: str) -> None:
+        """Operation `name` on what is selected, as its registry entry's targets say."""
+        op = registry.OPERATIONS[name]
+        target = self._target(op.targets)
+        if target:
+            self.request(op.name, target)
 
-    def action_rolling_update(self) -> None:
-        """The selected VM, the selected host's VMs, or else the whole cluster."""
-        entity, snap = self._selected(), self.snapshot
-        node = self._selected_node()
+    def _target(self, kind: registry.Target) -> str:
+        """node: the selected node (or the node of the selected VM, task, proxy server);
+        host: the selected host (or the host of what is selected); vms: the selected VM,
+        the selected host's VMs, or else the whole cluster. "" (said) when nothing fits."""
+        entity, snap, node = self._selected(), self.snapshot, self._selected_node()
+        if kind == "node":
+            if node is None:
+                self.notify("Select a Swarm node (or the VM, task or proxy server of one) "
+                            "first.", severity="warning")
+            return node.swarm_id if node else ""
         vm = entity if isinstance(entity, VM) else snap.vm_of_node(node) if node else None
-        target = entity.name if isinstance(entity, Host) else vm.name if vm else "cluster"
-        self.request("rolling-update", target)
+        if kind == "host":
+            host = entity.name if isinstance(entity, Host) else vm.host if vm else ""
+            if not host:
+                self.notify("Select a host (or one of its VMs) first.", severity="warning")
+            return host
+        return entity.name if isinstance(entity, Host) else vm.name if vm else "cluster"
 
     def request(self, kind: str, target: str) -> None:
         """Plan, confirm, start: the only way the TUI changes anything."""
@@ -309,7 +308,7 @@ class OpsConsole(App):
         except PlanError as e:
             self.notify(str(e), severity="error")
             return
-        self._confirm_and_start(plan, plan.target if kind in TYPED else "")
+        self._confirm_and_start(plan, plan.target if registry.operation(kind).typed else "")
 
     def _confirm_and_start(self, plan: Plan, typed: str, resume: OpRecord | None = None) -> None:
         def confirmed(ok: bool | None) -> None:
@@ -394,9 +393,9 @@ class OpsConsole(App):
             event.stop()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(help_text(self.shown)))
 
-    def action_next_theme(self) -> None:
+    def action_theme(self) -> None:
         names = self._theme_names
         self.theme = names[(names.index(self.theme) + 1) % len(names)] \
             if self.theme in names else names[0]

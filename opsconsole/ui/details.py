@@ -24,9 +24,10 @@ def sparkline(values: list[int]) -> str:
 class Details(Static):
     """Rendered from the snapshot; remote text goes in as Text, never markup."""
 
-    def __init__(self, style: Style, **kwargs) -> None:
+    def __init__(self, style: Style, hint: str, **kwargs) -> None:
         super().__init__("", **kwargs)
         self.style_pieces = style
+        self.hint = hint          # the keys to move around, shown while nothing is selected
         self.history: dict[str, deque[int]] = {}   # proxy server id -> session counts
 
     def record(self, snap: Snapshot) -> None:
@@ -36,8 +37,7 @@ class Details(Static):
     def show(self, entity_id: str | None, snap: Snapshot) -> None:
         entity = snap.get(entity_id) if entity_id else None
         if entity is None:
-            self.update(Text("Select something in the tree.\n\n"
-                             "↑↓ move  ←→ fold  / filter  ? help", style="dim"))
+            self.update(Text(f"Select something in the tree.\n\n{self.hint}", style="dim"))
             return
         title = self.style_pieces(present.label(entity, snap))
         table = Table.grid(padding=(0, 2))

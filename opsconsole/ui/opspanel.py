@@ -52,12 +52,13 @@ class OperationView(Vertical):
 class OpsPanel(VerticalScroll):
     """Newest operation first; views are kept and refreshed, not rebuilt."""
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, hint: str, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.hint = hint          # shown until the first operation: which keys start one
         self.views: dict[str, OperationView] = {}
 
     def compose(self) -> ComposeResult:
-        yield Static("No operation yet. Select a node and press c, d or a.", id="ops-empty")
+        yield Static(self.hint, id="ops-empty")
 
     def show(self, op: Operation) -> None:
         view = self.views.get(op.id)

@@ -13,6 +13,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
 from ..config import UNSAFE
+from ..ops import registry
 from ..ops.engine import Plan
 from ..ops.records import OpRecord
 
@@ -79,36 +80,38 @@ class ConfirmScreen(ModalScreen[bool]):
         self.dismiss(False)
 
 
-HELP = """\
-Moving around
-  ↑ ↓ PgUp PgDn   move in the tree        ← →  fold / unfold (shift+← parent)
-  /               filter the tree         esc  clear the filter
-  ctrl+p          command palette: every action on every node ("drain vm-03")
+# Keys of the tree and of Textual itself, not remappable: they head "Moving around".
+FIXED_KEYS = [("↑ ↓ PgUp PgDn", "move in the tree"),
+              ("← →", "fold / unfold (shift+← parent)"),
+              ("ctrl+p", 'command palette: every action on every node ("drain vm-03")')]
 
-Acting on the selected node (or the VM that runs it)
-  c   cordon: no new tasks here, running tasks stay
-  d   drain: proxy server to drain, sessions end, tasks move elsewhere
-  a   activate: node active again, proxy server ready
 
-Maintenance windows
-  m   maintain the selected host: drain its VMs' nodes, shut the VMs down,
-      update and restart the host, start everything, activate, rebalance
-  U   rolling update: the selected VM, the selected host's VMs, or the whole
-      cluster; workers first, then managers, one VM at a time
-Every change shows its plan and its checks first; drain and the windows ask
-you to type the target's name. One operation at a time in the whole cluster:
-the lock is in the Swarm, and the header shows who holds it.
+def help_text(shown: dict[str, str]) -> str:
+    """The help screen, from the registry, naming each key as `shown` (binding id -> key
+    as the operator sees it now)."""
+    out = []
+    for title in registry.SECTIONS:
+        rows = FIXED_KEYS if title == registry.MOVING else []
+        rows = rows + [(shown[k.id], k.help) for k in registry.KEYS.values()
+                       if k.section == title]
+        width = max(3, *(len(key) for key, _ in rows)) + 2
+        out.append(title)
+        out += ["  " + key.ljust(width) + words.replace("\n", "\n  " + " " * width)
+                for key, words in rows]
+        out.append("")
+    typed = [op.name for op in registry.OPERATIONS.values() if op.typed]
+    return "\n".join(out) + (
+        f"\nEvery change shows its plan and its checks first; {registry.listed(typed, 'and')}\n"
+        "ask you to type the target's name. One operation at a time in the whole cluster:\n"
+        "the lock is in the Swarm, and the header shows who holds it.\n\n"
+        "Read-only mode (--read-only, OPSCONSOLE_READ_ONLY=1, or read_only in the\n"
+        "inventory) removes every key that changes something; the operations layer\n"
+        "refuses them too.\n")
 
-Operations
-  p   pause / resume the running operation     x   abort it (restores what it can)
 
-Other
-  L   audit log     t   next theme     ?   this help     q   quit
-
-Read-only mode (--read-only, OPSCONSOLE_READ_ONLY=1, or read_only in the
-inventory) removes every key that changes something; the operations layer
-refuses them too.
-"""
+def _closes(binding_id: str) -> Binding:
+    """The key that opened a screen closes it: same binding id, so the keymap moves both."""
+    return Binding(registry.KEYS[binding_id].key, "dismiss", "Close", show=False, id=binding_id)
 
 
 class UnfinishedScreen(ModalScreen[str]):
@@ -172,7 +175,7 @@ def _cell(value: object, most: int = 200) -> str:
 class AuditScreen(ModalScreen[None]):
     """Every mutating action: who, from where, what, when, how it went (newest first)."""
 
-    BINDINGS = [Binding("escape,q,L", "dismiss", "Close", id="audit.close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="audit.close"), _closes("audit")]
 
     def __init__(self, records: list[dict], damaged: str = "") -> None:
         super().__init__()
@@ -193,8 +196,12 @@ class AuditScreen(ModalScreen[None]):
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")]
+    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="help.close"), _closes("help")]
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
-            yield Static(Text(HELP))
+            yield Static(Text(self.text))

@@ -15,8 +15,9 @@ import dataclasses
 import time
 
 from opsconsole.config import load
+from opsconsole.ops.catalog import build
 from opsconsole.ops.engine import DONE
-from opsconsole.ops.plans import Timing, make_plan
+from opsconsole.ops.plans import Timing
 from opsconsole.session import open_session
 
 from .labkit import ProxyWatch, running_on, step_times, until
@@ -37,7 +38,7 @@ async def test_drain_under_load_keeps_every_session_then_activate_brings_it_back
         (server,) = snap.servers_of_vm(TARGET)
         assert (server.backend, server.name, server.status) == ("portal", TARGET, "UP")
         assert server.cur_sessions >= 1                      # the console sees them
-        plan = make_plan("drain", snap, TARGET, TIMING)
+        plan = build("drain", snap, TARGET, TIMING)
         assert [s.title for s in plan.steps] == [
             f"set proxy server portal/{TARGET} to drain",
             f"wait for sessions on portal/{TARGET} to end (≤0, 40s)",
@@ -69,7 +70,7 @@ async def test_drain_under_load_keeps_every_session_then_activate_brings_it_back
                     and lab.proxy_servers()[TARGET][1] == "drain",
                     "haproxy to see the drained server down", timeout=30)
 
-        op = await engine.run(make_plan("activate", await cluster.snapshot(), TARGET))
+        op = await engine.run(build("activate", await cluster.snapshot(), TARGET))
         assert op.state == DONE, op.error
         ready_set = step_times(op, f"set proxy server portal/{TARGET} to ready")[1]
         assert lab.node_states()[TARGET][1] == "active"
@@ -102,7 +103,7 @@ async def test_operator_level_socket_is_read_only_and_the_drain_says_so(lab, tmp
         assert "operator level" in snap.proxy_read_only and "level admin" in snap.proxy_read_only
         (server,) = snap.servers_of_vm(TARGET)
         assert server.status == "UP"                          # it still watches the proxy
-        plan = make_plan("drain", snap, TARGET, TIMING)
+        plan = build("drain", snap, TARGET, TIMING)
         assert not [s.title for s in plan.steps if "proxy" in s.title or "sessions" in s.title]
         (check,) = [c for c in plan.checks if c.name == "sessions"]
         assert check.level == "warn"

@@ -22,8 +22,9 @@ from collections.abc import Callable
 
 import pytest
 
+from opsconsole.ops.catalog import build
 from opsconsole.ops.engine import DONE, FAILED, StepFailed
-from opsconsole.ops.plans import Timing, make_plan
+from opsconsole.ops.plans import Timing
 from opsconsole.session import Session, open_session
 from opsconsole.ui.app import OpsConsole
 from opsconsole.ui.screens import ConfirmScreen
@@ -178,12 +179,12 @@ async def test_cordon_drain_activate_a_worker_through_the_engine(lab, console: S
     web_before = running_on(lab, "web")
     cluster, engine = console.cluster, console.engine
 
-    op = await engine.run(make_plan("cordon", await cluster.snapshot(), "vm-04"))
+    op = await engine.run(build("cordon", await cluster.snapshot(), "vm-04"))
     assert op.state == DONE, op.error
     assert availability(lab, "vm-04") == "pause"
     assert running_on(lab, "web") == web_before           # cordon moves nothing
 
-    op = await engine.run(make_plan("drain", await cluster.snapshot(), "vm-04", DRAIN))
+    op = await engine.run(build("drain", await cluster.snapshot(), "vm-04", DRAIN))
     assert op.state == DONE, op.error
     # done means converged: at this moment nothing is left on vm-04 and web runs in full
     # on the other nodes, the task that was on vm-04 replaced by one elsewhere
@@ -198,7 +199,7 @@ async def test_cordon_drain_activate_a_worker_through_the_engine(lab, console: S
     assert status["web"][:2] == (len(lab.vms) - 1,) * 2 and status["pinned"][:2] == (1, 1)
     assert any("✔ wait until vm-04 runs no tasks" in line for line in op.log)
 
-    op = await engine.run(make_plan("activate", await cluster.snapshot(), "vm-04"))
+    op = await engine.run(build("activate", await cluster.snapshot(), "vm-04"))
     assert op.state == DONE, op.error
     assert availability(lab, "vm-04") == "active"
     await asyncio.to_thread(lab._wait, "agent back on vm-04",
@@ -210,14 +211,14 @@ async def test_drain_of_the_pinned_node_is_refused_and_forced_it_fails_naming_th
     cluster, engine = console.cluster, console.engine
     short = Timing(drain_timeout=15.0)
 
-    plan = make_plan("drain", await cluster.snapshot(), "vm-05", short)
+    plan = build("drain", await cluster.snapshot(), "vm-05", short)
     assert [c.name for c in plan.refused] == ["capacity"]
     assert "pinned" in plan.refused[0].message
     with pytest.raises(StepFailed, match="refused by guards.*pinned"):
         engine.start(plan)
     assert availability(lab, "vm-05") == "active"         # refused means untouched
 
-    plan = make_plan("drain", await cluster.snapshot(), "vm-05", short, force=True)
+    plan = build("drain", await cluster.snapshot(), "vm-05", short, force=True)
     assert not plan.refused
     try:
         t0 = time.monotonic()
@@ -236,7 +237,7 @@ async def test_drain_of_the_pinned_node_is_refused_and_forced_it_fails_naming_th
         assert availability(lab, "vm-05") == "drain"       # failing undoes nothing: the
         assert session_journal_end(console) == ("failed", op.error)   # record says so
     finally:
-        op = await engine.run(make_plan("activate", await cluster.snapshot(), "vm-05"))
+        op = await engine.run(build("activate", await cluster.snapshot(), "vm-05"))
         assert op.state == DONE, op.error
     await asyncio.to_thread(lab._wait, "pinned running on vm-05 again",
                             lambda: ("vm-05" in running_on(lab, "pinned"), ""), 60)

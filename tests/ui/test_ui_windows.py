@@ -140,7 +140,7 @@ async def test_read_only_sees_the_unfinished_operation_but_cannot_act(tmp_path):
         await pilot.pause(0.3)
         assert c.world() == before and not c.session.engine.operations
         assert {"filter", "help"} <= footer_actions(c)
-        assert not footer_actions(c) & {"maintenance", "rolling_update"}
+        assert not footer_actions(c) & {"op('maintenance')", "op('rolling-update')"}
 
 
 async def test_audit_log_lists_what_was_done(console):

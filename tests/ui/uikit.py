@@ -63,11 +63,13 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
                  read_only: bool = False, timing: Timing = Timing(), theme: str = "",
                  poll_interval: float = 0.25, seed: int = 1,
                  prepare: Callable[[SimCluster], None] | None = None,
-                 maintenance: dict | None = None, sim: SimCluster | None = None) -> Rig:
+                 maintenance: dict | None = None, sim: SimCluster | None = None,
+                 keys: dict[str, str] | None = None) -> Rig:
     """A console on its own simulated cluster, with journal and audit under tmp_path.
 
     `manual_clock` freezes the sim: it moves only when the test advances the clock.
-    `prepare` may change the sim before the console's first snapshot.
+    `prepare` may change the sim before the console's first snapshot. `keys`: the
+    inventory's `[console] keys`.
     """
     clock = ManualClock() if manual_clock else None
     sim = sim or SimCluster(seed=seed, speed=speed, **({"clock": clock} if clock else {}))
@@ -75,7 +77,7 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
         prepare(sim)
     state_dir = tmp_path / "state"
     session = open_session(Inventory(state_dir=state_dir, timing=timing,
-                                     maintenance=maintenance or {}),
+                                     maintenance=maintenance or {}, keys=keys or {}),
                            read_only=read_only, providers=sim.providers())
     app = OpsConsole(session, theme=theme, poll_interval=poll_interval)
     return Rig(app, sim, session, clock, state_dir)
@@ -134,11 +136,16 @@ def details_text(app: OpsConsole) -> str:
     return render_text(app.query_one(Details).content)
 
 
-def footer_actions(c: Rig) -> set[str]:
-    """The actions the footer offers right now."""
+def footer_keys(c: Rig) -> dict[str, str]:
+    """The actions the footer offers right now, and the key it shows for each."""
     from textual.widgets import Footer
     from textual.widgets._footer import FooterKey
-    return {key.action for key in c.app.query_one(Footer).query(FooterKey)}
+    return {key.action: key.key_display for key in c.app.query_one(Footer).query(FooterKey)}
+
+
+def footer_actions(c: Rig) -> set[str]:
+    """The actions the footer offers right now."""
+    return set(footer_keys(c))
 
 
 def summary_text(app: OpsConsole) -> str:

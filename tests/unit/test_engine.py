@@ -406,9 +406,12 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     plan = plans.drain(snap, holder.hostname, NO_SESSION_WAIT)
     assert plan.refused == []                    # fine when planned...
     await _pin_reports(rig)                      # ...then the only other home is cordoned
+    rig.engine.keys = {"pause": "P", "abort": "X"}       # the front end's (remapped) keys
     op = rig.engine.start(plan)
     await until(lambda: op.state == PAUSED, what="guard pause")
-    assert any("paused before" in line and "reports.1" in line for line in op.log)
+    assert any("paused before" in line and "reports.1" in line
+               and "press P to check again and go on, press X to abort" in line
+               for line in op.log)
     await asyncio.sleep(0.1)
     assert op.state == PAUSED and op.index == 0
     assert (await rig.snapshot()).get(f"proxy:portail/{holder.hostname}").admin == "ready"

@@ -7,7 +7,7 @@ import pytest
 from unitkit import sim_snapshot
 
 from opsconsole.model import DOWN, DRAIN, MANAGER, PAUSE, WORKER, Node, Snapshot
-from opsconsole.ops import guards, plans
+from opsconsole.ops import catalog, guards, plans
 from opsconsole.ops.guards import (
     FAIL,
     OK,
@@ -175,17 +175,17 @@ def test_plan_for_unknown_node_lists_known_nodes(sim):
         plans.find_node(Snapshot(), "vm-01")
 
 
-def test_make_plan_unknown_kind(sim):
+def test_build_unknown_kind(sim):
     with pytest.raises(PlanError, match="unknown operation 'reboot'.*cordon, drain, activate"):
-        plans.make_plan("reboot", sim_snapshot(sim), "vm-01")
+        catalog.build("reboot", sim_snapshot(sim), "vm-01")
 
 
-def test_make_plan_builds_each_kind_by_any_node_name(sim):
+def test_build_makes_each_node_operation_by_any_node_name(sim):
     snap = sim_snapshot(sim)
     node = snap.node_named("vm-02")
     for kind in ("cordon", "drain", "activate"):
         for name in ("vm-02", node.swarm_id, node.id):
-            plan = plans.make_plan(kind, snap, name)
+            plan = catalog.build(kind, snap, name)
             assert plan.kind == kind and plan.target == "vm-02"
 
 
