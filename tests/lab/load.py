@@ -12,7 +12,7 @@ visit, each bounded in time, and it stops by itself.
 
 Every answer names the VM that served it (the portal service's page is its
 hostname). The report counts requests sent, requests failed (no answer, an
-error, a timeout, anything but 200 with a VM's name), and sessions that had to
+error, a timeout, anything but 200 with a VM's name; per user, when), and sessions that had to
 move: users whose answers came from another VM than their first. A request
 that finds its reused keep-alive connection closed before any byte of an
 answer is sent again once on a new connection, as browsers do, and counted
@@ -52,6 +52,7 @@ class User:
     requests: int = 0
     failed: int = 0
     retried: int = 0
+    failed_at: list[float] = field(default_factory=list)    # when each failure happened
 
     @property
     def first(self) -> str:
@@ -63,7 +64,8 @@ class User:
 
     def row(self) -> list:
         return [self.uid, round(self.arrived, 3), round(self.first_at, 3), round(self.left, 3),
-                list(dict.fromkeys(self.servers)), self.requests, self.failed, self.retried]
+                list(dict.fromkeys(self.servers)), self.requests, self.failed, self.retried,
+                [round(t, 3) for t in self.failed_at]]
 
 
 class Load:
@@ -176,6 +178,7 @@ class Load:
 
     def _fail(self, user: User, why: str) -> None:
         user.failed += 1
+        user.failed_at.append(time.time())
         if len(self.errors) < 50:
             self.errors.append(f"{time.strftime('%H:%M:%S')} user {user.uid}: {why}")
 
@@ -212,7 +215,7 @@ class Load:
                 "moved": sum(1 for u in users if u.moved),
                 "per_server": dict(sorted(per_server.items())), "errors": self.errors,
                 "columns": ["uid", "arrived", "first_at", "left", "servers", "requests",
-                            "failed", "retried"],
+                            "failed", "retried", "failed_at"],
                 "detail": [u.row() for u in users]}
 
 

@@ -610,11 +610,13 @@ class Lab:
         return f"http://127.0.0.1:{self.proxy_port}/"
 
     def write_inventory(self, path: str | Path | None = None, state_dir: str | Path | None = None,
-                        proxy_socket: str | Path | None = None) -> Path:
+                        proxy_socket: str | Path | None = None, operations: dict | None = None,
+                        maintenance: dict | None = None) -> Path:
         """The console's inventory for this lab: every real system it has.
 
         `state_dir` adds a [console] table (journal, audit, reports there);
-        `proxy_socket` replaces HAProxy's admin socket (e.g. the operator-level one).
+        `proxy_socket` replaces HAProxy's admin socket (e.g. the operator-level one);
+        `operations` and `maintenance` override keys of those tables.
         """
         path = Path(path or self.inventory_path)
         q = json.dumps  # a JSON string is a valid TOML basic string
@@ -622,7 +624,8 @@ class Lab:
         out = ["# written by tests/lab/swarm_lab.py"]
         if state_dir:
             out += ["[console]", f"state_dir = {q(str(state_dir))}", ""]
-        out += ["[operations]"] + [f"{k} = {v}" for k, v in OPERATIONS.items()] + [""]
+        out += ["[operations]"] + [f"{k} = {v}" for k, v in
+                                   dict(OPERATIONS, **(operations or {})).items()] + [""]
         out += ["[swarm]", f"endpoints = [{endpoints}]   # managers, tried in order", ""]
         sock = proxy_socket or self.admin_socket
         servers = ", ".join(f'{q(f"{BACKEND}/{vm.name}")} = {q(vm.name)}' for vm in self.vms
@@ -636,7 +639,8 @@ class Lab:
         out += ["[ssh]   # each VM's own sshd on its address, port 22", 'user = "root"',
                 f"known_hosts = [{q(str(self.known_hosts))}]",
                 f"identity_files = [{q(str(self.client_key))}]", "connect_timeout = 5", ""]
-        maintenance = dict(MAINTENANCE, update_command=UPDATE_COMMAND.format(root=self.root))
+        maintenance = {**MAINTENANCE, "update_command": UPDATE_COMMAND.format(root=self.root),
+                       **(maintenance or {})}
         out += ["[maintenance]"] + [f"{k} = {q(v)}" for k, v in maintenance.items()] + [""]
         for h in self.hosts:
             out += [f"[hosts.{h.name}]", f"address = {q(h.address)}"]
@@ -790,9 +794,19 @@ class Lab:
     def restore(self) -> None:
         """Every VM up, every node active with its own role, every proxy server ready
         and UP, the services converged: what each test starts from and leaves behind."""
+        # what a fault test may have killed: HAProxy, labd, a VM's dockerd alone (its sshd lives)
+        for pidfile, marker, start in ((self.proxy_dir / "haproxy.pid", "haproxy", self.start_proxy),
+                                       (self.labd_dir / "labd.pid", "tests.lab.labd", self.start_labd)):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pidfile.read_text())
+                if not (_alive(pid) and marker in _cmdline(pid)):
+                    start()
         for vm in list(self.vms):
             if not self.running(vm.name):
-                self.start_vm(vm.name, wait=False)
+                if self.sshd_pid(vm.name):
+                    self.restart_engine(vm.name, reason="restore: dockerd had died")
+                else:
+                    self.start_vm(vm.name, wait=False)
         roles = {vm.name: vm.role for vm in self.vms}
 
         def fix(node) -> None:
@@ -1066,6 +1080,14 @@ class Lab:
         cfg.write_text(PROXY_CONFIG.format(dir=self.proxy_dir, port=self.proxy_port, servers=servers,
                                            backend=BACKEND, expire=STICK_EXPIRE_S))
         _run("haproxy", "-c", "-q", "-f", str(cfg))
+        self.start_proxy()
+
+    def start_proxy(self) -> None:
+        """HAProxy from the config `up` wrote (same port, same sockets): a restart forgets
+        every runtime change (`set server ... state`), as a real one does."""
+        cfg = self.proxy_dir / "haproxy.cfg"
+        for sock in (self.admin_socket, self.operator_socket):
+            sock.unlink(missing_ok=True)     # a killed HAProxy leaves them behind
         with open(self.proxy_dir / "haproxy.log", "ab") as logf:
             proc = subprocess.Popen(["haproxy", "-db", "-f", str(cfg)], stdin=subprocess.DEVNULL,
                                     stdout=logf, stderr=logf, start_new_session=True)
@@ -1076,6 +1098,35 @@ class Lab:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise LabError(f"haproxy did not start: {_tail(self.proxy_dir / 'haproxy.log')}")
             time.sleep(0.05)
+
+    def kill_proxy(self) -> int:
+        """kill -9 HAProxy (no goodbye: its sockets stay behind, refusing); its pid."""
+        return self._kill_daemon(self.proxy_dir / "haproxy.pid", "haproxy")
+
+    def _kill_daemon(self, pidfile: Path, marker: str) -> int:
+        pid = int(pidfile.read_text())
+        if marker not in _cmdline(pid):
+            raise LabError(f"pid {pid} of {pidfile} is not {marker}")
+        os.kill(pid, signal.SIGKILL)
+        for key, proc in list(self._procs.items()):
+            if proc.pid == pid:
+                proc.wait()
+                del self._procs[key]
+        if not _wait_dead([pid], 10):
+            raise LabError(f"{marker} (pid {pid}) outlived SIGKILL")
+        return pid
+
+    def kill_dockerd(self, name: str) -> int:
+        """kill -9 a VM's dockerd, as a crash does: its containers (and sshd) live on until
+        `restart_engine(name)` starts it again (which clears what the dead one left)."""
+        vm = self.vm(name)
+        pid = _lab_dockerd_pid(vm.pidfile)
+        if pid is None:
+            raise LabError(f"no dockerd runs on {name}")
+        os.kill(pid, signal.SIGKILL)
+        if not _wait_dead([pid], 10):
+            raise LabError(f"dockerd of {name} (pid {pid}) outlived SIGKILL")
+        return pid
 
     def proxy_command(self, command: str, operator: bool = False) -> str:
         """One command on HAProxy's stats socket (admin level, or operator level)."""
@@ -1124,10 +1175,14 @@ class Lab:
     # -- labd
     def _start_labd(self) -> None:
         self.labd_dir.mkdir(parents=True, exist_ok=True)
-        ready = self.labd_dir / "ready"
-        ready.unlink(missing_ok=True)
         self.winrm_ports = {h.name: _free_port() for h in self.hosts}
         self.save_state()
+        self.start_labd()
+
+    def start_labd(self) -> None:
+        """labd as `up` started it, on the same WinRM ports (after `kill_labd`)."""
+        ready = self.labd_dir / "ready"
+        ready.unlink(missing_ok=True)
         with open(self.labd_dir / "labd.log", "ab") as logf:
             proc = subprocess.Popen([sys.executable, "-m", "tests.lab.labd", "--root", str(self.root)],
                                     cwd=HERE.parent.parent, stdin=subprocess.DEVNULL, stdout=logf,
@@ -1139,6 +1194,16 @@ class Lab:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise LabError(f"labd did not start: {_tail(self.labd_dir / 'labd.log')}")
             time.sleep(0.05)
+
+    def restart_labd(self) -> None:
+        """labd stopped (SIGTERM, bounded) and started again: every emulated host as `up`
+        made it (up for a day, a reboot pending), on the same ports."""
+        self._stop_daemon(self.labd_dir / "labd.pid", "tests.lab.labd")
+        self.start_labd()
+
+    def kill_labd(self) -> int:
+        """kill -9 labd: every WinRM emulator gone at once (connections refused)."""
+        return self._kill_daemon(self.labd_dir / "labd.pid", "tests.lab.labd")
 
     def _stop_daemon(self, pidfile: Path, marker: str, timeout: float = 15.0) -> None:
         """SIGTERM a lab daemon named in pidfile (if it still is that daemon), bounded, then kill."""
