@@ -174,13 +174,26 @@ def role_is(node: Node, role: str) -> Probe:
     return holds
 
 
-def promote_stand_in(node: Node, why: str) -> Step:
-    """The stand-in votes while managers are away; abort demotes it again."""
-    return act(f"promote {node.hostname} to manager {why}",
-               lambda ctx: ctx.actions.set_role(node.swarm_id, MANAGER),
-               undo=lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER),
-               key=f"promote:{node.hostname}",
-               effect=Effect(f"role:{node.hostname}", role_is(node, MANAGER)))
+def promote_stand_in(node: Node, why: str, patience: float = 60.0) -> Step:
+    """The stand-in votes while managers are away; abort demotes it again. Done only once
+    Raft counts it (reachable): a promoted node votes half a second or more after Swarm
+    says manager, and a manager lost in between would cost the quorum."""
+    back = _node_back(node)
+
+    def voting(snap: Snapshot) -> str | None:
+        now = snap.find(Node, node.id)
+        if now is not None and now.role != MANAGER:
+            return f"{node.hostname} is still a {now.role}"
+        return back(snap)
+
+    async def run(ctx: Context) -> None:
+        await ctx.actions.set_role(node.swarm_id, MANAGER)
+        await ctx.wait_for(f"{node.hostname} to vote in Raft", voting, patience,
+                           hypervisor=False)
+    return Step(f"promote {node.hostname} to manager {why}", run,
+                lambda ctx: ctx.actions.set_role(node.swarm_id, WORKER),
+                key=f"promote:{node.hostname}",
+                effect=Effect(f"role:{node.hostname}", role_is(node, MANAGER)))
 
 
 def demote_stand_in(node: Node, patience: float = 60.0) -> Step:

@@ -96,7 +96,7 @@ def test_quorum_losing_one_of_two_managers_is_refused_with_a_fix():
     check = quorum_after_loss(snap, [ms[1]])
     assert check.level == FAIL
     assert "mgr-1" in check.message and "leaves 1 of 2" in check.message
-    assert "promote a worker" in check.message
+    assert "promote a worker" in check.fix and check.fix in check.text
 
 
 def test_quorum_losing_one_of_three_is_fine_two_is_not():

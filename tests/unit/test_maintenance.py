@@ -82,7 +82,7 @@ async def test_quorum_refused_when_no_worker_can_stand_in(tmp_path):
             rig.sim.set_availability(n.swarm_id, "pause")
     plan = catalog.build("maintenance", await rig.snapshot(), "hv-01", FAST)
     quorum = next(c for c in plan.checks if c.name == "quorum")
-    assert quorum.level == FAIL and "promote a worker" in quorum.message
+    assert quorum.level == FAIL and "promote a worker" in quorum.text
 
 
 async def test_manual_host_step_waits_for_the_operator(tmp_path):
