@@ -457,8 +457,8 @@ class Engine:
     def hint(self, op: Operation) -> str:
         """What the operator can do about a paused or unfinished operation."""
         if self.guard_wait is None and op.state == PAUSED:
-            return (f"{self.press('pause', 'resume')} to check again and go on, "
-                    f"{self.press('abort', 'abort')} to abort (undo)")
+            return (f"it goes on by itself once they clear; {self.press('pause', 'resume')} "
+                    f"to check now, {self.press('abort', 'abort')} to abort (undo)")
         ways = f"opsconsole resume {op.id} | opsconsole rollback {op.id}"
         if op.state == PAUSED:
             return (f"waiting up to {self.guard_wait:.0f}s for it to clear; Ctrl-C leaves it "
@@ -643,8 +643,11 @@ class Engine:
 
     async def _guard(self, ctx: Context, step: Step) -> None:
         """Every guard that applies to `step`, on a snapshot read for it. A failure (or a
-        system that cannot be read) pauses: the TUI until the operator resumes it,
-        headless until it clears (re-checked) or `guard_wait` runs out."""
+        system that cannot be read) pauses the operation and is checked again every
+        GUARD_RECHECK_S (at once on the operator's resume): it goes on by itself once
+        the guards clear, since a cluster still settling fails a guard for a moment.
+        The TUI waits as long as it takes (the operator can abort); headless gives up
+        after `guard_wait`."""
         if step.risk is None:
             return
         op, since = ctx.op, 0.0
@@ -661,10 +664,7 @@ class Engine:
                 since = since or time.monotonic()
                 op.state = PAUSED
                 ctx.log(f"⏸ paused before '{step.title}': {reason}. {self.hint(op)}")
-            if self.guard_wait is None:
-                await ctx.checkpoint()          # the operator's p (then checked again) or x
-                continue
-            if time.monotonic() - since > self.guard_wait:
+            if self.guard_wait is not None and time.monotonic() - since > self.guard_wait:
                 op.state = RUNNING
                 raise StepFailed(f"paused by the guards for over {self.guard_wait:.0f}s "
                                  f"before '{step.title}': {reason}")

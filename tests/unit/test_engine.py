@@ -9,6 +9,7 @@ import pytest
 from unitkit import finish, make_rig, nudge, until
 
 from opsconsole.model import ACTIVE, DRAIN, PAUSE
+from opsconsole.ops import engine as engine_mod
 from opsconsole.ops import plans
 from opsconsole.ops.actions import ReadOnlyError
 from opsconsole.ops.engine import (
@@ -410,8 +411,8 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     op = rig.engine.start(plan)
     await until(lambda: op.state == PAUSED, what="guard pause")
     assert any("paused before" in line and "reports.1" in line
-               and "press P to check again and go on, press X to abort" in line
-               for line in op.log)
+               and "goes on by itself once they clear; press P to check now, press X to abort"
+               in line for line in op.log)
     await asyncio.sleep(0.1)
     assert op.state == PAUSED and op.index == 0
     assert (await rig.snapshot()).get(f"proxy:portail/{holder.hostname}").admin == "ready"
@@ -419,3 +420,26 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     await asyncio.wait_for(op.task, 5)
     assert op.state == ABORTED
     assert rig.sim.nodes[holder.swarm_id].availability == ACTIVE
+
+
+async def test_guard_pause_goes_on_by_itself_once_the_guard_clears(tmp_path, monkeypatch):
+    """A cluster still settling fails a guard for a moment: the TUI's pause (no time limit)
+    re-checks on its own and goes on once it is safe, without the operator's key."""
+    monkeypatch.setattr(engine_mod, "GUARD_RECHECK_S", 0.05)
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
+    holder = snap.get(f"node:{task.node_id}")
+    plan = plans.drain(snap, holder.hostname, NO_SESSION_WAIT)
+    other = next(n for n in snap.nodes if ("storage", "ssd") in n.labels and n != holder)
+    await _pin_reports(rig)
+    assert rig.engine.guard_wait is None
+    op = rig.engine.start(plan)
+    await until(lambda: op.state == PAUSED, what="guard pause")
+    await asyncio.sleep(0.2)
+    assert op.state == PAUSED and op.index == 0          # still failing: still paused
+    rig.sim.set_availability(other.swarm_id, ACTIVE)     # the other home is back
+    await until(lambda: op.index > 0, what="going on")
+    assert any("guards clear again: going on" in line for line in op.log)
+    rig.engine.abort(op)
+    await asyncio.wait_for(op.task, 5)
