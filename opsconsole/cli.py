@@ -3,7 +3,8 @@
 Exit codes: 0 success; 2 bad input (inventory, names, usage); 3 refused (a
 guard, read-only mode, or not confirmed: a wrong word or no input); 4 an
 operation failed; 5 aborted or interrupted (SIGINT, SIGTERM, SIGHUP); 6 a
-remote system could not be reached (status still prints what it could read).
+remote system could not be reached (status still prints what it could read);
+7 `resilience`: the loss of some single host or VM would not be survived.
 """
 from __future__ import annotations
 
@@ -24,8 +25,17 @@ from rich.tree import Tree
 
 from . import __version__, present
 from .config import ConfigError, load
-from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
+from .model import (
+    LOCK,
+    ROOT_HOSTS,
+    ROOT_PROXY,
+    ROOT_SERVICES,
+    ROOT_UNPLACED,
+    SWARM,
+    Snapshot,
+)
 from .ops import catalog, registry
+from .ops import resilience as n_minus_1
 from .ops.actions import ReadOnlyError
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
@@ -34,6 +44,7 @@ from .providers.base import ProviderError
 from .session import Session, open_session
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
+EXIT_NOT_RESILIENT = 7         # `resilience`: the loss of some host or VM is not survived
 RICH_ROLES = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim",
               "accent": "cyan", "plain": ""}
 
@@ -213,6 +224,61 @@ def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Print one snapshot of the cluster."""
+    snap = _one_snapshot(ctx)
+    if as_json:
+        click.echo(json.dumps(snapshot_json(snap), indent=1, sort_keys=True))
+    else:
+        Console(highlight=False).print(status_tree(snap))
+    if snap.problems:
+        sys.exit(EXIT_UNREACHABLE)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable table.")
+@click.pass_context
+def resilience(ctx: click.Context, as_json: bool) -> None:
+    """What the loss of each host or VM would do now (N-1). Exit 0: every single loss is
+    survived; 7: one is not; 6: the cluster cannot be read."""
+    snap = _one_snapshot(ctx)
+    answer = n_minus_1.assess(snap)
+    if as_json:
+        click.echo(json.dumps(resilience_json(snap, answer), indent=1, sort_keys=True))
+    else:
+        print_resilience(snap, answer)
+    if answer.unknown:
+        sys.exit(EXIT_UNREACHABLE)
+    if not answer.survived:
+        sys.exit(EXIT_NOT_RESILIENT)
+
+
+def resilience_json(snap: Snapshot, answer: n_minus_1.Assessment) -> dict:
+    return {"taken_at": snap.taken_at, "survived": answer.survived, "verdict": answer.verdict,
+            "unknown": [str(p) for p in snap.unreadable(*answer.unknown)] if answer.unknown
+            else [],
+            "domains": [{"kind": o.domain.kind, "name": o.domain.name,
+                         "vms": sorted(o.domain.vms), "survived": o.survived,
+                         "findings": [asdict(f) for f in o.findings]} for o in answer.outcomes]}
+
+
+def print_resilience(snap: Snapshot, answer: n_minus_1.Assessment) -> None:
+    con = Console(highlight=False)
+    con.print(Text(answer.verdict, style="bold"))
+    style = {"ok": "ok", "warn": "warn"}
+    if answer.unknown:
+        for p in snap.unreadable(*answer.unknown):
+            con.print(rich_text([("  [unknown] ", "bad"), (f"{p}: cannot tell", "plain")]))
+    for o in answer.outcomes:
+        con.print(rich_text([("✔ " if o.survived else "✘ ", style.get(o.level, "bad")),
+                             (o.domain.label, "accent")]))
+        for f in o.findings:
+            con.print(rich_text([(f"    [{f.level}] ", style.get(f.level, "bad")),
+                                 (f.message, "plain")]))
+            if f.fix:
+                con.print(Text(f"        fix: {f.fix}"))
+
+
+def _one_snapshot(ctx: click.Context) -> Snapshot:
+    """One read of the cluster, the providers closed after it."""
     session = _session(ctx)
 
     async def take() -> Snapshot:
@@ -221,13 +287,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
                 return await session.cluster.snapshot()
         finally:
             await session.providers.close()
-    snap = _run(take())
-    if as_json:
-        click.echo(json.dumps(snapshot_json(snap), indent=1, sort_keys=True))
-    else:
-        Console(highlight=False).print(status_tree(snap))
-    if snap.problems:
-        sys.exit(EXIT_UNREACHABLE)
+    return _run(take())
 
 
 def snapshot_json(snap: Snapshot) -> dict:

@@ -2,7 +2,8 @@
 
 0 success; 2 bad input (inventory, names, usage); 3 refused (a guard, read-only mode,
 or not confirmed, stdin closed included); 4 an operation failed; 5 aborted or
-interrupted (SIGINT, SIGTERM, SIGHUP); 6 a remote system could not be reached.
+interrupted (SIGINT, SIGTERM, SIGHUP); 6 a remote system could not be reached; 7 the
+loss of a single host or VM would not be survived (`resilience`).
 
 Each test has its own state dir (XDG_STATE_HOME, HOME), so journals never mix. The
 simulated cluster is rebuilt from its seed in each process: what one command changed
@@ -372,3 +373,22 @@ def test_6_resume_rollback_abandon_with_the_swarm_unreachable(oc):
         assert r.returncode == 6, (verb, r.stdout, r.stderr)
         assert "cannot read the cluster" in r.stderr
     assert [r["event"] for r in oc.records(oc.site_dir)] == ["begin"]
+
+
+# -- 7: not resilient ------------------------------------------------------------------
+
+def test_7_resilience_of_the_simulated_cluster_and_6_when_unreadable(oc):
+    table, text, unreadable = oc.each(("resilience", "--json"), ("resilience",),
+                                      ("-i", oc.inventory(UNREACHABLE), "resilience"))
+    assert table.returncode == 7, table.stderr
+    answer = json.loads(table.stdout)
+    # two managers on two hosts: losing either host loses Raft quorum
+    assert answer["survived"] is False
+    assert answer["verdict"].startswith("N-1 ✘ hv-01: quorum")
+    hosts = {d["name"]: d for d in answer["domains"] if d["kind"] == "host"}
+    assert sorted(hosts) == ["hv-01", "hv-02"] and not any(d["survived"] for d in hosts.values())
+    assert any(f["what"] == "quorum" and "third failure domain" in f["fix"]
+               for f in hosts["hv-01"]["findings"])
+    assert text.returncode == 7 and "✘ host hv-02" in text.stdout
+    assert unreadable.returncode == 6 and "N-1 ? swarm unreadable" in unreadable.stdout
+    assert "[unknown] swarm: no manager answers" in unreadable.stdout
