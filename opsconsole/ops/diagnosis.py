@@ -145,7 +145,7 @@ def _operations(snap: Snapshot, unfinished: Iterable[OpRecord]) -> list[Concern]
         if not rec.liveness(snap.taken_at or None):
             out.append(Concern(WARN, "operation", f"{rec.kind} {rec.target} is unfinished "
                                f"({rec.op}): resume, roll back or abandon it", "",
-                               rec.beat or rec.since))
+                               rec.beat))
     lock = snap.lock
     if lock and lock.beat and (snap.taken_at or time.time()) - lock.beat > STALE_S:
         out.append(Concern(FAIL, "lock", f"the cluster lock of {lock.title} by {lock.holder} "
