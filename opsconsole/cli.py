@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from . import __version__, present
+from . import __version__, present, rehearsal
 from .config import ConfigError, load
 from .model import (
     LOCK,
@@ -41,6 +41,7 @@ from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFai
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
 from .providers.base import ProviderError
+from .rehearsal import MARK, SPEED
 from .session import Session, open_session
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
@@ -235,11 +236,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable table.")
+@click.option("--rehearse", "domain", default="", metavar="NAME",
+              help="Play the failure of host or VM NAME on a simulated twin of the cluster "
+                   "(nothing real is touched) and print what Swarm and the proxy did.")
 @click.pass_context
-def resilience(ctx: click.Context, as_json: bool) -> None:
+def resilience(ctx: click.Context, as_json: bool, domain: str) -> None:
     """What the loss of each host or VM would do now (N-1). Exit 0: every single loss is
     survived; 7: one is not; 6: the cluster cannot be read."""
     snap = _one_snapshot(ctx)
+    if domain:
+        _rehearse_loss(snap, domain)
+        return
     answer = n_minus_1.assess(snap)
     if as_json:
         click.echo(json.dumps(resilience_json(snap, answer), indent=1, sort_keys=True))
@@ -248,6 +255,35 @@ def resilience(ctx: click.Context, as_json: bool) -> None:
     if answer.unknown:
         sys.exit(EXIT_UNREACHABLE)
     if not answer.survived:
+        sys.exit(EXIT_NOT_RESILIENT)
+
+
+def _rehearse_loss(snap: Snapshot, name: str) -> None:
+    if snap.unreadable(SWARM):
+        fail(EXIT_UNREACHABLE, "cannot read the cluster: " + "; ".join(
+            map(str, snap.unreadable(SWARM))))
+    try:
+        played = asyncio.run(rehearsal.rehearse_loss(snap, name))
+    except ValueError as e:
+        fail(EXIT_USAGE, str(e))
+    con = Console(highlight=False)
+    con.print(Text(f"{MARK}: {played.domain.label} fails now; {played.seconds:.0f} s later "
+                   "on a simulated twin (nothing real is touched):", style="bold"))
+    tol = played.quorum_after
+    con.print(rich_text([("  quorum: ", "plain"), (
+        "lost: the swarm cannot be changed and reschedules nothing" if tol < 0
+        else f"holds, tolerates {tol} more loss(es)", "bad" if tol < 0 else "ok")]))
+    for s in played.services:
+        lost = s.running_before - s.running_after
+        if not lost and not s.moved_to:
+            continue
+        where = f"; replacements on {', '.join(s.moved_to)}" if s.moved_to else ""
+        level = "bad" if s.desired and not s.running_after else (
+            "warn" if s.running_after < s.desired else "ok")
+        con.print(rich_text([(f"  {s.name}: ", "plain"), (
+            f"{s.running_after}/{s.desired} running (was {s.running_before}){where}", level)]))
+    con.print(Text(f"  sessions moved to another server: {played.sessions_moved}"))
+    if played.down or tol < 0:
         sys.exit(EXIT_NOT_RESILIENT)
 
 
@@ -398,20 +434,37 @@ OPERATION = click.Choice(list(registry.OPERATIONS))
 @click.argument("operation", type=OPERATION)
 @click.argument("target")
 @click.option("--force", is_flag=True, help="Drain even when tasks would have nowhere to go.")
+@click.option("--rehearse", is_flag=True,
+              help="Then run it to its end on a simulated twin of the cluster (nothing real "
+                   "is touched) and print its report; exit 4 if it would not end done.")
 @click.pass_context
-def plan(ctx: click.Context, operation: str, target: str, force: bool) -> None:
+def plan(ctx: click.Context, operation: str, target: str, force: bool, rehearse: bool) -> None:
     session = _session(ctx)
 
     async def go():
         try:
             async with _Signals():
-                return _build(session, operation, target, force)(await _readable(session))
+                snap = await _readable(session)
+                p = _build(session, operation, target, force)(snap)
+                print_plan(p)
+                if p.refused:
+                    _refused(p)
+                if rehearse:
+                    click.echo(f"\n{MARK}: {operation} {target} on a simulated twin "
+                               f"(x{SPEED:g}; nothing real is touched)...")
+                    return await rehearsal.rehearse(snap, operation, target,
+                                                    session.inventory.timing,
+                                                    session.window_options, force)
+                return None
         finally:
             await session.providers.close()
-    p = _run(go())
-    print_plan(p)
-    if p.refused:
-        _refused(p)
+    played = _run(go())
+    if played is not None:
+        click.echo(played.report if played.op else "refused on the twin: " + "; ".join(
+            c.text for c in played.plan.refused))
+        if not played.passed:
+            fail(EXIT_FAILED, f"{MARK}: {operation} {target} would not end done"
+                 + (f": {played.op.state}: {played.op.error}" if played.op else ""))
 
 
 @main.command()

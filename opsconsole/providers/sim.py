@@ -22,7 +22,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 from ..model import (
@@ -30,6 +30,7 @@ from ..model import (
     DOWN,
     DRAIN,
     HYPERV,
+    LIVE_TASK_STATES,
     MANAGER,
     PROXY,
     READY,
@@ -45,6 +46,7 @@ from ..model import (
     ProxyServer,
     ProxySession,
     Service,
+    Snapshot,
     Task,
 )
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
@@ -54,6 +56,22 @@ TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
 EPOCH = 1_790_000_000.0     # a fixed wall-clock origin keeps hand-clocked sims reproducible
 WARM_UP = 60.0              # simulated seconds run before the first read
+
+
+def _front(snap: Snapshot, backend: str) -> str:
+    """The service that serves `backend`: the one running on the node of every UP server
+    of it with the fewest tasks elsewhere ("" when none does: any task will do)."""
+    hostnames = {v.name: v.node_hostname or v.name for v in snap.vms}
+    nodes = {n.hostname: n.swarm_id for n in snap.nodes}
+    up = {nodes.get(hostnames.get(s.vm, s.vm)) for s in snap.servers
+          if s.backend == backend and s.status.split()[:1] == ["UP"]} - {None}
+    best: tuple[int, str] | None = None
+    for svc in snap.services:
+        on = {t.node_id for t in snap.tasks_of_service(svc.swarm_id)
+              if t.wanted and t.state == RUNNING}
+        if up and up <= on and (best is None or len(on - up) < best[0]):
+            best = (len(on - up), svc.name)
+    return best[1] if best else ""
 
 
 class ManualClock:
@@ -74,7 +92,8 @@ class SimCluster:
 
     def __init__(self, seed: int = 1, speed: float = 1.0, scale: int = 0,
                  clock: Callable[[], float] = time.monotonic,
-                 session_rate: float = 0.2, session_mean_s: float = 20.0) -> None:
+                 session_rate: float = 0.2, session_mean_s: float = 20.0,
+                 world: Snapshot | None = None) -> None:
         self.rng = random.Random(seed)
         self.speed, self.clock = speed, clock
         self._origin = clock()
@@ -111,8 +130,14 @@ class SimCluster:
                                                     # error it answers with: a fault injected
         self.quorum_refusals = 0                    # demotions to refuse, as Swarm does for a
                                                     # while after a manager came back
-        self._build(scale)
-        self.session_rate = session_rate * len(self.servers)
+        self.fronts: dict[str, str] = {}            # backend -> the service that serves it
+                                                    # ("": any running task on its node)
+        if world is None:
+            self._build(scale)
+            self.session_rate = session_rate * len(self.servers)
+        else:   # a twin: sessions keep arriving at the rate that keeps today's count
+            self._copy(world)
+            self.session_rate = len(self.sessions) / session_mean_s
         self._schedule(self._next_arrival_delay(), self._session_arrives)
         self._run_until(WARM_UP)   # open as a cluster that has been up a while
         self._origin = clock() - WARM_UP / speed
@@ -155,6 +180,7 @@ class SimCluster:
                               reserve_mem=2 * GIB)
             self._add_service("node-exporter", 0, mode="global")
         self._initial_placement()
+        self.fronts["portail"] = "portail"
         for vm in self.vms.values():
             key = ("portail", vm.name)
             self.servers[key] = ProxyServer("portail", vm.name, address=f"{vm.address}:8080",
@@ -191,6 +217,26 @@ class SimCluster:
                 else:
                     self._new_task(svc, slot, "", state="pending")
 
+    def _copy(self, snap: Snapshot) -> None:
+        """The topology and state of a live snapshot, as a twin to rehearse on: what runs
+        goes on running, what was pending is placed by the twin's scheduler."""
+        self.hosts = {h.name: replace(h, state="up" if h.state == "unknown" else h.state)
+                      for h in snap.hosts}
+        self.vms = {v.name: replace(v, state=RUNNING if v.state == "unknown" else v.state)
+                    for v in snap.vms}
+        self.nodes = {n.swarm_id: n for n in snap.nodes}
+        self.services = {s.swarm_id: s for s in snap.services}
+        self.tasks = {t.swarm_id: replace(t, state=RUNNING) if t.node_id and t.state in
+                      LIVE_TASK_STATES else t for t in snap.tasks if t.wanted}
+        self.servers = {(s.backend, s.name): s for s in snap.servers}
+        self.admin = {(s.backend, s.name): s.admin for s in snap.servers}
+        self.sessions = {s.session_id: s for s in snap.sessions}
+        for sid in self.sessions:
+            self._schedule(self.rng.expovariate(1 / self.session_mean_s),
+                           functools.partial(self.sessions.pop, sid, None))
+        self.fronts = {b: _front(snap, b) for b in {s.backend for s in snap.servers}}
+        self._refresh_servers()
+
     # -- machinery --------------------------------------------------------------
     def _new_id(self) -> str:
         return f"{self.rng.getrandbits(100):025x}"
@@ -215,6 +261,7 @@ class SimCluster:
                 action()
                 busy = True
             self.now = tick_end
+            busy = self._reschedule_lost() or busy
             busy = self._place_pending() or busy
         if busy:
             self._refresh_servers()
@@ -269,6 +316,8 @@ class SimCluster:
         return load
 
     def _place_pending(self) -> bool:
+        if not self._has_quorum():
+            return False
         pending = [t for t in self.tasks.values() if t.wanted and not t.node_id]
         missing_global = self._missing_global()
         if not pending and not missing_global:
@@ -313,10 +362,25 @@ class SimCluster:
                     continue
                 self._stop_task(task, replace_it=True)
 
+    def _has_quorum(self) -> bool:
+        managers = [n for n in self.nodes.values() if n.role == MANAGER]
+        return sum(n.state == READY for n in managers) >= len(managers) // 2 + 1
+
+    def _reschedule_lost(self) -> bool:
+        """Replicated tasks left on nodes that went down get replacements, as Swarm's
+        orchestrator does: only while Raft has a leader (without quorum nothing moves)."""
+        down = {i for i, n in self.nodes.items() if n.state != READY}
+        if not down or not self._has_quorum():
+            return False
+        lost = [t for t in self.tasks.values() if t.wanted and t.node_id in down
+                and self.services[t.service_id].mode == "replicated"]
+        for task in lost:
+            self._stop_task(task, replace_it=True)
+        return bool(lost)
+
     def _need_quorum(self) -> None:
         """Like Raft: without a majority of managers up, the swarm takes no writes."""
-        managers = [n for n in self.nodes.values() if n.role == MANAGER]
-        if sum(n.state == READY for n in managers) < len(managers) // 2 + 1:
+        if not self._has_quorum():
             raise ProviderError("rpc error: the swarm does not have a leader "
                                 "(quorum lost: too few managers are up)")
 
@@ -375,7 +439,6 @@ class SimCluster:
         self.nodes[node_id] = replace(node, state=DOWN, leader=False,
                                       reachability="unreachable" if node.role == MANAGER else "",
                                       message="heartbeat failure")
-        self._evict(node_id, global_too=False)
         if node.leader:   # a surviving manager takes over leadership
             heir = next((n for n in self.nodes.values()
                          if n.role == MANAGER and n.state == READY), None)
@@ -405,6 +468,19 @@ class SimCluster:
             if node:
                 self._schedule(self._delay(1.0, 3.0), lambda: self._node_down(node.swarm_id))
         self._schedule(0.5 if force else self._delay(4.0, 8.0), off)
+        self.changed.set()
+
+    def fail(self, vm_names: Iterable[str], host: str = "") -> None:
+        """A failure, not a shutdown: the VMs (and their host) are gone at once; Swarm marks
+        their nodes Down when their heartbeats stop, a few seconds later."""
+        if host:
+            self.hosts[host] = replace(self._host(host), state="unreachable",
+                                       message="failed (rehearsal)")
+        for name in vm_names:
+            self.vms[name] = replace(self._vm(name), state="off", uptime_s=0, cpu_pct=0)
+            node = self._node_of_vm(name)
+            if node:
+                self._schedule(5.0, functools.partial(self._node_down, node.swarm_id))
         self.changed.set()
 
     def start_vm(self, name: str) -> None:
@@ -488,22 +564,20 @@ class SimCluster:
         return self.hosts[name]
 
     # -- proxy behaviour ------------------------------------------------------------------
-    def _serving(self, vm: str) -> bool:
-        node = self._node_of_vm(vm)
-        return node is not None and node.state == READY and any(
-            t.node_id == node.swarm_id and t.service_name == "portail" and t.state == RUNNING
-            and t.wanted for t in self.tasks.values())
-
     def _refresh_servers(self) -> None:
         counts: dict[tuple[str, str], int] = {}
         for s in self.sessions.values():
             counts[(s.backend, s.server)] = counts.get((s.backend, s.server), 0) + 1
-        serving = {n.hostname for n in self.nodes.values() if n.state == READY} & {
-            self.nodes[t.node_id].hostname for t in self.tasks.values()
-            if t.service_name == "portail" and t.state == RUNNING and t.wanted and t.node_id}
+        ready = {n.swarm_id: n.hostname for n in self.nodes.values() if n.state == READY}
+        serving = {(t.service_name, ready[t.node_id]) for t in self.tasks.values()
+                   if t.state == RUNNING and t.wanted and t.node_id in ready}
+        anything = {hostname for _, hostname in serving}
         for key, srv in self.servers.items():
             admin = self.admin[key]
-            up = (self.vms[srv.vm].node_hostname or srv.vm) in serving
+            vm = self.vms.get(srv.vm)
+            hostname = (vm.node_hostname or vm.name) if vm else srv.name
+            front = self.fronts.get(srv.backend, "")
+            up = (front, hostname) in serving if front else hostname in anything
             status = "MAINT" if admin == "maint" else ("DOWN" if not up else
                                                        "DRAIN" if admin == "drain" else "UP")
             self.servers[key] = replace(srv, status=status, admin=admin,
@@ -538,10 +612,11 @@ class SimCluster:
         return self.rng.expovariate(self.session_rate) if getattr(self, "session_rate", 0) else 1.0
 
     def _session_arrives(self) -> None:
-        server = self._pick_server("portail")
+        backends = sorted({b for b, _ in self.servers})
+        server = self._pick_server(self.rng.choice(backends)) if backends else None
         if server is not None:
             sid = f"0x{self.rng.getrandbits(40):010x}"
-            self.sessions[sid] = ProxySession(sid, "portail", server.name,
+            self.sessions[sid] = ProxySession(sid, server.backend, server.name,
                                               started_at=self.epoch + self.now / self.speed,
                                               client=f"198.51.100.{self.rng.randint(2, 254)}:"
                                                      f"{self.rng.randint(20000, 60000)}")
@@ -693,7 +768,8 @@ class SimProxy(_Part):
             self.restarted_at = self.sim.proxy_started
             self.notices.append(f"HAProxy restarted (pid {self._pid} -> {pid})")
         self._pid, self.started_at = pid, self.sim.proxy_started or self.sim.epoch
-        return [Backend("portail")], list(self.sim.servers.values()), \
+        return [Backend(b) for b in sorted({b for b, _ in self.sim.servers})], \
+            list(self.sim.servers.values()), \
             list(self.sim.sessions.values())
 
     async def set_server_state(self, backend: str, server: str, state: str) -> None:
