@@ -23,7 +23,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from . import __version__, present
-from .config import ConfigError, load
+from .config import ConfigError
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops import catalog, registry
 from .ops.actions import ReadOnlyError
@@ -31,7 +31,7 @@ from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFai
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
 from .providers.base import ProviderError
-from .session import Session, open_session
+from .session import Session, load_inventory, open_session
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 RICH_ROLES = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim",
@@ -66,7 +66,7 @@ def _output_gone() -> None:
 def _session(ctx: click.Context) -> Session:
     o = ctx.obj
     try:
-        inventory = load(o["inventory"]) if o["inventory"] else None
+        inventory = load_inventory(o["inventory"]) if o["inventory"] else None
         return open_session(inventory, read_only=o["read_only"], speed=o["speed"],
                             scale=o["scale"], seed=o["seed"])
     except ConfigError as e:

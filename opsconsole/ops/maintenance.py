@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
+from ..config import HOST_STEPS, Timing, WindowOptions
 from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
 from ..providers.base import ProviderError, QuorumRefused
-from .actions import REBOOT
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
 from .guards import (
     FAIL,
@@ -29,30 +29,7 @@ from .guards import (
     spread,
     stops,
 )
-from .plans import PlanError, Timing, drain_steps, return_steps
-
-HOST_STEPS = ("updates", "script", "manual")
-
-
-@dataclass(frozen=True)
-class WindowOptions:
-    """How a maintenance window runs; the inventory's [maintenance] table."""
-    host_step: str = "updates"          # updates | script | manual (the operator resumes)
-    script: str = ""                    # for host_step = script
-    update_command: str = ""            # rolling update: run on each VM over SSH
-    reboot: bool = False                # rolling update: reboot each VM after the command
-    reboot_command: str = REBOOT        # how a VM is told to reboot (detached: it must return)
-    expect_engine_change: bool = False  # rolling update: the Docker engine version must change
-    shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
-    update_timeout: float = 3600.0      # host updates, or the VM update command
-    boot_timeout: float = 600.0         # host or VM back, node Ready
-    # a node still not Ready this long after its VM runs again gets its engine restarted
-    # once over SSH (a Swarm agent can stall re-registering with a restarted manager); 0 = never
-    engine_stall: float = 60.0
-    engine_restart_command: str = "systemctl restart docker"
-    failure_budget: int = 0             # VMs allowed to fail in a rolling update
-    retries: int = 0                    # per VM
-    time_limit: float = 0.0             # whole rolling update; 0 = none
+from .plans import PlanError, drain_steps, return_steps
 
 
 # -- waits on the cluster, as steps ---------------------------------------------------

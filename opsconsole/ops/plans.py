@@ -5,21 +5,10 @@ steps in words, and carries the guards' findings for the confirmation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from ..config import Timing
 from ..model import ACTIVE, DRAIN, PAUSE, PROXY, RUNNING, Node, ProxyServer, Snapshot
 from .engine import Context, Effect, Plan, Probe, Run, Step, StepFailed, Unreadable
 from .guards import Check, Risk, drain_checks, forced, node_ready
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How long the waits may take; from the inventory's [operations] table."""
-    sessions_timeout: float = 120.0     # for sessions on a draining proxy server to end
-    sessions_threshold: int = 0         # sessions still allowed when moving on
-    drain_timeout: float = 300.0        # for the node's tasks to move and converge
-    settle: float = 3.0                 # a health gate holds this long before it passes
-    paused_limit: float = 600.0         # headless: a guard pause longer than this stops the run
 
 
 class PlanError(Exception):
