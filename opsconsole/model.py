@@ -27,6 +27,8 @@ LIVE_TASK_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "sta
 SETTLED_UPDATE_STATES = frozenset({"", "completed", "rollback_completed"})
 # Proxy server statuses as HAProxy reports them (first word of `status`).
 UP, NOLB, MAINT = "UP", "NOLB", "MAINT"
+# What an operator set on a proxy server (ProxyServer.admin).
+SERVER_READY, SERVER_DRAIN, SERVER_MAINT = "ready", "drain", "maint"
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,7 @@ class ProxyServer:
     backend: str
     name: str
     status: str = UP                # UP | DOWN | DRAIN | MAINT | NOLB | "UP 1/3" ...
-    admin: str = "ready"            # ready | drain | maint: what an operator set
+    admin: str = SERVER_READY       # SERVER_READY | SERVER_DRAIN | SERVER_MAINT
     weight: int = 1
     cur_sessions: int = 0
     total_sessions: int = 0

@@ -13,7 +13,9 @@ from .model import (
     ACTIVE,
     DRAIN,
     HYPERV,
+    MAINT,
     MANAGER,
+    NOLB,
     PAUSE,
     PROXY,
     READY,
@@ -23,6 +25,7 @@ from .model import (
     ROOT_UNPLACED,
     RUNNING,
     SWARM,
+    UP,
     VM,
     Backend,
     Entity,
@@ -44,7 +47,7 @@ GROUP_TITLES = {ROOT_HOSTS: "Hosts", ROOT_UNPLACED: "Nodes without a VM",
 
 TASK_ROLES = {RUNNING: OK, "failed": BAD, "rejected": BAD, "orphaned": BAD,
               "shutdown": MUTED, "complete": MUTED, "remove": MUTED}
-VM_ROLES = {"running": OK, "off": BAD, "saved": WARN, "unknown": MUTED}
+VM_ROLES = {RUNNING: OK, "off": BAD, "saved": WARN, "unknown": MUTED}
 HOST_ROLES = {"up": OK, "unreachable": BAD, "unknown": MUTED}
 AVAILABILITY = {ACTIVE: ("▶ active", OK), PAUSE: ("‖ pause", WARN), DRAIN: ("⇣ drain", WARN)}
 
@@ -56,7 +59,7 @@ def shown(entity: Entity) -> bool:
 
 def proxy_role(status: str) -> str:
     word = status.split()[0] if status else ""
-    return {"UP": OK, "DRAIN": WARN, "MAINT": WARN, "NOLB": WARN}.get(word, BAD)
+    return {UP: OK, "DRAIN": WARN, MAINT: WARN, NOLB: WARN}.get(word, BAD)
 
 
 def label(entity: Entity, snap: Snapshot) -> list[Piece]:

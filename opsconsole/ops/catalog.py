@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar
 
-from ..model import MANAGER, VM, Snapshot
+from ..model import MANAGER, RUNNING, VM, Snapshot
 from .engine import Plan, resume_check, resume_refusal
 from .guards import FAIL, OK, WARN, Check
 from .maintenance import (
@@ -93,9 +93,9 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     for name in names:
         vm = snap.get(f"vm:{name}")
         node = snap.node_of_vm(vm) if isinstance(vm, VM) else snap.node_named(name)
-        if isinstance(vm, VM) and vm.state != "running":
+        if isinstance(vm, VM) and vm.state != RUNNING:
             steps.append(start(vm.name))
-            steps.append(wait_vm(vm.name, "running", options.boot_timeout))
+            steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
             if node is not None:
                 steps.append(wait_node_back(node, vm.name, options))
         if node is not None:

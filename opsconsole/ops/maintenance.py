@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 
 from ..config import HOST_STEPS, Timing, WindowOptions
-from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
+from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, UP, VM, WORKER, Node, Service, Snapshot
 from ..providers.base import ProviderError, QuorumRefused
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
 from .guards import (
@@ -125,7 +125,7 @@ def wait_healthy(vms: list[str], timing: Timing, group: str = "") -> Step:
     def probe(snap: Snapshot) -> str | None:
         bad = [f"{s.name} {why}" for s in snap.services if (why := snap.unconverged(s))]
         bad += [f"{s.backend}/{s.name} {s.status}" for v in vms for s in snap.servers_of_vm(v)
-                if not s.status.startswith("UP")]
+                if not s.status.startswith(UP)]
         return "; ".join(bad) or None
 
     async def run(ctx: Context) -> None:
