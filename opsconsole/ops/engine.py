@@ -228,7 +228,7 @@ class Context:
         """HAProxy forgets runtime states when it restarts: while this operation holds a
         server out, what it set is set again (audited, and said in the log)."""
         for server, state in list(self.op.proxy_held.items()):
-            now = snap.get(f"proxy:{server}")
+            now = snap.server(server)
             if isinstance(now, ProxyServer) and now.admin != state:
                 restarted = getattr(self.engine.cluster.providers.proxy, "restarted_at", 0.0)
                 at = time.strftime('%H:%M:%S', time.localtime(restarted))

@@ -13,7 +13,20 @@ import time
 from dataclasses import asdict
 
 from ..config import HOST_STEPS, Timing, WindowOptions
-from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, UP, VM, WORKER, Node, Service, Snapshot
+from ..model import (
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SWARM,
+    UP,
+    VM,
+    WORKER,
+    Node,
+    Service,
+    Snapshot,
+    host_id,
+)
 from ..providers.base import ProviderError, QuorumRefused
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
 from .guards import (
@@ -44,7 +57,7 @@ def _wait(title: str, what: str, probe: Probe, timeout: float, group: str = "",
 def vm_is(vm: str, wanted: str) -> Probe:
     """Probe (and effect): the VM's power state is `wanted`."""
     def probe(snap: Snapshot) -> str | None:
-        v = snap.get(f"vm:{vm}")
+        v = snap.vm(vm)
         state = v.state if isinstance(v, VM) else "missing"
         return None if state == wanted else f"{vm} is {state}"
     return probe
@@ -96,7 +109,7 @@ def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
         def back_or_stalled(snap: Snapshot) -> str | None:
             nonlocal since
             pending = probe(snap)
-            n, v = snap.get(node.id), snap.get(f"vm:{vm}")
+            n, v = snap.get(node.id), snap.vm(vm)
             stuck = (pending is not None and isinstance(n, Node) and n.state != READY
                      and getattr(v, "state", "unknown") in (RUNNING, "unknown"))
             since = (since or time.monotonic()) if stuck else None
@@ -199,7 +212,7 @@ def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
 
 # -- host maintenance --------------------------------------------------------------------
 def _host_vms(snap: Snapshot, host: str) -> list[VM]:
-    if snap.get(f"host:{host}") is None:
+    if snap.host(host) is None:
         raise PlanError(f"no host named {host!r} (known: "
                         f"{', '.join(sorted(h.name for h in snap.hosts)) or 'none'})")
     vms = [v for v in snap.vms if v.host == host]
@@ -294,7 +307,7 @@ def shut_down(snap: Snapshot, vm: VM, options: WindowOptions) -> Step:
 
 def _off_or_going(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        state = getattr(snap.vm(vm), "state", "missing")
         return None if state in ("off", "stopping") else f"{vm} is {state}, not off"
     return holds
 
@@ -306,7 +319,7 @@ def start(vm: str) -> Step:
 
 def _on_or_coming(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        state = getattr(snap.vm(vm), "state", "missing")
         return None if state in (RUNNING, "starting") else f"{vm} is {state}, not running"
     return holds
 
@@ -342,24 +355,24 @@ def _start_again(vm: str, options: WindowOptions) -> Run:
     """Undo of a shutdown: let a shutdown in progress finish, then start the VM."""
     async def undo(ctx: Context) -> None:
         def settled(snap: Snapshot) -> str | None:
-            state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+            state = getattr(snap.vm(vm), "state", "missing")
             return None if state in ("off", RUNNING, "saved") else f"{vm} is {state}"
         snap = await ctx.wait_for(f"{vm} to finish stopping", settled, options.shutdown_timeout)
-        if getattr(snap.get(f"vm:{vm}"), "state", "") != RUNNING:
+        if getattr(snap.vm(vm), "state", "") != RUNNING:
             await ctx.actions.start_vm(vm)
     return undo
 
 
 def host_is_up(host: str) -> Probe:
     def probe(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"host:{host}"), "state", "missing")
+        state = getattr(snap.host(host), "state", "missing")
         return None if state == "up" else f"{host} is {state}"
     return probe
 
 
 def wait_host_up(host: str, timeout: float) -> Step:
     return _wait(f"wait until {host} is up", f"{host} to be up", host_is_up(host), timeout,
-                 key=f"host-up:{host}", subject=f"host:{host}")
+                 key=f"host-up:{host}", subject=host_id(host))
 
 
 def _host_steps(host: str, options: WindowOptions) -> list[Step]:
@@ -379,24 +392,24 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
             host, options.update_timeout, options.script if options.host_step == "script" else ""),
             key=f"host-update:{host}", risk=off),
         _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout,
-              key=f"host-finish:{host}", subject=f"host:{host}"),
+              key=f"host-finish:{host}", subject=host_id(host)),
         act(f"restart {host}", lambda ctx: ctx.actions.restart_host(host),
             key=f"host-restart:{host}", risk=off),
         _wait(f"wait until {host} is up again", f"{host} to come back", host_up,
-              options.boot_timeout, key=f"host-up:{host}", subject=f"host:{host}"),
+              options.boot_timeout, key=f"host-up:{host}", subject=host_id(host)),
     ]
 
 
 def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
     """Replicated services whose tasks will crowd onto the other nodes."""
     return sorted({t.service_id for n in leaving for t in snap.tasks_on_node(n)
-                   if getattr(snap.get(f"service:{t.service_id}"), "mode", "") == "replicated"})
+                   if getattr(snap.service(t.service_id), "mode", "") == "replicated"})
 
 
 def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
     """Swarm does not move tasks back: spread again the services that crowded elsewhere,
     and wait for each update Swarm starts to complete (it replaces tasks one by one)."""
-    names = {s: getattr(snap.get(f"service:{s}"), "name", s) for s in services}
+    names = {s: getattr(snap.service(s), "name", s) for s in services}
 
     async def run(ctx: Context) -> None:
         for sid in services:
@@ -405,7 +418,7 @@ def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
 
         def pending(now: Snapshot) -> str | None:
             bad = [f"{names[sid]} {why}" for sid in services
-                   if isinstance(svc := now.get(f"service:{sid}"), Service)
+                   if isinstance(svc := now.service(sid), Service)
                    and (why := now.unconverged(svc))]
             return "; ".join(bad) or None
         await ctx.wait_for("the rebalanced services to converge", pending,
@@ -433,7 +446,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             raise PlanError(f"no VM named {', '.join(missing)}")
         chosen.sort(key=lambda v: (_role(snap, v) == MANAGER, v.name))
         params["vms"] = [v.name for v in chosen]
-    found = [snap.find(VM, f"vm:{n}") for n in params["vms"]]
+    found = [snap.vm(n) for n in params["vms"]]
     vms = [vm for vm in found if vm is not None]
     if len(vms) != len(found):
         raise PlanError("a VM of the recorded plan is gone from the cluster")
@@ -519,6 +532,6 @@ def vms_named(snap: Snapshot, target: str) -> list[str] | None:
     names separated by commas."""
     if target in ("", "cluster"):
         return None
-    if snap.get(f"host:{target}") is not None:
+    if snap.host(target) is not None:
         return [v.name for v in snap.vms if v.host == target]
     return [t.strip() for t in target.split(",")]

@@ -261,9 +261,9 @@ class OpsConsole(App):
         snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
         entity = snap.get(entity_id) if entity_id else None
         if isinstance(entity, Task) and entity.node_id:
-            entity = snap.get(f"node:{entity.node_id}")
+            entity = snap.node(entity.node_id)
         if isinstance(entity, ProxyServer) and entity.vm:
-            entity = snap.get(f"vm:{entity.vm}")
+            entity = snap.vm(entity.vm)
         if isinstance(entity, VM):
             entity = snap.node_of_vm(entity)
         return entity if isinstance(entity, Node) else None

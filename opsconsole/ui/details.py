@@ -69,7 +69,7 @@ class Details(Static):
             return self._tasks_table(title, [(t, entity.hostname) for t in tasks])
         if isinstance(entity, Service):
             def where(t):
-                n = snap.get(f"node:{t.node_id}")
+                n = snap.node(t.node_id)
                 return n.hostname if isinstance(n, Node) else "unassigned"
             tasks = sorted(snap.tasks_of_service(entity.swarm_id), key=lambda t: (where(t), t.slot))
             running, desired = snap.convergence(entity)

@@ -27,6 +27,8 @@ from ..model import (
     Snapshot,
     Task,
     diff,
+    service_id,
+    vm_id,
 )
 
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
@@ -166,9 +168,9 @@ class ClusterTree(Tree[str]):
             return set()
         out = {entity_id}
         if isinstance(entity, Task):
-            out.add(f"service:{entity.service_id}")
+            out.add(service_id(entity.service_id))
         if isinstance(entity, ProxyServer) and entity.vm:
-            out.add(f"vm:{entity.vm}")
+            out.add(vm_id(entity.vm))
         node_id = entity_id
         while node_id not in GROUPS and node_id in snap.by_id:
             node_id = snap.parent_id(snap.by_id[node_id])
