@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from . import __version__, present
+from . import __version__, kinds, present
 from .config import ConfigError
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops import catalog, registry
@@ -249,11 +249,12 @@ def status_tree(snap: Snapshot) -> Tree:
     branches = {g: root.add(rich_text(present.group_label(g, snap)))
                 for g in (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)}
     for entity in snap.entities():
-        if not present.shown(entity) or entity.id.startswith("session:"):
+        kind = kinds.kind_of(entity)
+        if not (kind.shown(entity) and kind.in_status):
             continue
-        parent = branches.get(snap.parent_id(entity))
+        parent = branches.get(kind.parent(entity, snap))
         if parent is not None:
-            branches[entity.id] = parent.add(rich_text(present.label(entity, snap)))
+            branches[entity.id] = parent.add(rich_text(kind.label(entity, snap)))
     for group in (ROOT_UNPLACED,):
         if not branches[group].children:
             root.children.remove(branches[group])

@@ -450,27 +450,6 @@ class Snapshot:
     def session_count(self) -> int:
         return sum(s.cur_sessions for s in self.servers)
 
-    def parent_id(self, entity: Entity) -> str:
-        """Where an entity hangs in the console's tree."""
-        if isinstance(entity, Host):
-            return ROOT_HOSTS
-        if isinstance(entity, VM):
-            return f"host:{entity.host}"
-        if isinstance(entity, Node):
-            vm = self.vm_of_node(entity)
-            return vm.id if vm else ROOT_UNPLACED
-        if isinstance(entity, Task):
-            return f"node:{entity.node_id}" if entity.node_id else f"service:{entity.service_id}"
-        if isinstance(entity, Service):
-            return ROOT_SERVICES
-        if isinstance(entity, Backend):
-            return ROOT_PROXY
-        if isinstance(entity, ProxyServer):
-            return f"backend:{entity.backend}"
-        if isinstance(entity, ProxySession):
-            return f"proxy:{entity.backend}/{entity.server}"
-        raise TypeError(entity)
-
 
 def quorum_tolerance(managers: int, reachable: int | None = None) -> int:
     """Manager losses Raft survives: a majority of all managers must remain.
