@@ -39,9 +39,9 @@ class SwarmConfig:
     """[swarm]: the managers the console talks to."""
     endpoints: tuple[str, ...] = ()     # unix://, tcp://, ssh://; tried in order
     context: str = ""                   # a docker context name instead
-    tls_ca: str = ""                    # TLS files for tcp:// (absolute, checked readable)
-    tls_cert: str = ""
-    tls_key: str = ""
+    tls_ca: str = ""                    # CA file for tcp:// (absolute, checked readable)
+    tls_cert: str = ""                  # client certificate; goes with tls_key
+    tls_key: str = ""                   # its key
     timeout: float = 10.0               # seconds per Docker API call
     # tcp:// without TLS is refused unless allowed: True for every endpoint (and DOCKER_HOST
     # or the context), or the tcp:// endpoints allowed
@@ -148,7 +148,7 @@ class SSHSiteConfig:
 @dataclass(frozen=True)
 class HostConfig:
     """[hosts.NAME]: one physical Hyper-V host."""
-    name: str
+    name: str                           # as Hyper-V and the operator know it
     address: str = ""                   # DNS name or IP; "" = the name
     winrm: WinRMConfig = WinRMConfig()  # [winrm] merged with the host's
 
@@ -158,7 +158,7 @@ class VMConfig:
     """[vms.NAME]: one VM, on one of the hosts."""
     name: str
     host: str                           # a name of [hosts]
-    address: str = ""
+    address: str = ""                   # its IP or DNS name (SSH, proxy servers by address)
     node: str = ""                      # Swarm hostname, when it differs from the name
     ssh: SSHConfig = SSHConfig()        # [ssh] merged with the VM's
 
@@ -166,19 +166,19 @@ class VMConfig:
 @dataclass(frozen=True)
 class Inventory:
     """The whole file. The [console] table's keys are fields of their own."""
-    path: Path | None = None
+    path: Path | None = None            # the file; None: the simulated cluster
     read_only: bool = False             # [console] read_only
     theme: str = ""                     # [console] theme; "" = the default
     state_dir: Path = field(default_factory=lambda: default_state_dir())   # [console]
     keys: dict[str, str] = field(default_factory=dict)      # [console] binding id -> key(s)
-    timing: Timing = Timing()
-    swarm: SwarmConfig | None = None
-    proxy: ProxyConfig | None = None
-    hosts: dict[str, HostConfig] = field(default_factory=dict)
-    vms: dict[str, VMConfig] = field(default_factory=dict)
+    timing: Timing = Timing()           # [operations]
+    swarm: SwarmConfig | None = None    # [swarm]; None: no real site (the simulated one)
+    proxy: ProxyConfig | None = None    # [proxy]; None: no session awareness
+    hosts: dict[str, HostConfig] = field(default_factory=dict)     # [hosts.NAME] by name
+    vms: dict[str, VMConfig] = field(default_factory=dict)         # [vms.NAME] by name
     winrm: bool = False                 # hosts are reached over WinRM ([winrm] present)
     ssh: SSHSiteConfig | None = None    # the [ssh] table, when VMs are reached over SSH
-    maintenance: WindowOptions = WindowOptions()
+    maintenance: WindowOptions = WindowOptions()    # [maintenance]
 
 
 # Keys whose value is one of a few words (the same key name in every table that has it).

@@ -23,7 +23,6 @@ from ..model import (
     VM,
     WORKER,
     Node,
-    Service,
     Snapshot,
     host_id,
 )
@@ -58,7 +57,7 @@ def vm_is(vm: str, wanted: str) -> Probe:
     """Probe (and effect): the VM's power state is `wanted`."""
     def probe(snap: Snapshot) -> str | None:
         v = snap.vm(vm)
-        state = v.state if isinstance(v, VM) else "missing"
+        state = v.state if v else "missing"
         return None if state == wanted else f"{vm} is {state}"
     return probe
 
@@ -418,7 +417,7 @@ def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
 
         def pending(now: Snapshot) -> str | None:
             bad = [f"{names[sid]} {why}" for sid in services
-                   if isinstance(svc := now.service(sid), Service)
+                   if (svc := now.service(sid)) is not None
                    and (why := now.unconverged(svc))]
             return "; ".join(bad) or None
         await ctx.wait_for("the rebalanced services to converge", pending,
