@@ -23,17 +23,9 @@ from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from . import __version__, present, rehearsal
-from .config import ConfigError, load
-from .model import (
-    LOCK,
-    ROOT_HOSTS,
-    ROOT_PROXY,
-    ROOT_SERVICES,
-    ROOT_UNPLACED,
-    SWARM,
-    Snapshot,
-)
+from . import __version__, kinds, present, rehearsal
+from .config import ConfigError
+from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops import catalog, registry
 from .ops import resilience as n_minus_1
 from .ops.actions import ReadOnlyError
@@ -42,7 +34,7 @@ from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
 from .providers.base import ProviderError
 from .rehearsal import MARK, SPEED
-from .session import Session, open_session
+from .session import Session, load_inventory, open_session
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 EXIT_NOT_RESILIENT = 7         # `resilience`: the loss of some host or VM is not survived
@@ -78,7 +70,7 @@ def _output_gone() -> None:
 def _session(ctx: click.Context) -> Session:
     o = ctx.obj
     try:
-        inventory = load(o["inventory"]) if o["inventory"] else None
+        inventory = load_inventory(o["inventory"]) if o["inventory"] else None
         return open_session(inventory, read_only=o["read_only"], speed=o["speed"],
                             scale=o["scale"], seed=o["seed"])
     except ConfigError as e:
@@ -345,11 +337,12 @@ def status_tree(snap: Snapshot) -> Tree:
     branches = {g: root.add(rich_text(present.group_label(g, snap)))
                 for g in (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)}
     for entity in snap.entities():
-        if not present.shown(entity) or entity.id.startswith("session:"):
+        kind = kinds.kind_of(entity)
+        if not (kind.shown(entity) and kind.in_status):
             continue
-        parent = branches.get(snap.parent_id(entity))
+        parent = branches.get(kind.parent(entity, snap))
         if parent is not None:
-            branches[entity.id] = parent.add(rich_text(present.label(entity, snap)))
+            branches[entity.id] = parent.add(rich_text(kind.label(entity, snap)))
     for group in (ROOT_UNPLACED,):
         if not branches[group].children:
             root.children.remove(branches[group])

@@ -19,7 +19,8 @@ class Cluster:
         self.providers = providers
         self.proxy_map = proxy_map or {}     # "backend/server" -> VM name
         self.last = Snapshot()
-        self._failing_since: dict[str, float] = {}   # source -> first failure of this run
+        # (source, what failed) -> the first failure of this run
+        self._failing_since: dict[tuple[str, str], float] = {}
 
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         """`hypervisor=False` keeps the hosts and VMs of the last snapshot: for frequent
@@ -38,16 +39,15 @@ class Cluster:
         problems: list[Problem] = [x for x in last.problems if keep and x.source == HYPERV]
         now = time.time()
         down: set[str] = set()          # sources whose read failed
-        seen: set[str] = set()          # keys of _failing_since still in use
+        seen: set[tuple[str, str]] = set()  # keys of _failing_since still in use
         if keep:
-            seen |= {k for k in self._failing_since if k.split("\n", 1)[0] == HYPERV}
+            seen |= {k for k in self._failing_since if k[0] == HYPERV}
 
         def problem(source: str, text: str, key: str = "", entity: str = "") -> None:
             # since: the first of an unbroken run of reads with this same problem
-            key = f"{source}\n{key}" if key else source
-            seen.add(key)
-            problems.append(Problem(source, text, self._failing_since.setdefault(key, now),
-                                    entity))
+            seen.add((source, key))
+            problems.append(Problem(source, text,
+                                    self._failing_since.setdefault((source, key), now), entity))
 
         def take(result, fallback, source, provider=None):
             if isinstance(result, asyncio.CancelledError):

@@ -11,14 +11,10 @@ import os
 import re
 import tomllib
 import typing
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
-
-from .ops.maintenance import HOST_STEPS, WindowOptions
-from .ops.plans import Timing
-from .ops.registry import BINDING_IDS
 
 READ_ONLY_ENV = "OPSCONSOLE_READ_ONLY"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -27,11 +23,6 @@ PROXY_SERVER = re.compile(r"^[A-Za-z0-9_.:-]+/[A-Za-z0-9_.:-]+$")  # HAProxy bac
 # Never in a key or a string of the file: C0 controls but tab and newline, DEL, C1, and the
 # bidi marks and overrides that make text show other than it reads.
 UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-# Keys whose value is one of a few words (the same key name in every table that has it).
-# The WinRM transports are providers/powershell/remote.TRANSPORTS (a test keeps them equal).
-CHOICES: dict[str, tuple[str, ...]] = {
-    "host_step": HOST_STEPS, "scheme": ("https", "http"),
-    "transport": ("ntlm", "kerberos", "credssp", "certificate", "basic")}
 # Keys naming a certificate or key file: it must exist and be readable when the file is
 # loaded; a relative path is taken from the inventory file's folder.
 FILE_KEYS = ("tls_ca", "tls_cert", "tls_key", "ca_bundle", "cert_pem", "cert_key_pem",
@@ -42,14 +33,16 @@ class ConfigError(Exception):
     """A bad inventory: the message says file, line, key and problem."""
 
 
+# -- the typed configuration: one frozen dataclass per table, each field's default here --
 @dataclass(frozen=True)
 class SwarmConfig:
+    """[swarm]: the managers the console talks to."""
     endpoints: tuple[str, ...] = ()     # unix://, tcp://, ssh://; tried in order
     context: str = ""                   # a docker context name instead
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    timeout: float = 10.0
+    tls_ca: str = ""                    # CA file for tcp:// (absolute, checked readable)
+    tls_cert: str = ""                  # client certificate; goes with tls_key
+    tls_key: str = ""                   # its key
+    timeout: float = 10.0               # seconds per Docker API call
     # tcp:// without TLS is refused unless allowed: True for every endpoint (and DOCKER_HOST
     # or the context), or the tcp:// endpoints allowed
     allow_plaintext: bool | tuple[str, ...] = False
@@ -70,57 +63,142 @@ class SwarmConfig:
 
 @dataclass(frozen=True)
 class ProxyConfig:
+    """[proxy]: HAProxy's runtime API."""
     socket: str                         # unix:///path or tcp://host:port
     servers: dict[str, str] = field(default_factory=dict)   # "backend/server" -> VM
-    timeout: float = 5.0
+    timeout: float = 5.0                # seconds per runtime API call
 
 
-# Keys of the [winrm] table (defaults for every host) and of a host's `winrm = {...}`.
-WINRM_KEYS: dict[str, type] = {
-    "transport": str, "scheme": str, "port": int, "cert_validation": bool, "ca_bundle": str,
-    "user_env": str, "password_env": str, "cert_pem": str, "cert_key_pem": str,
-    "allow_basic": bool, "computer_name": str, "read_timeout": int, "operation_timeout": int,
-    "call_timeout": float}
-# Keys of the [ssh] table (defaults) and of a VM's `ssh = {...}`.
-SSH_KEYS: dict[str, type] = {
-    "user": str, "port": int, "address": str, "host_keys": list, "known_hosts": list,
-    "identity_files": list, "config": list, "connect_timeout": float}
-SSH_SITE_ONLY = ("known_hosts", "identity_files", "config", "connect_timeout")
-# Keys of [maintenance]: the fields of WindowOptions, how windows run.
-MAINTENANCE_KEYS: dict[str, type] = typing.get_type_hints(WindowOptions)
+@dataclass(frozen=True)
+class Timing:
+    """[operations]: how long the waits may take."""
+    sessions_timeout: float = 120.0     # for sessions on a draining proxy server to end
+    sessions_threshold: int = 0         # sessions still allowed when moving on
+    drain_timeout: float = 300.0        # for the node's tasks to move and converge
+    settle: float = 3.0                 # a health gate holds this long before it passes
+    paused_limit: float = 600.0         # headless: a guard pause longer than this stops the run
+
+
+HOST_STEPS = ("updates", "script", "manual")
+# how a VM is told to reboot: detached, so the command returns before the VM goes
+REBOOT = "nohup sh -c 'sleep 1; systemctl reboot || reboot' >/dev/null 2>&1 &"
+
+
+@dataclass(frozen=True)
+class WindowOptions:
+    """[maintenance]: how a maintenance window or a rolling update runs."""
+    host_step: str = "updates"          # updates | script | manual (the operator resumes)
+    script: str = ""                    # for host_step = script: a path on the Hyper-V host
+    update_command: str = ""            # rolling update: run on each VM over SSH
+    reboot: bool = False                # rolling update: reboot each VM after the command
+    reboot_command: str = REBOOT        # how a VM is told to reboot (detached: it must return)
+    expect_engine_change: bool = False  # rolling update: the Docker engine version must change
+    shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
+    update_timeout: float = 3600.0      # host updates, or the VM update command
+    boot_timeout: float = 600.0         # host or VM back, node Ready
+    # a node still not Ready this long after its VM runs again gets its engine restarted
+    # once over SSH (a Swarm agent can stall re-registering with a restarted manager); 0 = never
+    engine_stall: float = 60.0
+    engine_restart_command: str = "systemctl restart docker"
+    failure_budget: int = 0             # VMs allowed to fail in a rolling update
+    retries: int = 0                    # per VM
+    time_limit: float = 0.0             # whole rolling update; 0 = none
+
+
+@dataclass(frozen=True)
+class WinRMConfig:
+    """[winrm] (defaults for every host) merged with a host's own `winrm = {...}`.
+
+    The defaults are those of providers/powershell/remote.WinRMHost (a test keeps them equal).
+    """
+    transport: str = "ntlm"             # ntlm | kerberos | credssp | certificate | basic
+    scheme: str = "https"               # https (5986) or http (5985; ntlm/kerberos encrypt)
+    port: int = 0                       # 0: the scheme's WinRM port
+    cert_validation: bool = True        # check the host's TLS certificate
+    ca_bundle: str = ""                 # CA file for that check; "" = requests' bundle
+    user_env: str = ""                  # the environment variable holding the user name
+    password_env: str = ""              # the one holding the password (never the file)
+    cert_pem: str = ""                  # client certificate, transport "certificate"
+    cert_key_pem: str = ""              # its key
+    allow_basic: bool = False           # basic sends the password with every request
+    computer_name: str = ""             # refuse to act if the endpoint answers as another
+    read_timeout: int = 30              # s per HTTP request; more than operation_timeout
+    operation_timeout: int = 20         # s WinRM holds a Receive open while output is due
+    call_timeout: float = 600.0         # s one script may run before it is terminated
+
+
+@dataclass(frozen=True)
+class SSHConfig:
+    """How one VM is reached over SSH: [ssh] merged with the VM's own `ssh = {...}`."""
+    user: str = ""                      # "" = the ssh config's User, else the local user
+    port: int = 0                       # 0 = the ssh config's Port, else 22
+    address: str = ""                   # "" = the VM's address, else its name
+    host_keys: tuple[str, ...] = ()     # pinned keys ("ssh-ed25519 AAAA..."); () = known_hosts
+
+
+@dataclass(frozen=True)
+class SSHSiteConfig:
+    """[ssh], the settings for every VM at once (a VM's own table may not hold these)."""
+    known_hosts: tuple[str, ...] = ()   # files of verified host keys; () = ~/.ssh/known_hosts
+    identity_files: tuple[str, ...] = ()    # client keys (readable files); () = agent, ~/.ssh
+    config: tuple[str, ...] = ()        # ssh config files; () = ~/.ssh/config
+    connect_timeout: float = 10.0       # seconds to connect and authenticate
 
 
 @dataclass(frozen=True)
 class HostConfig:
-    name: str
-    address: str = ""
-    winrm: dict[str, Any] = field(default_factory=dict)   # [winrm] merged with the host's
+    """[hosts.NAME]: one physical Hyper-V host."""
+    name: str                           # as Hyper-V and the operator know it
+    address: str = ""                   # DNS name or IP; "" = the name
+    winrm: WinRMConfig = WinRMConfig()  # [winrm] merged with the host's
 
 
 @dataclass(frozen=True)
 class VMConfig:
+    """[vms.NAME]: one VM, on one of the hosts."""
     name: str
-    host: str
-    address: str = ""
+    host: str                           # a name of [hosts]
+    address: str = ""                   # its IP or DNS name (SSH, proxy servers by address)
     node: str = ""                      # Swarm hostname, when it differs from the name
-    ssh: dict[str, Any] = field(default_factory=dict)     # [ssh] merged with the VM's
+    ssh: SSHConfig = SSHConfig()        # [ssh] merged with the VM's
 
 
 @dataclass(frozen=True)
 class Inventory:
-    path: Path | None = None
-    read_only: bool = False
-    theme: str = ""
-    state_dir: Path = field(default_factory=lambda: default_state_dir())
-    timing: Timing = Timing()
-    keys: dict[str, str] = field(default_factory=dict)      # binding id -> key(s)
-    swarm: SwarmConfig | None = None
-    proxy: ProxyConfig | None = None
-    hosts: dict[str, HostConfig] = field(default_factory=dict)
-    vms: dict[str, VMConfig] = field(default_factory=dict)
+    """The whole file. The [console] table's keys are fields of their own."""
+    path: Path | None = None            # the file; None: the simulated cluster
+    read_only: bool = False             # [console] read_only
+    theme: str = ""                     # [console] theme; "" = the default
+    state_dir: Path = field(default_factory=lambda: default_state_dir())   # [console]
+    keys: dict[str, str] = field(default_factory=dict)      # [console] binding id -> key(s)
+    timing: Timing = Timing()           # [operations]
+    swarm: SwarmConfig | None = None    # [swarm]; None: no real site (the simulated one)
+    proxy: ProxyConfig | None = None    # [proxy]; None: no session awareness
+    hosts: dict[str, HostConfig] = field(default_factory=dict)     # [hosts.NAME] by name
+    vms: dict[str, VMConfig] = field(default_factory=dict)         # [vms.NAME] by name
     winrm: bool = False                 # hosts are reached over WinRM ([winrm] present)
-    ssh: dict[str, Any] | None = None   # the [ssh] table, when VMs are reached over SSH
-    maintenance: dict[str, Any] = field(default_factory=dict)
+    ssh: SSHSiteConfig | None = None    # the [ssh] table, when VMs are reached over SSH
+    maintenance: WindowOptions = WindowOptions()    # [maintenance]
+
+
+# Keys whose value is one of a few words (the same key name in every table that has it).
+# The WinRM transports are providers/powershell/remote.TRANSPORTS (a test keeps them equal).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "host_step": HOST_STEPS, "scheme": ("https", "http"),
+    "transport": ("ntlm", "kerberos", "credssp", "certificate", "basic")}
+
+
+# Keys of a table: its dataclass's fields and their types (a tuple of strings is a list).
+def _schema(cls: type) -> dict[str, type]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: list if typing.get_origin(hints[f.name]) is tuple else hints[f.name]
+            for f in fields(cls)}
+
+
+WINRM_KEYS = _schema(WinRMConfig)
+VM_SSH_KEYS = _schema(SSHConfig)
+SSH_KEYS = {**VM_SSH_KEYS, **_schema(SSHSiteConfig)}    # [ssh]: every VM's defaults and the site
+MAINTENANCE_KEYS = _schema(WindowOptions)
 
 
 def default_state_dir() -> Path:
@@ -256,7 +334,10 @@ def _line_of(text: str, where: tuple[str, ...], key: str | None) -> int:
     return start + 1 if start >= 0 else 1
 
 
-def load(path: str | os.PathLike[str]) -> Inventory:
+def load(path: str | os.PathLike[str], binding_ids: Collection[str] | None = None) -> Inventory:
+    """The inventory at `path`, checked. `binding_ids`: the key bindings `[console] keys` may
+    remap (the operation registry's; the console passes them, see session.load_inventory);
+    None checks only that each names a key."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -270,48 +351,49 @@ def load(path: str | os.PathLike[str]) -> Inventory:
         m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
         where = f"{m.group(1)}:{m.group(2)}" if m else str(max(1, len(text.splitlines())))
         raise ConfigError(f"{path}:{where}: not valid TOML: {str(e).split(' (at')[0]}") from None
-    return _parse(path, text, data)
+    return _parse(path, text, data, binding_ids)
 
 
-def _parse(path: Path, text: str, data: dict[str, Any]) -> Inventory:
+def _parse(path: Path, text: str, data: dict[str, Any],
+           binding_ids: Collection[str] | None) -> Inventory:
     top = _Reader(path, text, data, ())
     _check_text(top)
-    read_only, theme, state_dir, keys = _console(top.sub("console"))
+    console = _console(top.sub("console"), binding_ids)
     timing = _operations(top.sub("operations"))
     swarm = _swarm(top.sub("swarm")) if "swarm" in data else None
     proxy = _proxy(top.sub("proxy")) if "proxy" in data else None
-    winrm_defaults = top.sub("winrm").typed(WINRM_KEYS)
-    ssh = top.sub("ssh").typed(SSH_KEYS) if "ssh" in data else None
+    winrm = _winrm(top.sub("winrm"))
+    ssh, vm_ssh = _ssh(top.sub("ssh")) if "ssh" in data else (None, SSHConfig())
     maintenance = _maintenance(top.sub("maintenance"))
-    hosts = _hosts(top.sub("hosts"), winrm_defaults)
-    vms = _vms(top.sub("vms"), hosts, ssh or {})
+    hosts = _hosts(top.sub("hosts"), winrm)
+    vms = _vms(top.sub("vms"), hosts, vm_ssh)
     top.done()
     if swarm is None:
         raise top.fail(None, "no [swarm] table: the console needs at least one manager")
-    return Inventory(path=path, read_only=read_only, theme=theme, keys=keys,
-                     winrm="winrm" in data or any(h.winrm for h in hosts.values()),
-                     ssh=ssh, maintenance=maintenance,
-                     state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir(),
-                     timing=timing, swarm=swarm, proxy=proxy, hosts=hosts, vms=vms)
+    over_winrm = "winrm" in data or any(h.get("winrm") for h in data.get("hosts", {}).values())
+    return replace(console, path=path, timing=timing, swarm=swarm, proxy=proxy, hosts=hosts,
+                   vms=vms, winrm=over_winrm, ssh=ssh, maintenance=maintenance)
 
 
 RENAMED = {"rolling_update": "rolling-update"}
 
 
-def _console(c: _Reader) -> tuple[bool, str, str, dict[str, str]]:
+def _console(c: _Reader, binding_ids: Collection[str] | None) -> Inventory:
+    """[console]: an Inventory holding only its fields."""
     read_only = c.get("read_only", bool, False)
     theme = c.get("theme", str, "")
     state_dir = c.get("state_dir", str, "")
     # the id the first versions documented: inventories that use it keep working
     keys = {RENAMED.get(k, k): v for k, v in c.get("keys", dict, {}).items()}
     for binding, key in keys.items():
-        if binding not in BINDING_IDS:
+        if binding_ids is not None and binding not in binding_ids:
             raise c.fail("keys", f"{binding!r} is not a binding id "
-                                 f"(known: {', '.join(BINDING_IDS)})")
+                                 f"(known: {', '.join(binding_ids)})")
         if not isinstance(key, str) or not key.strip():
             raise c.fail("keys", f"{binding}: expected a key name such as \"D\"")
     c.done()
-    return read_only, theme, state_dir, dict(keys)
+    return Inventory(read_only=read_only, theme=theme, keys=dict(keys),
+                     state_dir=Path(state_dir).expanduser() if state_dir else default_state_dir())
 
 
 def _operations(ops: _Reader) -> Timing:
@@ -369,27 +451,39 @@ def _proxy(p: _Reader) -> ProxyConfig:
     return proxy
 
 
-def _maintenance(m: _Reader) -> dict[str, Any]:
-    options = m.typed(MAINTENANCE_KEYS)
-    if options.get("host_step") == "script" and not options.get("script"):
+def _winrm(w: _Reader) -> WinRMConfig:
+    """[winrm]: every host's defaults."""
+    return WinRMConfig(**w.typed(WINRM_KEYS))
+
+
+def _ssh(s: _Reader) -> tuple[SSHSiteConfig, SSHConfig]:
+    """[ssh]: the site's settings, and every VM's defaults."""
+    settings = s.typed(SSH_KEYS)
+    site = {k: v for k, v in settings.items() if k not in VM_SSH_KEYS}
+    return (SSHSiteConfig(**site),
+            SSHConfig(**{k: v for k, v in settings.items() if k in VM_SSH_KEYS}))
+
+
+def _maintenance(m: _Reader) -> WindowOptions:
+    options = WindowOptions(**m.typed(MAINTENANCE_KEYS))
+    if options.host_step == "script" and not options.script:
         raise m.fail("script", "host_step = \"script\" needs the script's path on the host")
     return options
 
 
-def _hosts(table: _Reader, winrm_defaults: dict[str, Any]) -> dict[str, HostConfig]:
+def _hosts(table: _Reader, winrm: WinRMConfig) -> dict[str, HostConfig]:
     hosts: dict[str, HostConfig] = {}
     for name in table.table:
         h = table.sub(name)
         _check_name(h, name, hosts, "host")
         hosts[name] = HostConfig(name, h.get("address", str, ""),
-                                 {**winrm_defaults, **h.sub("winrm").typed(WINRM_KEYS)})
+                                 replace(winrm, **h.sub("winrm").typed(WINRM_KEYS)))
         h.done()
     table.used.update(table.table)
     return hosts
 
 
-def _vms(table: _Reader, hosts: dict[str, HostConfig],
-         site_ssh: dict[str, Any]) -> dict[str, VMConfig]:
+def _vms(table: _Reader, hosts: dict[str, HostConfig], ssh: SSHConfig) -> dict[str, VMConfig]:
     vms: dict[str, VMConfig] = {}
     nodes: dict[str, str] = {}          # Swarm hostname, lower case -> the VM mapped to it
     for name in table.table:
@@ -406,16 +500,20 @@ def _vms(table: _Reader, hosts: dict[str, HostConfig],
         if other != name:
             raise v.fail("node" if node else None,
                          f"VMs {other} and {name} are both mapped to Swarm node {node or name}")
-        own = v.sub("ssh")
-        settings = own.typed(SSH_KEYS)
-        site_only = [k for k in settings if k in SSH_SITE_ONLY]
-        if site_only:
-            raise own.fail(site_only[0], "belongs in the [ssh] table, for every VM")
         vms[name] = VMConfig(name, host, v.get("address", str, ""), node,
-                             {**site_ssh, **settings})
+                             replace(ssh, **_vm_ssh(v.sub("ssh"))))
         v.done()
     table.used.update(table.table)
     return vms
+
+
+def _vm_ssh(own: _Reader) -> dict[str, Any]:
+    """A VM's `ssh = {...}`: the keys of [ssh] that may differ per VM."""
+    settings = own.typed(SSH_KEYS)
+    site_only = [k for k in settings if k not in VM_SSH_KEYS]
+    if site_only:
+        raise own.fail(site_only[0], "belongs in the [ssh] table, for every VM")
+    return settings
 
 
 def _check_name(reader: _Reader, name: str, seen: dict[str, Any], kind: str) -> None:

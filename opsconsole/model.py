@@ -27,6 +27,42 @@ LIVE_TASK_STATES = frozenset({"assigned", "accepted", "preparing", "ready", "sta
 SETTLED_UPDATE_STATES = frozenset({"", "completed", "rollback_completed"})
 # Proxy server statuses as HAProxy reports them (first word of `status`).
 UP, NOLB, MAINT = "UP", "NOLB", "MAINT"
+# What an operator set on a proxy server (ProxyServer.admin).
+SERVER_READY, SERVER_DRAIN, SERVER_MAINT = "ready", "drain", "maint"
+
+
+# -- stable ids: built here only ----------------------------------------------------
+def host_id(name: str) -> str:
+    return f"host:{name}"
+
+
+def vm_id(name: str) -> str:
+    return f"vm:{name}"
+
+
+def node_id(swarm_id: str) -> str:
+    return f"node:{swarm_id}"
+
+
+def service_id(swarm_id: str) -> str:
+    return f"service:{swarm_id}"
+
+
+def task_id(swarm_id: str) -> str:
+    return f"task:{swarm_id}"
+
+
+def backend_id(name: str) -> str:
+    return f"backend:{name}"
+
+
+def proxy_server_id(backend: str, server: str) -> str:
+    """A proxy server's id; `backend` may be "backend/server" with `server` empty."""
+    return f"proxy:{backend}/{server}" if server else f"proxy:{backend}"
+
+
+def proxy_session_id(session: str) -> str:
+    return f"session:{session}"
 
 
 @dataclass(frozen=True)
@@ -41,7 +77,7 @@ class Host:
 
     @property
     def id(self) -> str:
-        return f"host:{self.name}"
+        return host_id(self.name)
 
 
 @dataclass(frozen=True)
@@ -57,7 +93,7 @@ class VM:
 
     @property
     def id(self) -> str:
-        return f"vm:{self.name}"
+        return vm_id(self.name)
 
 
 @dataclass(frozen=True)
@@ -78,7 +114,7 @@ class Node:
 
     @property
     def id(self) -> str:
-        return f"node:{self.swarm_id}"
+        return node_id(self.swarm_id)
 
     @property
     def schedulable(self) -> bool:
@@ -106,7 +142,7 @@ class Service:
 
     @property
     def id(self) -> str:
-        return f"service:{self.swarm_id}"
+        return service_id(self.swarm_id)
 
 
 @dataclass(frozen=True)
@@ -123,7 +159,7 @@ class Task:
 
     @property
     def id(self) -> str:
-        return f"task:{self.swarm_id}"
+        return task_id(self.swarm_id)
 
     @property
     def wanted(self) -> bool:
@@ -142,7 +178,7 @@ class Backend:
 
     @property
     def id(self) -> str:
-        return f"backend:{self.name}"
+        return backend_id(self.name)
 
 
 @dataclass(frozen=True)
@@ -150,7 +186,7 @@ class ProxyServer:
     backend: str
     name: str
     status: str = UP                # UP | DOWN | DRAIN | MAINT | NOLB | "UP 1/3" ...
-    admin: str = "ready"            # ready | drain | maint: what an operator set
+    admin: str = SERVER_READY       # SERVER_READY | SERVER_DRAIN | SERVER_MAINT
     weight: int = 1
     cur_sessions: int = 0
     total_sessions: int = 0
@@ -160,7 +196,7 @@ class ProxyServer:
 
     @property
     def id(self) -> str:
-        return f"proxy:{self.backend}/{self.name}"
+        return proxy_server_id(self.backend, self.name)
 
 
 @dataclass(frozen=True)
@@ -173,7 +209,7 @@ class ProxySession:
 
     @property
     def id(self) -> str:
-        return f"session:{self.session_id}"
+        return proxy_session_id(self.session_id)
 
 
 # Where a problem comes from: the part of the world that could not be read.
@@ -257,6 +293,26 @@ class Snapshot:
         entity = self.by_id.get(entity_id)
         return entity if isinstance(entity, kind) else None
 
+    def host(self, name: str) -> Host | None:
+        return self.find(Host, host_id(name))
+
+    def vm(self, name: str) -> VM | None:
+        return self.find(VM, vm_id(name))
+
+    def node(self, swarm_id: str) -> Node | None:
+        """A node by its Swarm id (by hostname: node_named)."""
+        return self.find(Node, node_id(swarm_id))
+
+    def service(self, swarm_id: str) -> Service | None:
+        return self.find(Service, service_id(swarm_id))
+
+    def service_named(self, name: str) -> Service | None:
+        return next((s for s in self.services if s.name == name), None)
+
+    def server(self, backend: str, name: str = "") -> ProxyServer | None:
+        """A proxy server by backend and name, or by "backend/server"."""
+        return self.find(ProxyServer, proxy_server_id(backend, name))
+
     @cached_property
     def _node_by_hostname(self) -> dict[str, Node]:
         return {n.hostname: n for n in self.nodes}
@@ -291,12 +347,12 @@ class Snapshot:
 
     def node_named(self, name: str) -> Node | None:
         """A node by hostname, VM name, swarm id or entity id."""
-        if name.startswith("node:"):
-            name = name[5:]
+        if name.startswith(node_id("")):
+            name = name.removeprefix(node_id(""))
         node = self._node_by_hostname.get(name)
         if node is None:
-            vm = self.get(f"vm:{name}")
-            node = self.node_of_vm(vm) if isinstance(vm, VM) else None
+            vm = self.vm(name)
+            node = self.node_of_vm(vm) if vm else None
         if node is None:
             node = next((n for n in self.nodes if n.swarm_id == name), None)
         return node
@@ -393,27 +449,6 @@ class Snapshot:
     @property
     def session_count(self) -> int:
         return sum(s.cur_sessions for s in self.servers)
-
-    def parent_id(self, entity: Entity) -> str:
-        """Where an entity hangs in the console's tree."""
-        if isinstance(entity, Host):
-            return ROOT_HOSTS
-        if isinstance(entity, VM):
-            return f"host:{entity.host}"
-        if isinstance(entity, Node):
-            vm = self.vm_of_node(entity)
-            return vm.id if vm else ROOT_UNPLACED
-        if isinstance(entity, Task):
-            return f"node:{entity.node_id}" if entity.node_id else f"service:{entity.service_id}"
-        if isinstance(entity, Service):
-            return ROOT_SERVICES
-        if isinstance(entity, Backend):
-            return ROOT_PROXY
-        if isinstance(entity, ProxyServer):
-            return f"backend:{entity.backend}"
-        if isinstance(entity, ProxySession):
-            return f"proxy:{entity.backend}/{entity.server}"
-        raise TypeError(entity)
 
 
 def quorum_tolerance(managers: int, reachable: int | None = None) -> int:

@@ -104,8 +104,8 @@ def tasks_without_home(snapshot: Snapshot, leaving: frozenset[str]) -> list[tupl
     homeless: list[tuple[Task, str]] = []
     for node_id in sorted(leaving):
         for task in snapshot.tasks_on_node(node_id):
-            service = snapshot.get(f"service:{task.service_id}")
-            if not isinstance(service, Service) or service.mode == "global":
+            service = snapshot.service(task.service_id)
+            if service is None or service.mode == "global":
                 continue
             target = best_node(snapshot.nodes, service, load, leaving)
             if target is None:

@@ -1,9 +1,9 @@
 """How entities read on screen: glyphs, words and a semantic role per piece.
 
-Shared by the TUI tree and `opsconsole status`. Roles (ok, warn, bad, muted,
-accent, plain) are mapped to colours by each front end -- the TUI from the
-current theme's variables, the CLI from rich's named colours -- so nothing
-here knows a colour. Remote strings stay plain text: never markup.
+Shared by the TUI tree and `opsconsole status`; each kind's label is in kinds.py.
+Roles (ok, warn, bad, muted, accent, plain) are mapped to colours by each front end --
+the TUI from the current theme's variables, the CLI from rich's named colours -- so
+nothing here knows a colour. Remote strings stay plain text: never markup.
 """
 from __future__ import annotations
 
@@ -13,27 +13,20 @@ from .model import (
     ACTIVE,
     DRAIN,
     HYPERV,
-    MANAGER,
+    MAINT,
+    NOLB,
     PAUSE,
     PROXY,
-    READY,
     ROOT_HOSTS,
     ROOT_PROXY,
     ROOT_SERVICES,
     ROOT_UNPLACED,
     RUNNING,
     SWARM,
-    VM,
-    Backend,
+    UP,
     Entity,
-    Host,
-    Node,
     Problem,
-    ProxyServer,
-    ProxySession,
-    Service,
     Snapshot,
-    Task,
 )
 
 Piece = tuple[str, str]          # (text, role)
@@ -44,76 +37,14 @@ GROUP_TITLES = {ROOT_HOSTS: "Hosts", ROOT_UNPLACED: "Nodes without a VM",
 
 TASK_ROLES = {RUNNING: OK, "failed": BAD, "rejected": BAD, "orphaned": BAD,
               "shutdown": MUTED, "complete": MUTED, "remove": MUTED}
-VM_ROLES = {"running": OK, "off": BAD, "saved": WARN, "unknown": MUTED}
+VM_ROLES = {RUNNING: OK, "off": BAD, "saved": WARN, "unknown": MUTED}
 HOST_ROLES = {"up": OK, "unreachable": BAD, "unknown": MUTED}
 AVAILABILITY = {ACTIVE: ("▶ active", OK), PAUSE: ("‖ pause", WARN), DRAIN: ("⇣ drain", WARN)}
 
 
-def shown(entity: Entity) -> bool:
-    """Task history stays out of the tree (it is in the details)."""
-    return not isinstance(entity, Task) or entity.wanted or entity.state == RUNNING
-
-
 def proxy_role(status: str) -> str:
     word = status.split()[0] if status else ""
-    return {"UP": OK, "DRAIN": WARN, "MAINT": WARN, "NOLB": WARN}.get(word, BAD)
-
-
-def label(entity: Entity, snap: Snapshot) -> list[Piece]:
-    if isinstance(entity, Host):
-        vms = [v for v in snap.vms if v.host == entity.name]
-        tasks = len(snap.tasks_on_host(entity.name))
-        return [("▣ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
-                (entity.state, HOST_ROLES.get(entity.state, WARN)),
-                (f"  {len(vms)} VMs, {tasks} tasks", MUTED)]
-    if isinstance(entity, VM):
-        sessions = sum(s.cur_sessions for s in snap.servers_of_vm(entity.name))
-        out = [("◆ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
-               (entity.state, VM_ROLES.get(entity.state, WARN))]
-        if snap.servers_of_vm(entity.name):
-            out.append((f"  {sessions} sess", MUTED))
-        if snap.node_of_vm(entity) is None:
-            out.append(("  no swarm node", WARN))
-        return out
-    if isinstance(entity, Node):
-        role = "★ leader" if entity.leader else entity.role
-        avail_text, avail_role = AVAILABILITY.get(entity.availability,
-                                                  (entity.availability, WARN))
-        return [("● " if entity.state == READY else "○ ", OK if entity.state == READY else BAD),
-                (entity.hostname, PLAIN), ("  ", PLAIN),
-                (role, ACCENT if entity.role == MANAGER else MUTED), ("  ", PLAIN),
-                (entity.state, OK if entity.state == READY else BAD), ("  ", PLAIN),
-                (avail_text, avail_role),
-                (f"  {len(snap.tasks_on_node(entity.swarm_id))} tasks", MUTED)]
-    if isinstance(entity, Task):
-        out = [("· ", MUTED), (entity.name, PLAIN), ("  ", PLAIN),
-               (entity.state, TASK_ROLES.get(entity.state, WARN))]
-        if not entity.wanted:
-            out.append((f" → {entity.desired_state}", MUTED))
-        if entity.error:
-            out.append((f"  {entity.error}", BAD))
-        return out
-    if isinstance(entity, Service):
-        running, desired = snap.convergence(entity)
-        return [("≡ ", ACCENT), (entity.name, PLAIN), ("  ", PLAIN),
-                (f"{running}/{desired}", OK if snap.converged(entity) else WARN),
-                (f"  {entity.mode}", MUTED)] + (
-                    [(f"  update {entity.update_state}", WARN)]
-                    if entity.update_state not in ("", "completed") else [])
-    if isinstance(entity, Backend):
-        servers = [s for s in snap.servers if s.backend == entity.name]
-        up = sum(1 for s in servers if proxy_role(s.status) == OK)
-        return [("⇄ ", ACCENT), (entity.name, PLAIN),
-                (f"  {up}/{len(servers)} up", OK if up else BAD),
-                (f"  {sum(s.cur_sessions for s in servers)} sess", MUTED)]
-    if isinstance(entity, ProxyServer):
-        return [("▸ ", MUTED), (entity.name, PLAIN), ("  ", PLAIN),
-                (entity.status, proxy_role(entity.status)),
-                (f"  {entity.cur_sessions} sess", PLAIN if entity.cur_sessions else MUTED),
-                (f"  w{entity.weight}", MUTED)]
-    if isinstance(entity, ProxySession):
-        return [("· ", MUTED), (entity.client or entity.session_id, MUTED)]
-    raise TypeError(entity)
+    return {UP: OK, "DRAIN": WARN, MAINT: WARN, NOLB: WARN}.get(word, BAD)
 
 
 # Which sources a tree group's rows come from: when one cannot be read, the rows are old.

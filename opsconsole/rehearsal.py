@@ -17,12 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cluster import Cluster
+from .config import Timing, WindowOptions
 from .model import RUNNING, Snapshot
 from .ops import catalog
 from .ops.actions import Actions
 from .ops.engine import DONE, PAUSED, Engine, Operation, Plan
-from .ops.maintenance import WindowOptions
-from .ops.plans import Timing
 from .ops.records import Audit, Journal
 from .ops.report import markdown
 from .ops.resilience import HOST, Domain, domains

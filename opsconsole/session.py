@@ -12,12 +12,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .cluster import Cluster
-from .config import ConfigError, Inventory, SwarmConfig, read_only_from_env
+from .config import (
+    ConfigError,
+    Inventory,
+    SSHSiteConfig,
+    SwarmConfig,
+    WindowOptions,
+    load,
+    read_only_from_env,
+)
 from .model import VM, Host
 from .ops.actions import Actions
 from .ops.engine import Engine
-from .ops.maintenance import WindowOptions
 from .ops.records import Audit, Journal
+from .ops.registry import BINDING_IDS
 from .providers.base import ProviderError, Providers
 from .providers.static import UNMANAGED, StaticHypervisor
 
@@ -38,7 +46,12 @@ class Session:
 
     @property
     def window_options(self) -> WindowOptions:
-        return WindowOptions(**self.inventory.maintenance)
+        return self.inventory.maintenance
+
+
+def load_inventory(path: str | os.PathLike[str]) -> Inventory:
+    """The inventory at `path`, its `[console] keys` checked against the operation registry."""
+    return load(path, BINDING_IDS)
 
 
 def connect(inventory: Inventory, warnings: list[str] | None = None) -> Providers:
@@ -107,13 +120,17 @@ def hyperv(inventory: Inventory, vms: list[VM]):
     from .providers.powershell.remote import WinRMHost
     hosts = []
     for h in inventory.hosts.values():
-        w = dict(h.winrm)
-        user_env, password_env = w.pop("user_env", ""), w.pop("password_env", "")
-        username = _secret(user_env, f"WinRM user for {h.name}") if user_env else ""
-        password = _secret(password_env, f"WinRM password for {username or h.name}",
-                           hidden=True) if password_env else ""
-        w["expect_computer_name"] = w.pop("computer_name", "")
-        hosts.append(WinRMHost(h.name, h.address, username=username, password=password, **w))
+        w = h.winrm
+        username = _secret(w.user_env, f"WinRM user for {h.name}") if w.user_env else ""
+        password = _secret(w.password_env, f"WinRM password for {username or h.name}",
+                           hidden=True) if w.password_env else ""
+        hosts.append(WinRMHost(
+            h.name, h.address, transport=w.transport, scheme=w.scheme, port=w.port,
+            cert_validation=w.cert_validation, ca_bundle=w.ca_bundle, username=username,
+            password=password, cert_pem=w.cert_pem, cert_key_pem=w.cert_key_pem,
+            allow_basic=w.allow_basic, expect_computer_name=w.computer_name,
+            read_timeout=w.read_timeout, operation_timeout=w.operation_timeout,
+            call_timeout=w.call_timeout))
     return HyperV(hosts, vms)
 
 
@@ -137,14 +154,12 @@ def _secret(env_var: str, what: str, hidden: bool = False) -> str:
 
 def ssh(inventory: Inventory):
     from .providers.ssh import SSH, SSHTarget
-    site = inventory.ssh or {}
-    targets = [SSHTarget(v.name, v.ssh.get("address") or v.address, v.ssh.get("user", ""),
-                         v.ssh.get("port", 0), tuple(v.ssh.get("host_keys", ())))
+    site = inventory.ssh or SSHSiteConfig()
+    targets = [SSHTarget(v.name, v.ssh.address or v.address, v.ssh.user, v.ssh.port,
+                         v.ssh.host_keys)
                for v in inventory.vms.values()]
-    return SSH(targets, config=tuple(site.get("config", ())),
-               known_hosts=tuple(site.get("known_hosts", ())),
-               client_keys=tuple(site.get("identity_files", ())),
-               connect_timeout=site.get("connect_timeout", 10.0))
+    return SSH(targets, config=site.config, known_hosts=site.known_hosts,
+               client_keys=site.identity_files, connect_timeout=site.connect_timeout)
 
 
 def open_session(inventory: Inventory | None = None, read_only: bool = False,
@@ -152,8 +167,8 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
                  providers: Providers | None = None) -> Session:
     """Read-only wins: the flag, the environment or the file can each turn it on."""
     if inventory is None:   # the simulated site updates docker on each VM and reboots it
-        inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
-                                           "reboot": True})
+        inventory = Inventory(maintenance=WindowOptions(
+            update_command="sudo apt-get -y upgrade docker.io", reboot=True))
     # No inventory file and no [swarm]: the simulated cluster (or the providers given,
     # e.g. a test's own SimCluster), with records apart from a real site's, under
     # state_dir/sim; another seed or scale is another world (a --scale 1000 journal names

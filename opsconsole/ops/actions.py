@@ -10,12 +10,12 @@ import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from ..config import REBOOT
 from ..model import Lock
 from ..providers.base import LineSink, ProviderError, Providers
 from .records import Audit
 
 MUTATING: list[str] = []
-REBOOT = "nohup sh -c 'sleep 1; systemctl reboot || reboot' >/dev/null 2>&1 &"
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 P = TypeVar("P")
 

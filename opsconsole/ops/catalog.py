@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, fields, replace
 from typing import Any, TypeVar
 
-from ..model import MANAGER, VM, Snapshot
+from ..model import MANAGER, RUNNING, Snapshot
 from .engine import Plan, resume_check, resume_refusal
 from .guards import FAIL, OK, WARN, Check
 from .maintenance import (
@@ -87,15 +87,15 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     timing = _known(Timing, params.get("timing", {}))
     names = params.get("vms") or [record.target]
     steps = []
-    hosts = {vm.host for n in names if isinstance(vm := snap.get(f"vm:{n}"), VM)}
+    hosts = {vm.host for n in names if (vm := snap.vm(n)) is not None}
     for host in sorted(hosts):      # a host still updating or restarting starts no VM
         steps.append(wait_host_up(host, options.update_timeout + options.boot_timeout))
     for name in names:
-        vm = snap.get(f"vm:{name}")
-        node = snap.node_of_vm(vm) if isinstance(vm, VM) else snap.node_named(name)
-        if isinstance(vm, VM) and vm.state != "running":
+        vm = snap.vm(name)
+        node = snap.node_of_vm(vm) if vm else snap.node_named(name)
+        if vm and vm.state != RUNNING:
             steps.append(start(vm.name))
-            steps.append(wait_vm(vm.name, "running", options.boot_timeout))
+            steps.append(wait_vm(vm.name, RUNNING, options.boot_timeout))
             if node is not None:
                 steps.append(wait_node_back(node, vm.name, options))
         if node is not None:
@@ -106,7 +106,7 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
             steps.append(demote_stand_in(stand_in))
     if not steps:
         raise PlanError(f"nothing of {record.kind} {record.target} to roll back")
-    steps.append(wait_healthy([n for n in names if snap.get(f"vm:{n}")], timing))
+    steps.append(wait_healthy([n for n in names if snap.vm(n)], timing))
     plan = Plan("rollback", f"{record.kind} {record.target}", steps,
                 params={"takes_over": record.op}, report=True)
     live = record.liveness()

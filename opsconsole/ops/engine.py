@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cluster import Cluster
-from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import HYPERV, PROXY, SERVER_READY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced
@@ -135,7 +135,7 @@ class Operation:
     resumed: OpRecord | None = None      # the journal's record, when resuming
     unfinished: bool = False        # stopped, but stays in the journal: resume or roll back
     proxy_held: dict[str, str] = field(default_factory=dict)   # "be/srv" -> state it set
-    failed_groups: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)   # failed group (VM) -> its error
     report_path: str = ""
     notes: dict[str, object] = field(default_factory=dict)   # "step:key" -> what a step kept
     times: dict[int, list[float]] = field(default_factory=dict)   # step -> [start, end]
@@ -158,9 +158,14 @@ class Operation:
     def elapsed(self) -> float:
         return (self.finished or time.monotonic()) - self.started if self.started else 0.0
 
+    @property
+    def failed_groups(self) -> list[str]:
+        """The failed groups in words ("vm-03: timed out"), for the journal and the report."""
+        return [f"{group}: {error}" for group, error in self.failures.items()]
+
     def units(self) -> list[tuple[str, str]]:
         """(group, done | failed | current | pending) for each VM of a window, in order."""
-        failed = {f.split(":", 1)[0] for f in self.failed_groups}
+        failed = self.failures
         out: dict[str, str] = {}
         for i, step in enumerate(self.plan.steps):
             if not step.group:
@@ -216,14 +221,14 @@ class Context:
         restart unless ready); the newest word wins over what older operations held."""
         for other in self.engine.operations:
             other.proxy_held.pop(server, None)
-        if state != "ready":
+        if state != SERVER_READY:
             self.op.proxy_held[server] = state
 
     async def hold_proxy(self, snap: Snapshot) -> None:
         """HAProxy forgets runtime states when it restarts: while this operation holds a
         server out, what it set is set again (audited, and said in the log)."""
         for server, state in list(self.op.proxy_held.items()):
-            now = snap.get(f"proxy:{server}")
+            now = snap.server(server)
             if isinstance(now, ProxyServer) and now.admin != state:
                 restarted = getattr(self.engine.cluster.providers.proxy, "restarted_at", 0.0)
                 at = time.strftime('%H:%M:%S', time.localtime(restarted))
@@ -634,10 +639,10 @@ class Engine:
         if n <= plan.retries:
             ctx.log(f"✘ {step.title}: {error}; retrying {step.group} ({n}/{plan.retries})")
             return members[0]
-        op.failed_groups.append(f"{step.group}: {error}")
+        op.failures[step.group] = error
         ctx.log(f"✘ {step.group} failed: {error} "
-                f"({len(op.failed_groups)} failed, {plan.failure_budget} allowed)")
-        if len(op.failed_groups) > plan.failure_budget:
+                f"({len(op.failures)} failed, {plan.failure_budget} allowed)")
+        if len(op.failures) > plan.failure_budget:
             raise StepFailed("failure budget exceeded: " + "; ".join(op.failed_groups))
         return members[-1] + 1
 

@@ -15,6 +15,7 @@ from ..model import (
     READY,
     RUNNING,
     SWARM,
+    UP,
     Node,
     Snapshot,
     constraint_holds,
@@ -143,7 +144,7 @@ def spread(snap: Snapshot, leaving: frozenset[str]) -> Check:
         if svc.mode != "replicated" or not svc.replicas:
             continue
         running = [t for t in snap.tasks_of_service(svc.swarm_id)
-                   if t.wanted and t.state == "running"]
+                   if t.wanted and t.state == RUNNING]
         if running and all(t.node_id in leaving for t in running):
             lost.append(svc.name)
     if lost:
@@ -176,7 +177,7 @@ def proxy_keeps_a_server(snap: Snapshot, vm_names: set[str]) -> Check:
     """Each affected backend keeps at least one other server UP."""
     for backend in {s.backend for s in snap.servers if s.vm in vm_names}:
         others = [s for s in snap.servers
-                  if s.backend == backend and s.vm not in vm_names and s.status == "UP"]
+                  if s.backend == backend and s.vm not in vm_names and s.status == UP]
         if not others:
             return Check("proxy", FAIL, f"backend {backend} would have no server UP")
     return Check("proxy", OK, "every affected backend keeps a server UP")

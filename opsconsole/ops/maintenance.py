@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
-from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
+from ..config import HOST_STEPS, Timing, WindowOptions
+from ..model import (
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SWARM,
+    UP,
+    VM,
+    WORKER,
+    Node,
+    Snapshot,
+    host_id,
+)
 from ..providers.base import ProviderError, QuorumRefused
-from .actions import REBOOT
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
 from .guards import (
     FAIL,
@@ -29,30 +41,7 @@ from .guards import (
     spread,
     stops,
 )
-from .plans import PlanError, Timing, drain_steps, return_steps
-
-HOST_STEPS = ("updates", "script", "manual")
-
-
-@dataclass(frozen=True)
-class WindowOptions:
-    """How a maintenance window runs; the inventory's [maintenance] table."""
-    host_step: str = "updates"          # updates | script | manual (the operator resumes)
-    script: str = ""                    # for host_step = script
-    update_command: str = ""            # rolling update: run on each VM over SSH
-    reboot: bool = False                # rolling update: reboot each VM after the command
-    reboot_command: str = REBOOT        # how a VM is told to reboot (detached: it must return)
-    expect_engine_change: bool = False  # rolling update: the Docker engine version must change
-    shutdown_timeout: float = 300.0     # graceful VM shutdown before it counts as failed
-    update_timeout: float = 3600.0      # host updates, or the VM update command
-    boot_timeout: float = 600.0         # host or VM back, node Ready
-    # a node still not Ready this long after its VM runs again gets its engine restarted
-    # once over SSH (a Swarm agent can stall re-registering with a restarted manager); 0 = never
-    engine_stall: float = 60.0
-    engine_restart_command: str = "systemctl restart docker"
-    failure_budget: int = 0             # VMs allowed to fail in a rolling update
-    retries: int = 0                    # per VM
-    time_limit: float = 0.0             # whole rolling update; 0 = none
+from .plans import PlanError, drain_steps, return_steps
 
 
 # -- waits on the cluster, as steps ---------------------------------------------------
@@ -67,8 +56,8 @@ def _wait(title: str, what: str, probe: Probe, timeout: float, group: str = "",
 def vm_is(vm: str, wanted: str) -> Probe:
     """Probe (and effect): the VM's power state is `wanted`."""
     def probe(snap: Snapshot) -> str | None:
-        v = snap.get(f"vm:{vm}")
-        state = v.state if isinstance(v, VM) else "missing"
+        v = snap.vm(vm)
+        state = v.state if v else "missing"
         return None if state == wanted else f"{vm} is {state}"
     return probe
 
@@ -119,7 +108,7 @@ def wait_node_back(node: Node, vm: str, options: WindowOptions, group: str = "",
         def back_or_stalled(snap: Snapshot) -> str | None:
             nonlocal since
             pending = probe(snap)
-            n, v = snap.get(node.id), snap.get(f"vm:{vm}")
+            n, v = snap.get(node.id), snap.vm(vm)
             stuck = (pending is not None and isinstance(n, Node) and n.state != READY
                      and getattr(v, "state", "unknown") in (RUNNING, "unknown"))
             since = (since or time.monotonic()) if stuck else None
@@ -148,7 +137,7 @@ def wait_healthy(vms: list[str], timing: Timing, group: str = "") -> Step:
     def probe(snap: Snapshot) -> str | None:
         bad = [f"{s.name} {why}" for s in snap.services if (why := snap.unconverged(s))]
         bad += [f"{s.backend}/{s.name} {s.status}" for v in vms for s in snap.servers_of_vm(v)
-                if not s.status.startswith("UP")]
+                if not s.status.startswith(UP)]
         return "; ".join(bad) or None
 
     async def run(ctx: Context) -> None:
@@ -222,7 +211,7 @@ def demote_stand_in(node: Node, patience: float = 60.0) -> Step:
 
 # -- host maintenance --------------------------------------------------------------------
 def _host_vms(snap: Snapshot, host: str) -> list[VM]:
-    if snap.get(f"host:{host}") is None:
+    if snap.host(host) is None:
         raise PlanError(f"no host named {host!r} (known: "
                         f"{', '.join(sorted(h.name for h in snap.hosts)) or 'none'})")
     vms = [v for v in snap.vms if v.host == host]
@@ -317,7 +306,7 @@ def shut_down(snap: Snapshot, vm: VM, options: WindowOptions) -> Step:
 
 def _off_or_going(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        state = getattr(snap.vm(vm), "state", "missing")
         return None if state in ("off", "stopping") else f"{vm} is {state}, not off"
     return holds
 
@@ -329,7 +318,7 @@ def start(vm: str) -> Step:
 
 def _on_or_coming(vm: str) -> Probe:
     def holds(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+        state = getattr(snap.vm(vm), "state", "missing")
         return None if state in (RUNNING, "starting") else f"{vm} is {state}, not running"
     return holds
 
@@ -365,24 +354,24 @@ def _start_again(vm: str, options: WindowOptions) -> Run:
     """Undo of a shutdown: let a shutdown in progress finish, then start the VM."""
     async def undo(ctx: Context) -> None:
         def settled(snap: Snapshot) -> str | None:
-            state = getattr(snap.get(f"vm:{vm}"), "state", "missing")
+            state = getattr(snap.vm(vm), "state", "missing")
             return None if state in ("off", RUNNING, "saved") else f"{vm} is {state}"
         snap = await ctx.wait_for(f"{vm} to finish stopping", settled, options.shutdown_timeout)
-        if getattr(snap.get(f"vm:{vm}"), "state", "") != RUNNING:
+        if getattr(snap.vm(vm), "state", "") != RUNNING:
             await ctx.actions.start_vm(vm)
     return undo
 
 
 def host_is_up(host: str) -> Probe:
     def probe(snap: Snapshot) -> str | None:
-        state = getattr(snap.get(f"host:{host}"), "state", "missing")
+        state = getattr(snap.host(host), "state", "missing")
         return None if state == "up" else f"{host} is {state}"
     return probe
 
 
 def wait_host_up(host: str, timeout: float) -> Step:
     return _wait(f"wait until {host} is up", f"{host} to be up", host_is_up(host), timeout,
-                 key=f"host-up:{host}", subject=f"host:{host}")
+                 key=f"host-up:{host}", subject=host_id(host))
 
 
 def _host_steps(host: str, options: WindowOptions) -> list[Step]:
@@ -402,24 +391,24 @@ def _host_steps(host: str, options: WindowOptions) -> list[Step]:
             host, options.update_timeout, options.script if options.host_step == "script" else ""),
             key=f"host-update:{host}", risk=off),
         _wait(f"wait for {host} to finish", f"{host} to finish", host_up, options.update_timeout,
-              key=f"host-finish:{host}", subject=f"host:{host}"),
+              key=f"host-finish:{host}", subject=host_id(host)),
         act(f"restart {host}", lambda ctx: ctx.actions.restart_host(host),
             key=f"host-restart:{host}", risk=off),
         _wait(f"wait until {host} is up again", f"{host} to come back", host_up,
-              options.boot_timeout, key=f"host-up:{host}", subject=f"host:{host}"),
+              options.boot_timeout, key=f"host-up:{host}", subject=host_id(host)),
     ]
 
 
 def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
     """Replicated services whose tasks will crowd onto the other nodes."""
     return sorted({t.service_id for n in leaving for t in snap.tasks_on_node(n)
-                   if getattr(snap.get(f"service:{t.service_id}"), "mode", "") == "replicated"})
+                   if getattr(snap.service(t.service_id), "mode", "") == "replicated"})
 
 
 def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
     """Swarm does not move tasks back: spread again the services that crowded elsewhere,
     and wait for each update Swarm starts to complete (it replaces tasks one by one)."""
-    names = {s: getattr(snap.get(f"service:{s}"), "name", s) for s in services}
+    names = {s: getattr(snap.service(s), "name", s) for s in services}
 
     async def run(ctx: Context) -> None:
         for sid in services:
@@ -428,7 +417,7 @@ def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
 
         def pending(now: Snapshot) -> str | None:
             bad = [f"{names[sid]} {why}" for sid in services
-                   if isinstance(svc := now.get(f"service:{sid}"), Service)
+                   if (svc := now.service(sid)) is not None
                    and (why := now.unconverged(svc))]
             return "; ".join(bad) or None
         await ctx.wait_for("the rebalanced services to converge", pending,
@@ -456,7 +445,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             raise PlanError(f"no VM named {', '.join(missing)}")
         chosen.sort(key=lambda v: (_role(snap, v) == MANAGER, v.name))
         params["vms"] = [v.name for v in chosen]
-    found = [snap.find(VM, f"vm:{n}") for n in params["vms"]]
+    found = [snap.vm(n) for n in params["vms"]]
     vms = [vm for vm in found if vm is not None]
     if len(vms) != len(found):
         raise PlanError("a VM of the recorded plan is gone from the cluster")
@@ -542,6 +531,6 @@ def vms_named(snap: Snapshot, target: str) -> list[str] | None:
     names separated by commas."""
     if target in ("", "cluster"):
         return None
-    if snap.get(f"host:{target}") is not None:
+    if snap.host(target) is not None:
         return [v.name for v in snap.vms if v.host == target]
     return [t.strip() for t in target.split(",")]

@@ -5,21 +5,21 @@ steps in words, and carries the guards' findings for the confirmation.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..model import ACTIVE, DRAIN, PAUSE, PROXY, RUNNING, Node, ProxyServer, Snapshot
+from ..config import Timing
+from ..model import (
+    ACTIVE,
+    DRAIN,
+    PAUSE,
+    PROXY,
+    RUNNING,
+    SERVER_DRAIN,
+    SERVER_READY,
+    Node,
+    ProxyServer,
+    Snapshot,
+)
 from .engine import Context, Effect, Plan, Probe, Run, Step, StepFailed, Unreadable
 from .guards import Check, Risk, drain_checks, forced, node_ready
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How long the waits may take; from the inventory's [operations] table."""
-    sessions_timeout: float = 120.0     # for sessions on a draining proxy server to end
-    sessions_threshold: int = 0         # sessions still allowed when moving on
-    drain_timeout: float = 300.0        # for the node's tasks to move and converge
-    settle: float = 3.0                 # a health gate holds this long before it passes
-    paused_limit: float = 600.0         # headless: a guard pause longer than this stops the run
 
 
 class PlanError(Exception):
@@ -91,8 +91,8 @@ def _set_server(server: ProxyServer, state: str, risk: Risk | None = None) -> St
         now = snap.get(server.id)
         admin = now.admin if isinstance(now, ProxyServer) else "missing"
         return None if admin == state else f"proxy server {name} is {admin}, not {state}"
-    restore = to(None) if state != "ready" else None
-    if risk is None and state != "ready" and server.vm:
+    restore = to(None) if state != SERVER_READY else None
+    if risk is None and state != SERVER_READY and server.vm:
         risk = Risk(vms=frozenset({server.vm}))
     return Step(f"set proxy server {name} to {state}", to(state), restore,
                 key=f"server:{name}:{state}", risk=risk, effect=Effect(f"server:{name}", holds))
@@ -178,7 +178,7 @@ def drain_steps(snap: Snapshot, node: Node, timing: Timing) -> list[Step]:
     steps: list[Step] = []
     drain_it = _set_availability(node, DRAIN, vm.name if vm else "")
     for s in servers:
-        steps += [_set_server(s, "drain", drain_it.risk), _wait_sessions(s, timing)]
+        steps += [_set_server(s, SERVER_DRAIN, drain_it.risk), _wait_sessions(s, timing)]
     affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
     return steps + [drain_it, _wait_drained(node, affected, timing)]
 
@@ -192,7 +192,8 @@ def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[
     vm = snap.vm_of_node(node)
     servers = snap.servers_of_vm(vm.name) if vm else []
     return [_set_availability(node, ACTIVE)] + [
-        _set_server(s, "ready") for s in servers if not only_needed or s.admin != "ready"]
+        _set_server(s, SERVER_READY) for s in servers
+        if not only_needed or s.admin != SERVER_READY]
 
 
 def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:

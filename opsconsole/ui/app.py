@@ -21,8 +21,8 @@ from textual.message import Message
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
-from .. import present
-from ..model import VM, Host, Node, ProxyServer, Snapshot, Task
+from .. import kinds, present
+from ..model import VM, Host, Node, Snapshot
 from ..ops import catalog, registry
 from ..ops.actions import ReadOnlyError
 from ..ops.engine import Operation, Plan, StepFailed
@@ -258,15 +258,7 @@ class OpsConsole(App):
         return not (self.session.read_only and key is not None and key.mutating)
 
     def _selected_node(self) -> Node | None:
-        snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
-        entity = snap.get(entity_id) if entity_id else None
-        if isinstance(entity, Task) and entity.node_id:
-            entity = snap.get(f"node:{entity.node_id}")
-        if isinstance(entity, ProxyServer) and entity.vm:
-            entity = snap.get(f"vm:{entity.vm}")
-        if isinstance(entity, VM):
-            entity = snap.node_of_vm(entity)
-        return entity if isinstance(entity, Node) else None
+        return kinds.node_of(self._selected(), self.snapshot)
 
     def _selected(self):
         entity_id = self.query_one(ClusterTree).selected_id

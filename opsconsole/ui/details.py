@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from .. import present
-from ..model import VM, Host, Node, ProxyServer, Service, Snapshot
+from .. import kinds, present
+from ..model import Snapshot
 
 SPARK = "▁▂▃▄▅▆▇█"
 Style = Callable[[list[present.Piece]], Text]
@@ -39,16 +39,16 @@ class Details(Static):
         if entity is None:
             self.update(Text(f"Select something in the tree.\n\n{self.hint}", style="dim"))
             return
-        title = self.style_pieces(present.label(entity, snap))
+        title = self.style_pieces(kinds.label(entity, snap))
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
         for name, value in present.details(entity, snap):
             table.add_row(name, Text(value))
         parts: list = [title, Text(""), table]
-        related = self._related(entity, snap)
+        related = kinds.related(entity, snap)
         if related is not None:
-            parts += [Text(""), related]
+            parts += [Text(""), self._related(related, snap.taken_at)]
         self.update(Group(*parts))
 
     def _tasks_table(self, title: Text, rows) -> Table:
@@ -62,37 +62,19 @@ class Details(Static):
                       Text(task.desired_state), Text(task.error or task.message))
         return t
 
-    def _related(self, entity, snap: Snapshot):
-        if isinstance(entity, Node):
-            tasks = snap.tasks_on_node(entity.swarm_id, wanted_only=False)
-            title = Text(f"tasks on {entity.hostname} ({len(tasks)}, with history)")
-            return self._tasks_table(title, [(t, entity.hostname) for t in tasks])
-        if isinstance(entity, Service):
-            def where(t):
-                n = snap.get(f"node:{t.node_id}")
-                return n.hostname if isinstance(n, Node) else "unassigned"
-            tasks = sorted(snap.tasks_of_service(entity.swarm_id), key=lambda t: (where(t), t.slot))
-            running, desired = snap.convergence(entity)
-            return self._tasks_table(Text(f"tasks by node: {running}/{desired} running"),
-                                     [(t, where(t)) for t in tasks])
-        if isinstance(entity, ProxyServer):
-            sessions = snap.sessions_of_server(entity)
-            t = Table(title=f"{len(sessions)} sessions  "
-                            f"{sparkline(list(self.history.get(entity.id, [])))}",
-                      title_justify="left", show_edge=False, pad_edge=False, expand=True)
+    def _related(self, related: kinds.Related, now: float):
+        if related.tasks is not None:
+            return self._tasks_table(Text(related.title), related.tasks)
+        if related.sessions is not None:
+            title = related.title
+            if related.history:
+                title += f"  {sparkline(list(self.history.get(related.history, [])))}"
+            t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
+                      expand=True)
             for col in ("session", "client", "age"):
                 t.add_column(col)
-            for s in sorted(sessions, key=lambda s: s.started_at):
+            for s in related.sessions:
                 t.add_row(Text(s.session_id), Text(s.client),
-                          Text(present.duration(max(0, snap.taken_at - s.started_at))))
+                          Text(present.duration(max(0, now - s.started_at))))
             return t
-        if isinstance(entity, VM):
-            node = snap.node_of_vm(entity)
-            lines = [Text(f"swarm node: {node.hostname if node else 'none'}")]
-            lines += [Text(f"proxy: {s.backend}/{s.name} {s.status}, {s.cur_sessions} sessions")
-                      for s in snap.servers_of_vm(entity.name)]
-            return Group(*lines)
-        if isinstance(entity, Host):
-            vms = [v for v in snap.vms if v.host == entity.name]
-            return Group(*(Text(f"{v.name}: {v.state}") for v in vms))
-        return None
+        return Group(*(Text(line) for line in related.lines))

@@ -7,7 +7,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Static
 
 from .. import present
-from ..ops.engine import Operation
+from ..ops.engine import PAUSED, RUNNING, Operation
 
 UNIT_MARKS = {"done": "✔", "failed": "✘", "current": "▶", "pending": "·"}
 
@@ -73,5 +73,5 @@ class OpsPanel(VerticalScroll):
         if not self.app.is_running:  # shutting down: the views may be gone already
             return
         for view in self.views.values():
-            if view.op.state in ("running", "paused"):
+            if view.op.state in (RUNNING, PAUSED):
                 view.refresh_view()

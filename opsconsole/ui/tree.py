@@ -6,47 +6,27 @@ cursor and every expanded branch stay where the operator left them.
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from functools import lru_cache
 
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from .. import present
+from .. import kinds, present
 from ..model import (
     ROOT_HOSTS,
     ROOT_PROXY,
     ROOT_SERVICES,
     ROOT_UNPLACED,
     Entity,
-    ProxyServer,
-    ProxySession,
     Snapshot,
-    Task,
     diff,
 )
 
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
 OPTIONAL = frozenset({ROOT_UNPLACED})    # shown only while something is in it
 Style = Callable[[list[present.Piece]], Text]
-
-
-@lru_cache(maxsize=65536)
-def natural(kind: str, name: str) -> tuple:
-    """Kind first, then the name with its numbers compared as numbers (vm-2 < vm-10)."""
-    return (kind, tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
-                        for p in re.split(r"(\d+)", name)))
-
-
-def sort_key(snap: Snapshot, entity_id: str) -> tuple:
-    entity = snap.by_id.get(entity_id)
-    if isinstance(entity, ProxySession):     # oldest first; there are thousands
-        return ("session", (entity.started_at, entity_id))
-    name = getattr(entity, "hostname", None) or getattr(entity, "name", None) or entity_id
-    return natural(entity_id.partition(":")[0], name)
 
 
 class ClusterTree(Tree[str]):
@@ -71,23 +51,23 @@ class ClusterTree(Tree[str]):
     # -- what should be shown --------------------------------------------------
     def _wanted(self, snap: Snapshot) -> set[str]:
         """Ids shown: everything, or with a filter, the matches and their ancestors."""
-        ids = {e.id for e in snap.entities() if present.shown(e)}
+        ids = {e.id for e in snap.entities() if kinds.shown(e)}
         if not self.filter_text:
             return ids
         needle = self.filter_text.lower()
         keep: set[str] = set()
         for entity_id in ids:
             entity = snap.by_id[entity_id]
-            if needle in present.plain(present.label(entity, snap)).lower() or \
+            if needle in present.plain(kinds.label(entity, snap)).lower() or \
                     needle in entity_id.lower():
                 node_id = entity_id
                 while node_id in ids and node_id not in keep:
                     keep.add(node_id)
-                    node_id = snap.parent_id(snap.by_id[node_id])
+                    node_id = kinds.parent_id(snap, snap.by_id[node_id])
         return keep
 
     def _parent_of(self, snap: Snapshot, entity_id: str) -> str:
-        return snap.parent_id(snap.by_id[entity_id])
+        return kinds.parent_id(snap, snap.by_id[entity_id])
 
     # -- applying a snapshot -----------------------------------------------------
     def show(self, snap: Snapshot) -> None:
@@ -99,7 +79,7 @@ class ClusterTree(Tree[str]):
         # where the cursor goes if its entity vanishes: the nearest ancestor that stays
         fallback = [cursor.data] if cursor is not None and cursor.data else []
         while fallback and fallback[-1] in old.by_id:
-            fallback.append(old.parent_id(old.by_id[fallback[-1]]))
+            fallback.append(kinds.parent_id(old, old.by_id[fallback[-1]]))
         wanted = self._wanted(snap)
 
         dirty: set[str] = set()
@@ -116,7 +96,8 @@ class ClusterTree(Tree[str]):
         # additions and moves (only what is new here or changed), parents before children
         todo = {i for i in wanted if i not in self.index}
         todo.update(i for i in change.changed if i in wanted)
-        for entity_id in sorted(todo, key=lambda i: (self._depth(snap, i), sort_key(snap, i))):
+        for entity_id in sorted(todo, key=lambda i: (self._depth(snap, i),
+                                                     kinds.sort_key(snap, i))):
             parent_id = self._parent_of(snap, entity_id)
             node = self.index.get(entity_id)
             if node is not None and node.parent is not None and node.parent.data == parent_id:
@@ -164,21 +145,17 @@ class ClusterTree(Tree[str]):
         entity = snap.by_id.get(entity_id)
         if entity is None:
             return set()
-        out = {entity_id}
-        if isinstance(entity, Task):
-            out.add(f"service:{entity.service_id}")
-        if isinstance(entity, ProxyServer) and entity.vm:
-            out.add(f"vm:{entity.vm}")
+        out = {entity_id, *kinds.kind_of(entity).counts(entity)}
         node_id = entity_id
         while node_id not in GROUPS and node_id in snap.by_id:
-            node_id = snap.parent_id(snap.by_id[node_id])
+            node_id = kinds.parent_id(snap, snap.by_id[node_id])
             out.add(node_id)
         return out
 
     def _depth(self, snap: Snapshot, entity_id: str) -> int:
         depth = 0
         while entity_id not in GROUPS and entity_id in snap.by_id:
-            entity_id = snap.parent_id(snap.by_id[entity_id])
+            entity_id = kinds.parent_id(snap, snap.by_id[entity_id])
             depth += 1
         return depth
 
@@ -200,17 +177,18 @@ class ClusterTree(Tree[str]):
                 (f"  {count}", "muted")]))
 
     def _label(self, entity: Entity, snap: Snapshot) -> Text:
-        return self.style_pieces(present.label(entity, snap))
+        return self.style_pieces(kinds.label(entity, snap))
 
     def _insert(self, parent: TreeNode[str], entity_id: str, snap: Snapshot) -> TreeNode[str]:
-        key = sort_key(snap, entity_id)
+        key = kinds.sort_key(snap, entity_id)
         children = parent.children
-        if not children or sort_key(snap, children[-1].data or "") < key:
+        if not children or kinds.sort_key(snap, children[-1].data or "") < key:
             before = None        # the common case, and all of the first fill
         else:
-            before = next((c for c in children if sort_key(snap, c.data or "") > key), None)
-        expand = entity_id.startswith(("host:", "vm:", "backend:"))
-        label = self._label(snap.by_id[entity_id], snap)
+            before = next((c for c in children if kinds.sort_key(snap, c.data or "") > key), None)
+        entity = snap.by_id[entity_id]
+        expand = kinds.kind_of(entity).expanded
+        label = self._label(entity, snap)
         if before is None:
             return parent.add(label, data=entity_id, expand=expand)
         return parent.add(label, data=entity_id, before=before, expand=expand)

@@ -15,7 +15,8 @@ import json
 import winrm
 
 from opsconsole.cli import snapshot_json
-from opsconsole.model import ROOT_HOSTS
+from opsconsole.kinds import parent_id
+from opsconsole.model import ROOT_HOSTS, backend_id, host_id
 from opsconsole.providers import powershell as ps
 
 from .labkit import swarm_picture, until, whole
@@ -46,7 +47,7 @@ async def test_the_tree_joins_what_every_system_reports(lab, console):
         got = [v for v in snap.vms if v.host == host.name]
         assert [(v.name, v.state, v.address, v.node_hostname) for v in got] == [
             (n, "running", lab.vm(n).address, n) for n in host.vms]
-        assert snap.parent_id(snap.get(f"host:{host.name}")) == ROOT_HOSTS
+        assert parent_id(snap, snap.host(host.name)) == ROOT_HOSTS
 
     # nodes and tasks: the swarm, as a manager reports it
     nodes, services, tasks = swarm_picture(lab)
@@ -65,17 +66,17 @@ async def test_the_tree_joins_what_every_system_reports(lab, console):
 
     # the joins: host > VM > node > task; backend > server, each server to its VM
     for vm in lab.vms:
-        v = snap.get(f"vm:{vm.name}")
+        v = snap.vm(vm.name)
         node = snap.node_of_vm(v)
         assert node is not None and node.hostname == vm.name and node.address == vm.address
-        assert snap.parent_id(v) == f"host:{vm.host}"
-        assert snap.parent_id(node) == v.id
+        assert parent_id(snap, v) == host_id(vm.host)
+        assert parent_id(snap, node) == v.id
         for t in snap.tasks_on_node(node.swarm_id):
-            assert snap.parent_id(t) == node.id
+            assert parent_id(snap, t) == node.id
         (server,) = snap.servers_of_vm(vm.name)
         assert (server.backend, server.name) == (BACKEND, vm.name)
         assert server.address.split(":")[0] == vm.address
-        assert snap.parent_id(server) == f"backend:{BACKEND}"
+        assert parent_id(snap, server) == backend_id(BACKEND)
     # ... and the console's own JSON says the same
     out = snapshot_json(snap)
     assert {v["name"]: v["host"] for v in out["vms"]} == {vm.name: vm.host for vm in lab.vms}
@@ -95,7 +96,7 @@ async def test_a_vm_stopped_over_winrm_is_off_and_its_node_down_under_it(lab, co
         return snap if node.state == "down" and snap.get("vm:vm-05").state == "off" else None
     snap = await until(down, "vm-05 off and its node down")
     node, vm = snap.node_named("vm-05"), snap.get("vm:vm-05")
-    assert snap.parent_id(node) == vm.id and snap.parent_id(vm) == "host:hv-02"
+    assert parent_id(snap, node) == vm.id and parent_id(snap, vm) == "host:hv-02"
     assert lab.node_states()["vm-05"][0] == "down"               # as the swarm says
     assert {v["name"]: v["state"] for v in winrm_read_host(lab, "hv-02")["vms"]} == {
         "vm-04": "Running", "vm-05": "Off"}                      # as the host says

@@ -5,6 +5,7 @@ import re
 
 from uikit import details_text, plain_labels, started, tree_ids, until, walk
 
+from opsconsole.model import node_id, vm_id
 from opsconsole.ui.screens import HelpScreen
 from opsconsole.ui.tree import GROUPS, OPTIONAL
 
@@ -28,9 +29,9 @@ async def test_tree_shows_the_whole_cluster(console):
         assert {s.id for s in snap.services} <= ids
         assert {t.id for t in snap.tasks if t.wanted} <= ids
         for node in snap.nodes:
-            assert tree.index[node.id].parent is tree.index[f"vm:{node.hostname}"]
+            assert tree.index[node.id].parent is tree.index[vm_id(node.hostname)]
         for task in (t for t in snap.tasks if t.node_id):
-            assert tree.index[task.id].parent is tree.index[f"node:{task.node_id}"]
+            assert tree.index[task.id].parent is tree.index[node_id(task.node_id)]
         assert tree.index["proxy:portail/vm-03"].parent is tree.index["backend:portail"]
         names = {n.label.plain.split()[1] for n in walk(tree.root) if n.data.startswith("service:")}
         assert names == {"api", "db", "node-exporter", "portail", "reports", "worker"}

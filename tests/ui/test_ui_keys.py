@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from uikit import details_text, footer_keys, started, until
 
-from opsconsole.config import load
+from opsconsole.session import load_inventory
 from opsconsole.ui.screens import ConfirmScreen, HelpScreen
 
 INVENTORY = """\
@@ -19,7 +19,7 @@ endpoints = ["unix:///x"]
 def _keys(tmp_path) -> dict[str, str]:
     path = tmp_path / "site.toml"
     path.write_text(INVENTORY)
-    return load(path).keys
+    return load_inventory(path).keys
 
 
 def _help_rows(c) -> dict[str, str]:

@@ -8,14 +8,15 @@ import time
 from textual.widgets import Button, Input
 from uikit import Rig, footer_actions, make_console, render_text, started, summary_text, until
 
+from opsconsole.config import WindowOptions
 from opsconsole.ops import catalog
 from opsconsole.ops.plans import Timing
 from opsconsole.providers.sim import SimCluster
 from opsconsole.ui.screens import AuditScreen, ConfirmScreen, UnfinishedScreen
 
 FAST = Timing(sessions_timeout=20, drain_timeout=120)
-ROLL = {"update_command": "sudo apt-get -y upgrade docker.io", "reboot": True,
-        "expect_engine_change": True}
+ROLL = WindowOptions(update_command="sudo apt-get -y upgrade docker.io", reboot=True,
+                     expect_engine_change=True)
 
 
 def _screen(c: Rig, kind):

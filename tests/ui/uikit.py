@@ -17,7 +17,7 @@ from textual.pilot import Pilot
 from textual.widgets import Label
 from textual.widgets.tree import TreeNode
 
-from opsconsole.config import Inventory
+from opsconsole.config import Inventory, WindowOptions
 from opsconsole.model import Node
 from opsconsole.ops.plans import Timing
 from opsconsole.providers.sim import ManualClock, SimCluster
@@ -63,7 +63,7 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
                  read_only: bool = False, timing: Timing = Timing(), theme: str = "",
                  poll_interval: float = 0.25, seed: int = 1,
                  prepare: Callable[[SimCluster], None] | None = None,
-                 maintenance: dict | None = None, sim: SimCluster | None = None,
+                 maintenance: WindowOptions = WindowOptions(), sim: SimCluster | None = None,
                  keys: dict[str, str] | None = None) -> Rig:
     """A console on its own simulated cluster, with journal and audit under tmp_path.
 
@@ -77,7 +77,7 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
         prepare(sim)
     state_dir = tmp_path / "state"
     session = open_session(Inventory(state_dir=state_dir, timing=timing,
-                                     maintenance=maintenance or {}, keys=keys or {}),
+                                     maintenance=maintenance, keys=keys or {}),
                            read_only=read_only, providers=sim.providers())
     app = OpsConsole(session, theme=theme, poll_interval=poll_interval)
     return Rig(app, sim, session, clock, state_dir)

@@ -5,7 +5,15 @@ import textwrap
 
 import pytest
 
-from opsconsole.config import ConfigError, load
+from opsconsole.config import (
+    ConfigError,
+    SSHConfig,
+    SSHSiteConfig,
+    WindowOptions,
+    WinRMConfig,
+    load,
+)
+from opsconsole.session import load_inventory
 
 GOOD = """\
 [console]
@@ -77,7 +85,7 @@ def test_bad_inventories_name_file_line_and_problem(tmp_path, body, line, words)
     (tmp_path / "c.pem").write_text("certificate")   # tls_cert must name a readable file
     path = write(tmp_path, body)
     with pytest.raises(ConfigError) as err:
-        load(path)
+        load_inventory(path)            # the console's: binding ids from the registry
     message = str(err.value)
     assert message.startswith(f"{path}:{line}"), message
     assert words in message
@@ -124,13 +132,30 @@ ssh = { port = 2222, host_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE"] }
 
 def test_winrm_ssh_and_maintenance_tables_merge_site_and_own_settings(tmp_path):
     inv = load(write(tmp_path, SITE))
-    assert inv.winrm and inv.ssh == {"known_hosts": ("/etc/ssh/ssh_known_hosts",), "user": "admin"}
-    assert inv.hosts["hv-01"].winrm == {"transport": "ntlm", "user_env": "T_WINRM_USER",
-                                        "password_env": "T_WINRM_PASSWORD", "call_timeout": 900.0,
-                                        "port": 15986, "cert_validation": False}
-    assert inv.vms["vm-01"].ssh["user"] == "admin" and inv.vms["vm-01"].ssh["port"] == 2222
-    assert inv.maintenance == {"update_command": "sudo apt-get -y upgrade", "reboot": True,
-                               "failure_budget": 1}
+    assert inv.winrm and inv.ssh == SSHSiteConfig(known_hosts=("/etc/ssh/ssh_known_hosts",))
+    assert inv.hosts["hv-01"].winrm == WinRMConfig(
+        transport="ntlm", user_env="T_WINRM_USER", password_env="T_WINRM_PASSWORD",
+        call_timeout=900.0, port=15986, cert_validation=False)
+    assert inv.vms["vm-01"].ssh == SSHConfig(
+        user="admin", port=2222, host_keys=("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIE",))
+    assert inv.maintenance == WindowOptions(update_command="sudo apt-get -y upgrade", reboot=True,
+                                            failure_budget=1)
+
+
+def test_config_defaults_are_the_providers_defaults():
+    """Each setting's default lives in config; the providers' own defaults (for callers that
+    build them directly) must not say otherwise."""
+    from dataclasses import fields
+
+    from opsconsole.providers.powershell.remote import WinRMHost
+    from opsconsole.providers.ssh import SSHTarget
+    for ours, theirs, renamed in ((WinRMConfig(), WinRMHost("h"),
+                                   {"computer_name": "expect_computer_name"}),
+                                  (SSHConfig(), SSHTarget("v"), {})):
+        for f in fields(ours):
+            name = renamed.get(f.name, f.name)
+            if hasattr(theirs, name):
+                assert getattr(ours, f.name) == getattr(theirs, name), f.name
 
 
 @pytest.mark.parametrize("old, new, line, words", [

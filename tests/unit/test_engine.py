@@ -352,7 +352,7 @@ async def _pin_reports(rig):
     """Leave the node running `reports` as the only one it may use; return that node."""
     snap = await rig.snapshot()
     [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
-    holder = snap.get(f"node:{task.node_id}")
+    holder = snap.node(task.node_id)
     other = next(n for n in snap.nodes if ("storage", "ssd") in n.labels and n != holder)
     rig.sim.set_availability(other.swarm_id, PAUSE)
     return holder
@@ -403,7 +403,7 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     rig, clock = frozen_rig(tmp_path)
     snap = await rig.snapshot()
     [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
-    holder = snap.get(f"node:{task.node_id}")
+    holder = snap.node(task.node_id)
     plan = plans.drain(snap, holder.hostname, NO_SESSION_WAIT)
     assert plan.refused == []                    # fine when planned...
     await _pin_reports(rig)                      # ...then the only other home is cordoned
@@ -415,7 +415,7 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
                in line for line in op.log)
     await asyncio.sleep(0.1)
     assert op.state == PAUSED and op.index == 0
-    assert (await rig.snapshot()).get(f"proxy:portail/{holder.hostname}").admin == "ready"
+    assert (await rig.snapshot()).server("portail", holder.hostname).admin == "ready"
     rig.engine.abort(op)
     await asyncio.wait_for(op.task, 5)
     assert op.state == ABORTED

@@ -28,7 +28,7 @@ def pinned_reports(sim) -> tuple[Snapshot, Node]:
     """The sim with `reports` only placeable on the node that runs it now."""
     snap = sim_snapshot(sim)
     [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
-    holder = snap.get(f"node:{task.node_id}")
+    holder = snap.node(task.node_id)
     other = next(n for n in snap.nodes if ("storage", "ssd") in n.labels and n != holder)
     sim.set_availability(other.swarm_id, PAUSE)
     return sim_snapshot(sim), holder

@@ -123,7 +123,7 @@ def test_winrm_and_ssh_key_files_must_exist(tmp_path):
     assert message.startswith(f"{path}:4: winrm.ca_bundle: expected a string, got a list")
     (tmp_path / "id_x").write_text("key")
     inv = load(write(tmp_path, SWARM + '[ssh]\nidentity_files = ["id_x"]\n'))
-    assert inv.ssh["identity_files"] == (str(tmp_path / "id_x"),)
+    assert inv.ssh is not None and inv.ssh.identity_files == (str(tmp_path / "id_x"),)
 
 
 def test_plaintext_allowed_per_endpoint_or_for_all_and_said_in_warnings(tmp_path):
@@ -218,4 +218,4 @@ def test_the_readmes_example_inventory_loads(tmp_path):
         (tmp_path / name).write_text("pem")
     inv = load(write(tmp_path, example))
     assert inv.swarm.tls["ca"] == str(tmp_path / "ca.pem") and inv.swarm.allow_plaintext is False
-    assert set(inv.vms) == {"vm-01"} and inv.maintenance["host_step"] == "updates"
+    assert set(inv.vms) == {"vm-01"} and inv.maintenance.host_step == "updates"

@@ -104,7 +104,7 @@ async def test_rolling_update_workers_first_then_managers_with_a_stand_in(tmp_pa
     snap = await rig.snapshot()
     plan = catalog.build("rolling-update", snap, "cluster", FAST, ROLL)
     order = plan.params["vms"]
-    roles = [snap.node_of_vm(snap.get(f"vm:{v}")).role for v in order]
+    roles = [snap.node_of_vm(snap.vm(v)).role for v in order]
     assert roles == sorted(roles, key=lambda r: r == MANAGER)     # workers, then managers
     titles = [s.title for s in plan.steps]
     promote = next(i for i, t in enumerate(titles) if t.startswith("promote"))

@@ -9,10 +9,6 @@ from opsconsole.model import (
     DOWN,
     DRAIN,
     MANAGER,
-    ROOT_HOSTS,
-    ROOT_PROXY,
-    ROOT_SERVICES,
-    ROOT_UNPLACED,
     VM,
     WORKER,
     Backend,
@@ -216,28 +212,6 @@ def test_vm_node_links():
     assert {s.session_id for s in snap.sessions_of_server(snap.servers[0])} == {"0x1", "0x2"}
     assert snap.session_count == 3
     assert snap.nodes_ready == 4
-
-
-def test_parent_id_for_every_kind():
-    snap = world()
-    g = snap.get
-    assert snap.parent_id(g("host:hv-01")) == ROOT_HOSTS
-    assert snap.parent_id(g("vm:vm-c")) == "host:hv-02"
-    assert snap.parent_id(g("node:id-a")) == "vm:vm-a"
-    assert snap.parent_id(g("node:id-x")) == ROOT_UNPLACED
-    assert snap.parent_id(g("task:t1")) == "node:id-a"
-    assert snap.parent_id(g("task:t3")) == "service:s-web"     # unassigned: under its service
-    assert snap.parent_id(g("service:s-web")) == ROOT_SERVICES
-    assert snap.parent_id(g("backend:be")) == ROOT_PROXY
-    assert snap.parent_id(g("proxy:be/srv-c")) == "backend:be"
-    assert snap.parent_id(g("session:0x3")) == "proxy:be/srv-c"
-    # Every parent of an entity is either a group root or an entity of the snapshot.
-    roots = {ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY}
-    for e in snap.entities():
-        p = snap.parent_id(e)
-        assert p in roots or snap.get(p) is not None, (e.id, p)
-    with pytest.raises(TypeError):
-        snap.parent_id("not an entity")  # type: ignore[arg-type]
 
 
 def test_task_name_and_wanted():

@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 from unitkit import comparable, sim_snapshot
 
+from opsconsole.config import WindowOptions
 from opsconsole.model import RUNNING
 from opsconsole.ops import catalog, resilience
 from opsconsole.ops.guards import FAIL
-from opsconsole.ops.maintenance import WindowOptions
 from opsconsole.providers.sim import SimCluster
 from opsconsole.rehearsal import MARK, rehearse, rehearse_loss
 

@@ -215,7 +215,7 @@ async def test_rebalance_waits_for_swarms_update_to_complete(tmp_path):
     assert rebalanced
     # the rebalance step ended only once Swarm's update of each service had completed
     snap = await rig.snapshot()
-    assert all(snap.get(f"service:{s}").update_state == "completed" for s in rebalanced)
+    assert all(snap.service(s).update_state == "completed" for s in rebalanced)
     assert op.times[i][1] - op.times[i][0] >= 2.0 / 400 * len(rebalanced)
 
 

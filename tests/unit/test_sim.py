@@ -20,7 +20,7 @@ def node_of(sim: SimCluster, hostname: str):
 
 def host_of_task(snap: Snapshot, service_name: str) -> str:
     [t] = [t for t in snap.tasks if t.service_name == service_name and t.wanted]
-    return snap.get(f"node:{t.node_id}").hostname
+    return snap.node(t.node_id).hostname
 
 
 def assert_placement_rules(snap: Snapshot) -> None:
@@ -30,7 +30,7 @@ def assert_placement_rules(snap: Snapshot) -> None:
         if svc.max_per_node:
             assert max(per_node.values(), default=0) <= svc.max_per_node, svc.name
         for node_id in per_node:
-            node = snap.get(f"node:{node_id}")
+            node = snap.node(node_id)
             for c in svc.constraints:
                 assert constraint_holds(c, node), (svc.name, node.hostname, c)
 
@@ -116,7 +116,7 @@ def test_drain_reschedules_after_a_delay_respecting_rules(sim, clock):
     snap = sim_snapshot(sim)
     node = snap.node_named("vm-03")
     before = snap.tasks_on_node(node.swarm_id)
-    replicated = [t for t in before if snap.get(f"service:{t.service_id}").mode == "replicated"]
+    replicated = [t for t in before if snap.service(t.service_id).mode == "replicated"]
     assert replicated, "reference topology should run replicated tasks on vm-03"
 
     sim.set_availability(node.swarm_id, DRAIN)
@@ -186,7 +186,7 @@ def test_stop_vm_takes_node_down_and_reschedules_then_start_vm_brings_it_back(si
     snap = sim_snapshot(sim)
     node = snap.node_named("vm-05")
     had = [t for t in snap.tasks_on_node(node.swarm_id)
-           if snap.get(f"service:{t.service_id}").mode == "replicated"]
+           if snap.service(t.service_id).mode == "replicated"]
     assert had
     sim.stop_vm("vm-05")
     assert sim.vms["vm-05"].state == "stopping"
@@ -196,7 +196,7 @@ def test_stop_vm_takes_node_down_and_reschedules_then_start_vm_brings_it_back(si
     n = snap.get(node.id)
     assert n.state == DOWN and n.message
     replicated_here = [t for t in snap.tasks_on_node(node.swarm_id)
-                       if snap.get(f"service:{t.service_id}").mode == "replicated"]
+                       if snap.service(t.service_id).mode == "replicated"]
     assert replicated_here == []
     for svc in snap.services:
         if svc.mode == "replicated":
