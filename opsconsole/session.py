@@ -1,7 +1,7 @@
 """One console's working set: inventory, providers, cluster view, engine.
 
 The TUI and the CLI both start here, so both drive the same engine with the
-same read-only rule.
+same role (read-only is the monitor role) and the same identity in the audit.
 """
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from pathlib import Path
 from .cluster import Cluster
 from .config import ConfigError, Inventory, SwarmConfig, read_only_from_env
 from .model import VM, Host
+from .ops import registry
 from .ops.actions import Actions
 from .ops.engine import Engine
 from .ops.maintenance import WindowOptions
 from .ops.records import Audit, Journal
+from .ops.roles import ADMIN, MONITOR, Access, Identity, Role, lowest
 from .providers.base import ProviderError, Providers
 from .providers.static import UNMANAGED, StaticHypervisor
 
@@ -28,9 +30,16 @@ class Session:
     providers: Providers
     cluster: Cluster
     engine: Engine
-    read_only: bool
     source: str                     # "simulated cluster" or the inventory path
     warnings: list[str] = field(default_factory=list)   # for the header: "plain-text ..."
+
+    @property
+    def access(self) -> Access:
+        return self.engine.access
+
+    @property
+    def read_only(self) -> bool:
+        return self.access.read_only
 
     @property
     def journal(self) -> Journal:
@@ -149,8 +158,11 @@ def ssh(inventory: Inventory):
 
 def open_session(inventory: Inventory | None = None, read_only: bool = False,
                  speed: float = 1.0, scale: int = 0, seed: int = 1,
-                 providers: Providers | None = None) -> Session:
-    """Read-only wins: the flag, the environment or the file can each turn it on."""
+                 providers: Providers | None = None, role: Role = ADMIN,
+                 identity: Identity | None = None) -> Session:
+    """The lowest role wins: `role`, and read-only (the monitor role) from the flag, the
+    environment or the file, which can each turn it on. `identity`: who the audit names
+    (default: the local account)."""
     if inventory is None:   # the simulated site updates docker on each VM and reboots it
         inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
                                            "reboot": True})
@@ -169,7 +181,8 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
         source = "simulated cluster"
     else:
         source = str(inventory.path)
-    journal, audit = Journal(state / "journal.jsonl"), Audit(state / "audit.jsonl")
+    identity = identity or Identity.local()
+    journal, audit = Journal(state / "journal.jsonl"), Audit(state / "audit.jsonl", identity)
     try:
         for records in (journal, audit):
             records.check()
@@ -178,8 +191,9 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
                           + (f" ({e.filename})" if e.filename and e.filename != str(state)
                              else "")) from None
     providers = providers or connect(inventory, warnings)
-    read_only = read_only or inventory.read_only or read_only_from_env()
+    if read_only or inventory.read_only or read_only_from_env():
+        role = lowest(role, MONITOR)
     cluster = Cluster(providers, dict(inventory.proxy.servers) if inventory.proxy else {})
-    actions = Actions(providers, audit, read_only)
+    actions = Actions(providers, audit, Access(role, identity, registry.PERMISSIONS))
     engine = Engine(cluster, actions, journal)
-    return Session(inventory, providers, cluster, engine, read_only, source, warnings)
+    return Session(inventory, providers, cluster, engine, source, warnings)
