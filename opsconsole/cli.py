@@ -561,8 +561,6 @@ def ssh_entry(ctx: click.Context, granted: str, user: str) -> None:
         _session(ctx).engine.actions.audit.record("ssh command", text[:200],
                                                   f"refused: {e}", role=o["role"])
         fail(EXIT_REFUSED, str(e))
-    if request.needs in registry.PERMISSIONS:      # an unknown operation: its usage error
-        _permitted(_session(ctx), request.needs, request.needs, " ".join(request.args))
     command = main.get_command(ctx, request.command)
     assert command is not None      # parse() knows only commands of main
     with command.make_context(request.command, list(request.args), parent=ctx) as sub:

@@ -5,8 +5,8 @@ forces (`command="…",restrict,pty`). What the person typed after `ssh host` ar
 SSH_ORIGINAL_COMMAND; it is split like a shell would split words (shlex) but never run by
 one, and only the console's own commands are accepted, each with only its own flags: no
 option of the console itself (--role, --inventory, --read-only…) can be given, so role,
-user and inventory come only from the forced command. The role is then checked here (a
-clear refusal before anything is read) and again by the operations layer.
+user and inventory come only from the forced command. The command then asks the
+operations layer for its role, as it does for everyone.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import re
 import shlex
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,34 +30,29 @@ class Refused(Exception):
 
 @dataclass(frozen=True)
 class Allowed:
-    """A console command that may be asked for over SSH: its own flags, how many
-    arguments, and the registry entry whose role it needs (None: any role may)."""
+    """A console command that may be asked for over SSH: its own flags (none takes a
+    value) and how many arguments. Whether the role allows it, the command itself asks the
+    operations layer, as it does for everyone."""
     flags: tuple[str, ...]
     arguments: int
-    needs: Callable[[list[str]], str | None] = lambda args: None
 
 
 ALLOWED: dict[str, Allowed] = {
     "status": Allowed(("--json",), 0),
     "plan": Allowed(("--force",), 2),
     "journal": Allowed((), 0),
-    "run": Allowed(("--yes", "--force"), 2, needs=lambda args: args[0]),
-    "resume": Allowed(("--yes",), 1, needs=lambda args: "resume"),
-    "rollback": Allowed(("--yes",), 1, needs=lambda args: "rollback"),
-    "abandon": Allowed(("--yes",), 1, needs=lambda args: "abandon"),
-    "unlock": Allowed(("--yes",), 0, needs=lambda args: "unlock"),
+    "run": Allowed(("--yes", "--force"), 2),
+    "resume": Allowed(("--yes",), 1),
+    "rollback": Allowed(("--yes",), 1),
+    "abandon": Allowed(("--yes",), 1),
+    "unlock": Allowed(("--yes",), 0),
 }
 
 
 @dataclass(frozen=True)
 class Request:
     command: str
-    args: list[str]             # its arguments and flags, as they were given
-    needs: str | None           # the registry entry it needs the role of
-
-    @property
-    def argv(self) -> list[str]:
-        return [self.command, *self.args]
+    args: tuple[str, ...]       # its arguments and flags, as they were given
 
 
 def parse(text: str) -> Request:
@@ -104,7 +98,7 @@ def parse(text: str) -> Request:
     if len(positional) != allowed.arguments:
         raise Refused(f"`{command}` takes {allowed.arguments} argument"
                       f"{'s' if allowed.arguments != 1 else ''}, not {len(positional)}")
-    return Request(command, args, allowed.needs(positional))
+    return Request(command, tuple(args))
 
 
 def key_fingerprint(blob_b64: str) -> str:
