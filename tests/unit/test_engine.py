@@ -10,7 +10,6 @@ from unitkit import finish, make_rig, nudge, until
 
 from opsconsole.model import ACTIVE, DRAIN, PAUSE
 from opsconsole.ops import plans
-from opsconsole.ops.roles import RoleError
 from opsconsole.ops.engine import (
     ABORTED,
     DONE,
@@ -24,6 +23,7 @@ from opsconsole.ops.engine import (
 )
 from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.records import Journal
+from opsconsole.ops.roles import RoleError
 from opsconsole.providers.sim import ManualClock, SimCluster
 
 NO_SESSION_WAIT = plans.Timing(sessions_threshold=10**6)
