@@ -1,7 +1,8 @@
 """Roles over a real OpenSSH: sshd on 127.0.0.1, a real `ssh` client, three people.
 
-The test starts its own sshd (a free port, its own host key and config, under tmp) whose
-service account is the user running the tests: AuthorizedKeysFile points into tmp and
+The test starts its own sshd (a free port, its own host key and config, under tmp, with
+the README recipe's `Match User` block) whose service account is the user running the
+tests: AuthorizedKeysFile points into tmp and
 `opsconsole access add` writes it, one key each for alice (monitor), bob (oncall) and
 carol (admin). The forced command runs this checkout's console on the built-in simulated
 cluster (no inventory) with its state dir under tmp and --demo speed. The simulated
@@ -28,6 +29,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SSHD, SSH, KEYGEN = "/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")
 PEOPLE = {"alice": "monitor", "bob": "oncall", "carol": "admin"}
+
+
+def readme_match_block(user: str) -> str:
+    """The README recipe's sshd_config block, for `user` as the service account."""
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```\nMatch User opsconsole\n") + 4
+    block = text[start:text.index("```", start)]
+    return block.replace("Match User opsconsole", f"Match User {user}", 1)
 
 
 def free_port() -> int:
@@ -67,9 +76,9 @@ class Site:
             "PermitRootLogin forced-commands-only",     # root only with a forced command
             "UsePAM no", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
             "StrictModes no",       # the keys file lives under /tmp (world-writable parent)
-            "ExposeAuthInfo yes",   # SSH_USER_AUTH: the key that logged in, for the audit
             "AcceptEnv LANG LC_*",  # as Debian's default: a client may send only these
-            "PermitUserEnvironment no", "LogLevel VERBOSE", ""]))
+            "PermitUserEnvironment no", "LogLevel VERBOSE",
+            readme_match_block(self.user)]))     # last: a Match block runs to the end
         self.proc: subprocess.Popen | None = None
 
     def console(self, *args: str) -> subprocess.CompletedProcess:
