@@ -30,12 +30,13 @@ from .access import AccessError, AuthorizedKeys, default_entry, read_key
 from .config import ConfigError, load
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops import catalog, registry
+from .ops.actions import require
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
 from .ops.roles import ADMIN, ROLES, Identity, RoleError, lowest, role_named
 from .providers.base import ProviderError
-from .session import Session, open_session
+from .session import Records, Session, open_records, open_session, simulated_site
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 RICH_ROLES = {"ok": "green", "warn": "yellow", "bad": "bold red", "muted": "dim",
@@ -578,6 +579,23 @@ def access(ctx: click.Context, keys_file: Path) -> None:
     ctx.obj["keys_file"] = keys_file
 
 
+def _records(ctx: click.Context, verb: str, name: str) -> Records:
+    """The audit and access of this console, no remote system needed (editing keys asks no
+    WinRM password); exit 3 (audited) unless the role may manage access."""
+    o = ctx.obj
+    try:
+        inventory = load(o["inventory"]) if o["inventory"] else simulated_site()
+        records = open_records(inventory, o["read_only"], o["role"], seed=o["seed"],
+                               scale=o["scale"])
+    except ConfigError as e:
+        fail(EXIT_USAGE, str(e))
+    try:
+        require(records.access, records.audit, records.access.needs("access"), verb, name)
+    except RoleError as e:
+        fail(EXIT_REFUSED, str(e))
+    return records
+
+
 def _keys(ctx: click.Context) -> AuthorizedKeys:
     try:
         return AuthorizedKeys(ctx.obj["keys_file"])
@@ -595,8 +613,7 @@ def _keys(ctx: click.Context) -> AuthorizedKeys:
 @click.pass_context
 def access_add(ctx: click.Context, name: str, granted: str, key_file: Path, entry: str) -> None:
     """Let NAME in with the key in --key, in --role. Audited."""
-    session = _session(ctx)
-    _permitted(session, "access", "grant ssh access to", name)
+    audit = _records(ctx, "grant ssh access to", name).audit
     keys = _keys(ctx)
     try:
         key = read_key(key_file)
@@ -607,8 +624,8 @@ def access_add(ctx: click.Context, name: str, granted: str, key_file: Path, entr
         fail(EXIT_USAGE, str(e))
     except OSError as e:
         fail(EXIT_USAGE, f"{keys.path}: cannot write: {e.strerror or e}")
-    session.engine.actions.audit.record("grant ssh access", name, "ok", role=granted,
-                                        fingerprint=key.fingerprint, file=str(keys.path))
+    audit.record("grant ssh access", name, "ok", role=granted, fingerprint=key.fingerprint,
+                 file=str(keys.path))
     click.echo(f"{name} may log in as {granted} with {key.fingerprint}:\n{line}")
 
 
@@ -627,8 +644,7 @@ def access_list(ctx: click.Context) -> None:
 @click.pass_context
 def access_remove(ctx: click.Context, name: str) -> None:
     """Take NAME's keys out. Audited."""
-    session = _session(ctx)
-    _permitted(session, "access", "remove ssh access of", name)
+    audit = _records(ctx, "remove ssh access of", name).audit
     keys = _keys(ctx)
     try:
         gone = keys.remove(name)
@@ -638,7 +654,6 @@ def access_remove(ctx: click.Context, name: str) -> None:
     except OSError as e:
         fail(EXIT_USAGE, f"{keys.path}: cannot write: {e.strerror or e}")
     for entry in gone:
-        session.engine.actions.audit.record("remove ssh access", name, "ok", role=entry.role,
-                                            fingerprint=entry.key.fingerprint,
-                                            file=str(keys.path))
+        audit.record("remove ssh access", name, "ok", role=entry.role,
+                     fingerprint=entry.key.fingerprint, file=str(keys.path))
     click.echo(f"{name}: {len(gone)} key(s) removed from {keys.path}")

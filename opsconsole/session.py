@@ -160,27 +160,60 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
                  speed: float = 1.0, scale: int = 0, seed: int = 1,
                  providers: Providers | None = None, role: Role = ADMIN,
                  identity: Identity | None = None) -> Session:
-    """The lowest role wins: `role`, and read-only (the monitor role) from the flag, the
-    environment or the file, which can each turn it on. `identity`: who the audit names
-    (default: the local account)."""
-    if inventory is None:   # the simulated site updates docker on each VM and reboots it
-        inventory = Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
-                                           "reboot": True})
-    # No inventory file and no [swarm]: the simulated cluster (or the providers given,
-    # e.g. a test's own SimCluster), with records apart from a real site's, under
-    # state_dir/sim; another seed or scale is another world (a --scale 1000 journal names
-    # other nodes): state_dir/sim-seedS-scaleN. The state dir is checked before anything.
-    state, warnings = inventory.state_dir, list[str]()
-    if inventory.path is None and inventory.swarm is None:
-        state = state / "sim"
+    """Records and access as `open_records` makes them (checked before anything), then the
+    providers: the inventory's, or the simulated cluster's, or those given."""
+    inventory = inventory or simulated_site()
+    warnings = list[str]()
+    if simulated(inventory):
         if providers is None:
             from .providers.sim import SimCluster
             providers = SimCluster(seed=seed, speed=speed, scale=scale).providers()
-            if (seed, scale) != (1, 0):
-                state = state.with_name(f"sim-seed{seed}-scale{scale}")
+        else:
+            seed, scale = 1, 0      # a test's own SimCluster: the records of the default one
         source = "simulated cluster"
     else:
         source = str(inventory.path)
+    records = open_records(inventory, read_only, role, identity, seed, scale)
+    providers = providers or connect(inventory, warnings)
+    cluster = Cluster(providers, dict(inventory.proxy.servers) if inventory.proxy else {})
+    actions = Actions(providers, records.audit, records.access)
+    engine = Engine(cluster, actions, records.journal)
+    return Session(inventory, providers, cluster, engine, source, warnings)
+
+
+def simulated_site() -> Inventory:
+    """The simulated site's inventory (its state dir as the environment says now): it
+    updates docker on each VM and reboots it."""
+    return Inventory(maintenance={"update_command": "sudo apt-get -y upgrade docker.io",
+                                  "reboot": True})
+
+
+def simulated(inventory: Inventory) -> bool:
+    """No inventory file and no [swarm]: the simulated cluster."""
+    return inventory.path is None and inventory.swarm is None
+
+
+@dataclass(frozen=True)
+class Records:
+    """What a console writes and who it writes as: no remote system needed."""
+    journal: Journal
+    audit: Audit
+    access: Access
+
+
+def open_records(inventory: Inventory, read_only: bool = False, role: Role = ADMIN,
+                 identity: Identity | None = None, seed: int = 1, scale: int = 0) -> Records:
+    """The journal and audit of `inventory`'s state dir (checked: ConfigError when it cannot
+    be used), and the console's access: the lowest role wins: `role`, and read-only (the
+    monitor role) from the flag, the environment or the file, which can each turn it on.
+    `identity`: who the audit names (default: the local account).
+
+    The simulated cluster keeps its records apart from a real site's, under state_dir/sim;
+    another seed or scale is another world (a --scale 1000 journal names other nodes):
+    state_dir/sim-seedS-scaleN."""
+    state = inventory.state_dir
+    if simulated(inventory):
+        state = state / ("sim" if (seed, scale) == (1, 0) else f"sim-seed{seed}-scale{scale}")
     identity = identity or Identity.local()
     journal, audit = Journal(state / "journal.jsonl"), Audit(state / "audit.jsonl", identity)
     try:
@@ -190,10 +223,6 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
         raise ConfigError(f"cannot use the state dir {state}: {e.strerror or e}"
                           + (f" ({e.filename})" if e.filename and e.filename != str(state)
                              else "")) from None
-    providers = providers or connect(inventory, warnings)
     if read_only or inventory.read_only or read_only_from_env():
         role = lowest(role, MONITOR)
-    cluster = Cluster(providers, dict(inventory.proxy.servers) if inventory.proxy else {})
-    actions = Actions(providers, audit, Access(role, identity, registry.PERMISSIONS))
-    engine = Engine(cluster, actions, journal)
-    return Session(inventory, providers, cluster, engine, source, warnings)
+    return Records(journal, audit, Access(role, identity, registry.PERMISSIONS))

@@ -23,6 +23,17 @@ F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 P = TypeVar("P")
 
 
+def require(access: Access, audit: Audit, needed: Role, verb: str, target: str) -> None:
+    """RoleError unless the role of `access` is at least `needed`; the refusal is audited
+    (with the role), before anything is touched."""
+    try:
+        access.require(needed, f"{verb} {target}".strip())
+    except RoleError:
+        audit.record(verb, target, "refused: read-only" if access.read_only else
+                     f"refused: needs {needed}", role=access.role)
+        raise
+
+
 def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[[F], F]:
     """`audited=False` only for a write repeated every few seconds whose start and end are
     audited anyway (the lock's heartbeat): it still refuses in read-only mode.
@@ -62,14 +73,8 @@ class Actions:
         return self.access.read_only
 
     def require(self, needed: Role, verb: str, target: str) -> None:
-        """RoleError unless this console's role is at least `needed`; the refusal is audited
-        (with the role), before anything is touched."""
-        try:
-            self.access.require(needed, f"{verb} {target}".strip())
-        except RoleError:
-            self.audit.record(verb, target, "refused: read-only" if self.read_only else
-                              f"refused: needs {needed}", role=self.access.role)
-            raise
+        require(self.access, self.audit, needed, verb, target)
+
 
     def _need(self, what: str, provider: P | None) -> P:
         if provider is None:

@@ -130,3 +130,21 @@ def test_the_forced_command_survives_the_trip_through_sshd_and_the_shell():
                   'rm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl opsconsole:bob']
     [entry] = keys.entries()
     assert (entry.user, entry.role) == ("bob", "oncall")
+
+
+def test_access_needs_no_remote_system_nor_its_secrets(acc, tmp_path):
+    """Editing keys reads no cluster: a site whose Swarm is unreachable and whose WinRM
+    password is not set still gets its key added (and audited in the site's state dir)."""
+    keygen(tmp_path / "a")
+    site = tmp_path / "site.toml"
+    site.write_text(f'[console]\nstate_dir = "{tmp_path}/site-state"\n'
+                    '[swarm]\nendpoints = ["unix:///nonexistent/docker.sock"]\n'
+                    '[winrm]\nuser_env = "OC_UNSET_USER"\npassword_env = "OC_UNSET_PASSWORD"\n'
+                    '[hosts.hv-01]\naddress = "127.0.0.1"\n')
+    r = CliRunner().invoke(main, ["-i", str(site), "access", "--file", str(acc.file), "add",
+                                  "alice", "--role", "oncall", "--key", str(tmp_path / "a.pub")])
+    assert r.exit_code == 0, r.output
+    assert f"-i {site} ssh-entry --role oncall --user alice" in acc.file.read_text()
+    [rec] = [json.loads(line) for line in (tmp_path / "site-state/audit.jsonl").read_text()
+             .splitlines()]
+    assert rec["action"] == "grant ssh access" and rec["target"] == "alice"
