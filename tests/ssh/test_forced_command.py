@@ -78,6 +78,7 @@ class Site:
             "StrictModes no",       # the keys file lives under /tmp (world-writable parent)
             "AcceptEnv LANG LC_*",  # as Debian's default: a client may send only these
             "PermitUserEnvironment no", "LogLevel VERBOSE",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",     # as Debian ships it
             readme_match_block(self.user)]))     # last: a Match block runs to the end
         self.proc: subprocess.Popen | None = None
 
@@ -210,6 +211,23 @@ def test_what_does_not_pass(fresh, person, command, says):
     assert fresh.records("journal.jsonl") == []
     assert all(rec["result"].startswith("refused") and rec["who"] == person
                for rec in fresh.records("audit.jsonl"))
+
+
+def test_file_copy_is_refused(fresh):
+    """scp and sftp are commands (or a subsystem) too: the forced command refuses them."""
+    sftp, scp = shutil.which("sftp"), shutil.which("scp")
+    assert sftp and scp, "sftp and scp come with ssh"
+    options = [o.replace("-p", "-P") if o == "-p" else o for o in fresh.ssh_argv("carol")[1:-1]]
+    r = subprocess.run([sftp, "-b", "-", *options, f"{fresh.user}@127.0.0.1"], input="ls\n",
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode != 0, r.stdout
+    r = subprocess.run([scp, "-O", *options, f"{fresh.user}@127.0.0.1:/etc/hostname",
+                        str(fresh.root / "copied")],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode != 0 and not (fresh.root / "copied").exists()
+    refused = [(a["target"], a["result"]) for a in fresh.records("audit.jsonl")]
+    assert any("sftp" in t and "refused" in r for t, r in refused), refused
+    assert any(t.startswith("scp ") and "refused" in r for t, r in refused), refused
 
 
 def test_variables_the_client_sends_do_not_reach_the_console(fresh):
