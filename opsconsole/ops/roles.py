@@ -24,6 +24,7 @@ Role = Literal["monitor", "oncall", "admin"]
 ROLES: tuple[Role, ...] = ("monitor", "oncall", "admin")     # each allows what those before do
 MONITOR, ONCALL, ADMIN = ROLES
 CHANGE: Role = ONCALL       # the least role that may change anything in the cluster
+LOCAL = "local account"
 
 
 def role_named(word: str) -> Role:
@@ -73,8 +74,12 @@ class Identity:
 
     @classmethod
     def local(cls) -> Identity:
-        return cls(f"{_local_user()}@{socket.gethostname()}", "local account",
-                   reported=reported())
+        return cls(f"{_local_user()}@{socket.gethostname()}", LOCAL, reported=reported())
+
+    @property
+    def over_ssh(self) -> bool:
+        """A person who came in through the forced command (not the account itself)."""
+        return self.via != LOCAL
 
     @classmethod
     def ssh(cls, user: str, key: str = "") -> Identity:

@@ -8,17 +8,19 @@ for what the console's role does not allow (read-only is the monitor role).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.markup import escape
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
@@ -172,12 +174,18 @@ class OpsConsole(App):
         """READ-ONLY for a monitor, the role's name for any other role but a local admin;
         and who, when the person came in through ssh-entry."""
         access = self.session.access
-        local = access.identity.via == "local account"
+        local = not access.identity.over_ssh
         if access.role == MONITOR:
             word = "READ-ONLY"
         else:
             word = "" if local and access.role == ADMIN else access.role.upper()
         return " · ".join(filter(None, (word, "" if local else access.identity.who)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Over ssh-entry the files are the service account's: no screenshot saved there."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot" or not self.session.access.identity.over_ssh:
+                yield command
 
     def _ops_hint(self) -> str:
         if self.session.read_only:

@@ -106,6 +106,9 @@ async def test_the_badge_names_the_role_and_who_came_in_over_ssh(console, role, 
         await until(pilot, lambda: {"filter", "help"} <= footer_actions(c), "the footer")
         assert (footer_actions(c) >= MUTATING_ACTIONS) == keys
         assert bool(footer_actions(c) & MUTATING_ACTIONS) == keys
+        # the service account's files are not theirs to write: no screenshot over ssh
+        titles = {s.title for s in c.app.get_system_commands(c.app.screen)}
+        assert "Theme" in titles and "Screenshot" not in titles
 
 
 async def test_read_write_footer_has_the_operation_keys(console):
@@ -115,6 +118,7 @@ async def test_read_write_footer_has_the_operation_keys(console):
         await until(pilot, lambda: footer_actions(c) >= MUTATING_ACTIONS,
                     "the operation keys in the footer")
         assert not c.app.query("#read-only")
+        assert "Screenshot" in {s.title for s in c.app.get_system_commands(c.app.screen)}
 
 
 def _rename(sim) -> None:
