@@ -69,15 +69,7 @@ def _output_gone() -> None:
 
 
 def _session(ctx: click.Context) -> Session:
-    """The session of this command (one per process: ssh-entry's check and the command it
-    runs share it)."""
     o = ctx.obj
-    if o.get("session") is None:
-        o["session"] = _open(o)
-    return o["session"]
-
-
-def _open(o: dict) -> Session:
     try:
         inventory = load(o["inventory"]) if o["inventory"] else None
         return open_session(inventory, read_only=o["read_only"], speed=o["speed"],
@@ -559,8 +551,7 @@ def ssh_entry(ctx: click.Context, granted: str, user: str) -> None:
     try:
         request = sshentry.parse(text)
     except sshentry.Refused as e:
-        _session(ctx).engine.actions.audit.record("ssh command", text[:200],
-                                                  f"refused: {e}", role=o["role"])
+        _records(ctx).audit.record("ssh command", text[:200], f"refused: {e}", role=o["role"])
         fail(EXIT_REFUSED, str(e))
     command = main.get_command(ctx, request.command)
     assert command is not None      # parse() knows only commands of main
@@ -579,16 +570,21 @@ def access(ctx: click.Context, keys_file: Path) -> None:
     ctx.obj["keys_file"] = keys_file
 
 
-def _records(ctx: click.Context, verb: str, name: str) -> Records:
-    """The audit and access of this console, no remote system needed (editing keys asks no
-    WinRM password); exit 3 (audited) unless the role may manage access."""
+def _records(ctx: click.Context) -> Records:
+    """The journal, audit and access of this console: no remote system read, no secret
+    asked."""
     o = ctx.obj
     try:
         inventory = load(o["inventory"]) if o["inventory"] else simulated_site()
-        records = open_records(inventory, o["read_only"], o["role"], seed=o["seed"],
-                               scale=o["scale"])
+        return open_records(inventory, o["read_only"], o["role"], o.get("identity"),
+                            seed=o["seed"], scale=o["scale"])
     except ConfigError as e:
         fail(EXIT_USAGE, str(e))
+
+
+def _may_manage_access(ctx: click.Context, verb: str, name: str) -> Records:
+    """Exit 3 (audited) unless the role may manage access."""
+    records = _records(ctx)
     try:
         require(records.access, records.audit, records.access.needs("access"), verb, name)
     except RoleError as e:
@@ -613,7 +609,7 @@ def _keys(ctx: click.Context) -> AuthorizedKeys:
 @click.pass_context
 def access_add(ctx: click.Context, name: str, granted: str, key_file: Path, entry: str) -> None:
     """Let NAME in with the key in --key, in --role. Audited."""
-    audit = _records(ctx, "grant ssh access to", name).audit
+    audit = _may_manage_access(ctx, "grant ssh access to", name).audit
     keys = _keys(ctx)
     try:
         key = read_key(key_file)
@@ -644,7 +640,7 @@ def access_list(ctx: click.Context) -> None:
 @click.pass_context
 def access_remove(ctx: click.Context, name: str) -> None:
     """Take NAME's keys out. Audited."""
-    audit = _records(ctx, "remove ssh access of", name).audit
+    audit = _may_manage_access(ctx, "remove ssh access of", name).audit
     keys = _keys(ctx)
     try:
         gone = keys.remove(name)

@@ -50,7 +50,8 @@ class Session:
         return WindowOptions(**self.inventory.maintenance)
 
 
-def connect(inventory: Inventory, warnings: list[str] | None = None) -> Providers:
+def connect(inventory: Inventory, warnings: list[str] | None = None,
+            ask: bool = True) -> Providers:
     """Providers for a real site, from its inventory; what the header should say about
     them (a plain-text Docker API) is added to `warnings`."""
     from .providers.swarm import DockerSwarm  # docker SDK loads only when needed
@@ -65,7 +66,8 @@ def connect(inventory: Inventory, warnings: list[str] | None = None) -> Provider
     if inventory.proxy:
         from .providers.haproxy import HAProxy
         proxy = HAProxy(inventory.proxy.socket, inventory.proxy.timeout)
-    hypervisor = hyperv(inventory, vms) if inventory.winrm else StaticHypervisor(hosts, vms)
+    hypervisor = hyperv(inventory, vms, ask) if inventory.winrm else \
+        StaticHypervisor(hosts, vms)
     shell = ssh(inventory) if inventory.ssh is not None else None
     closers = [c for p in (swarm, hypervisor, shell) if (c := getattr(p, "close", None))]
 
@@ -110,7 +112,7 @@ def swarm_endpoints(c: SwarmConfig, where: Path | None = None,
     return endpoints, tls
 
 
-def hyperv(inventory: Inventory, vms: list[VM]):
+def hyperv(inventory: Inventory, vms: list[VM], ask: bool = True):
     """HyperV over WinRM; credentials come from the environment variables the file names."""
     from .providers.hyperv import HyperV
     from .providers.powershell.remote import WinRMHost
@@ -118,8 +120,8 @@ def hyperv(inventory: Inventory, vms: list[VM]):
     for h in inventory.hosts.values():
         w = dict(h.winrm)
         user_env, password_env = w.pop("user_env", ""), w.pop("password_env", "")
-        username = _secret(user_env, f"WinRM user for {h.name}") if user_env else ""
-        password = _secret(password_env, f"WinRM password for {username or h.name}",
+        username = _secret(user_env, f"WinRM user for {h.name}", ask=ask) if user_env else ""
+        password = _secret(password_env, f"WinRM password for {username or h.name}", ask=ask,
                            hidden=True) if password_env else ""
         w["expect_computer_name"] = w.pop("computer_name", "")
         hosts.append(WinRMHost(h.name, h.address, username=username, password=password, **w))
@@ -129,14 +131,19 @@ def hyperv(inventory: Inventory, vms: list[VM]):
 _asked: dict[str, str] = {}
 
 
-def _secret(env_var: str, what: str, hidden: bool = False) -> str:
-    """From the environment variable the inventory names, else asked once on a terminal.
+def _secret(env_var: str, what: str, hidden: bool = False, ask: bool = True) -> str:
+    """From the environment variable the inventory names, else asked once on a terminal
+    (unless not `ask`: a person who came in through ssh-entry is never asked the service
+    account's secrets).
 
     Kept in memory only: never written, never logged.
     """
     value = os.environ.get(env_var) or _asked.get(env_var)
     if value:
         return value
+    if not ask:
+        raise ProviderError(f"{what}: environment variable {env_var} is not set for the "
+                            "service account (give it in the forced command's environment)")
     if not sys.stdin.isatty():
         raise ProviderError(f"{what}: environment variable {env_var} is not set")
     value = (getpass.getpass if hidden else input)(f"{what} ({env_var} is not set): ")
@@ -161,7 +168,8 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
                  providers: Providers | None = None, role: Role = ADMIN,
                  identity: Identity | None = None) -> Session:
     """Records and access as `open_records` makes them (checked before anything), then the
-    providers: the inventory's, or the simulated cluster's, or those given."""
+    providers: the inventory's, or the simulated cluster's, or those given. Secrets missing
+    from the environment are asked on the terminal, except of a person over ssh-entry."""
     inventory = inventory or simulated_site()
     warnings = list[str]()
     if simulated(inventory):
@@ -174,7 +182,8 @@ def open_session(inventory: Inventory | None = None, read_only: bool = False,
     else:
         source = str(inventory.path)
     records = open_records(inventory, read_only, role, identity, seed, scale)
-    providers = providers or connect(inventory, warnings)
+    providers = providers or connect(inventory, warnings,
+                                     ask=not records.access.identity.over_ssh)
     cluster = Cluster(providers, dict(inventory.proxy.servers) if inventory.proxy else {})
     actions = Actions(providers, records.audit, records.access)
     engine = Engine(cluster, actions, records.journal)

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from opsconsole import cli
+from opsconsole import cli, session
+from opsconsole.providers.base import ProviderError
 from opsconsole.sshentry import ALLOWED, MAX_COMMAND, Refused, exposed_key, key_fingerprint, parse
 
 
@@ -181,3 +182,26 @@ def test_a_local_role_only_lowers(entry):
     assert r.exit_code == 3 and "role oncall may not break the operation lock" in r.output
     r = entry("--role", "monitor", "run", "cordon", "vm-05", "--yes")
     assert r.exit_code == 3 and "read-only" in r.output
+
+
+def test_a_person_over_ssh_is_never_asked_the_service_accounts_secrets(entry, tmp_path,
+                                                                        monkeypatch):
+    """Locally a missing WinRM password is asked on the terminal; over ssh-entry the person
+    on that terminal is not the one who may know it: exit 6 naming the variable."""
+    site = tmp_path / "site.toml"
+    site.write_text('[swarm]\nendpoints = ["unix:///nonexistent/docker.sock"]\n'
+                    '[winrm]\nuser_env = "OC_UNSET_USER"\npassword_env = "OC_UNSET_PASSWORD"\n'
+                    '[hosts.hv-01]\naddress = "127.0.0.1"\n')
+    r = entry("-i", str(site), "ssh-entry", "--role", "admin", "--user", "carol",
+              command="status")
+    assert r.exit_code == 6, r.output
+    assert "OC_UNSET_USER is not set for the service account" in r.output
+    # and on a terminal too: asked locally, never when `ask` is off
+    asked: list[str] = []
+    monkeypatch.setattr(session, "_asked", {})
+    monkeypatch.setattr("sys.stdin", type("Tty", (), {"isatty": staticmethod(lambda: True)})())
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or "typed")
+    with pytest.raises(ProviderError, match="not set for the service account"):
+        session._secret("OC_UNSET_USER", "WinRM user", ask=False)
+    assert asked == []
+    assert session._secret("OC_UNSET_USER", "WinRM user") == "typed" and asked
