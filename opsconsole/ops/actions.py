@@ -75,7 +75,6 @@ class Actions:
     def require(self, needed: Role, verb: str, target: str) -> None:
         require(self.access, self.audit, needed, verb, target)
 
-
     def _need(self, what: str, provider: P | None) -> P:
         if provider is None:
             raise ProviderError(f"no {what} is configured in the inventory")

@@ -13,8 +13,8 @@ marked as such. What the environment merely claims (SUDO_USER, SSH_CLIENT) is ke
 """
 from __future__ import annotations
 
-import getpass
 import os
+import pwd
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,9 +48,11 @@ class RoleError(Exception):
 
 
 def _local_user() -> str:
+    """The account this process runs as, from the password database by its uid (not
+    getpass.getuser(), which believes $USER and $LOGNAME)."""
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):   # no passwd entry (containers): the uid still says who
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:    # no passwd entry (containers): the uid still says who
         return f"uid{os.getuid()}"
 
 

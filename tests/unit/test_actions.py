@@ -2,10 +2,10 @@
 and is audited with who did it."""
 from __future__ import annotations
 
-import getpass
 import inspect
 import json
 import os
+import pwd
 import socket
 
 import pytest
@@ -168,8 +168,11 @@ def test_who_is_the_local_account_and_what_the_environment_claims_is_only_report
         monkeypatch, tmp_path):
     monkeypatch.setenv("SUDO_USER", "alice")
     monkeypatch.setenv("SSH_CLIENT", "203.0.113.9 52100 22")
+    monkeypatch.setenv("USER", "alice")         # getpass.getuser() would believe these
+    monkeypatch.setenv("LOGNAME", "alice")
     me = Identity.local()
-    assert me.who == f"{getpass.getuser()}@{socket.gethostname()}" != "alice"
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert me.who == f"{account}@{socket.gethostname()}" != f"alice@{socket.gethostname()}"
     assert me.via == "local account"
     assert me.reported == "SUDO_USER=alice, SSH_CLIENT=203.0.113.9"
     audit = Audit(tmp_path / "audit.jsonl", me)
@@ -188,7 +191,7 @@ def test_who_through_ssh_entry_is_the_forced_commands_user_and_key(monkeypatch, 
     audit.record("set availability", "n1", "ok")
     [rec] = audit.read()
     assert rec["who"] == "alice" and rec["key"] == "SHA256:abc"
-    assert rec["via"] == f"ssh-entry as {getpass.getuser()}@{socket.gethostname()}"
+    assert rec["via"] == f"ssh-entry as {pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
     assert rec["reported"] == "SUDO_USER=mallory"
 
 
