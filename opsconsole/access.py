@@ -211,6 +211,11 @@ class AuthorizedKeys:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
+            folder_fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(folder_fd)     # the rename itself survives a crash
+            finally:
+                os.close(folder_fd)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
