@@ -1,16 +1,18 @@
-"""Command line: the TUI by default; status, plan, run and journal for scripts.
+"""Command line: the TUI by default; status, plan, run and journal for scripts; ssh-entry
+for the people who SSH in (a forced command), access to manage who may.
 
 Exit codes: 0 success; 2 bad input (inventory, names, usage); 3 refused (a
-guard, read-only mode, or not confirmed: a wrong word or no input); 4 an
-operation failed; 5 aborted or interrupted (SIGINT, SIGTERM, SIGHUP); 6 a
-remote system could not be reached (status still prints what it could read);
-7 `resilience`: the loss of some single host or VM would not be survived.
+guard, the role (read-only is the monitor role), or not confirmed: a wrong word or no
+input); 4 an operation failed; 5 aborted or interrupted (SIGINT, SIGTERM, SIGHUP); 6 a
+remote system could not be reached (status still prints what it could read); 7
+`resilience`: the loss of some single host or VM would not be survived.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import signal
 import sys
 import time
@@ -19,22 +21,25 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.text import Text
 from rich.tree import Tree
 
-from . import __version__, kinds, present, rehearsal
+from . import __version__, kinds, present, rehearsal, sshentry
+from .access import AccessError, AuthorizedKeys, default_entry, read_key
 from .config import ConfigError
 from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, SWARM, Snapshot
 from .ops import catalog, registry
 from .ops import resilience as n_minus_1
-from .ops.actions import ReadOnlyError
+from .ops.actions import require
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
+from .ops.roles import ADMIN, ROLES, Identity, RoleError, lowest, role_named
 from .providers.base import ProviderError
 from .rehearsal import MARK, SPEED
-from .session import Session, load_inventory, open_session
+from .session import Records, Session, load_inventory, open_records, open_session, simulated_site
 
 EXIT_USAGE, EXIT_REFUSED, EXIT_FAILED, EXIT_ABORTED, EXIT_UNREACHABLE = 2, 3, 4, 5, 6
 EXIT_NOT_RESILIENT = 7         # `resilience`: the loss of some host or VM is not survived
@@ -72,7 +77,8 @@ def _session(ctx: click.Context) -> Session:
     try:
         inventory = load_inventory(o["inventory"]) if o["inventory"] else None
         return open_session(inventory, read_only=o["read_only"], speed=o["speed"],
-                            scale=o["scale"], seed=o["seed"])
+                            scale=o["scale"], seed=o["seed"], role=o["role"],
+                            identity=o.get("identity"))
     except ConfigError as e:
         fail(EXIT_USAGE, str(e))
     except ProviderError as e:
@@ -87,7 +93,7 @@ def _run(coro):
         fail(EXIT_ABORTED, "interrupted by SIGINT")
     except ProviderError as e:
         fail(EXIT_UNREACHABLE, str(e))
-    except (ReadOnlyError, StepFailed) as e:
+    except (RoleError, StepFailed) as e:
         fail(EXIT_REFUSED, str(e))
     except PlanError as e:
         fail(EXIT_USAGE, str(e))
@@ -193,7 +199,11 @@ def _refused(plan) -> None:
 @click.option("--inventory", "-i", type=click.Path(dir_okay=False, path_type=Path),
               envvar="OPSCONSOLE_INVENTORY",
               help="Inventory file (TOML). Without it: the built-in simulated cluster.")
-@click.option("--read-only", is_flag=True, help="Monitor mode: nothing can be changed.")
+@click.option("--read-only", is_flag=True, help="Monitor mode: nothing can be changed "
+              "(the monitor role).")
+@click.option("--role", type=click.Choice(ROLES), default=ADMIN, show_default=True,
+              help="What this console may do: monitor watches, oncall runs node operations "
+              "and maintenance windows, admin all. It only lowers: --read-only still wins.")
 @click.option("--theme", default="", help="Theme name (see themes/) for the TUI.")
 @click.option("--demo", is_flag=True, help="Simulated cluster at 5x speed, for a quick tour.")
 @click.option("--scale", default=0, type=click.IntRange(0, 20000),
@@ -201,15 +211,29 @@ def _refused(plan) -> None:
 @click.option("--seed", default=1, type=int, help="Seed of the simulated cluster.")
 @click.version_option(__version__, prog_name="opsconsole")
 @click.pass_context
-def main(ctx: click.Context, inventory: Path | None, read_only: bool, theme: str, demo: bool,
-         scale: int, seed: int) -> None:
+def main(ctx: click.Context, inventory: Path | None, read_only: bool, role: str, theme: str,
+         demo: bool, scale: int, seed: int) -> None:
     """Operations console for Docker Swarm on Hyper-V behind HAProxy."""
     ctx.obj = {"inventory": inventory, "read_only": read_only, "theme": theme,
-               "speed": 5.0 if demo else 1.0, "scale": scale, "seed": seed}
+               "speed": 5.0 if demo else 1.0, "scale": scale, "seed": seed,
+               "role": role_named(role)}
     if ctx.invoked_subcommand is None:
-        session = _session(ctx)
-        from .ui.app import OpsConsole  # textual loads only for the TUI
-        OpsConsole(session, theme=theme or session.inventory.theme).run()
+        _tui(ctx)
+
+
+def _tui(ctx: click.Context) -> None:
+    session = _session(ctx)
+    from .ui.app import OpsConsole  # textual loads only for the TUI
+    OpsConsole(session, theme=ctx.obj["theme"] or session.inventory.theme).run()
+
+
+def _permitted(session: Session, name: str, verb: str, target: str = "") -> None:
+    """Exit 3 (the refusal audited) unless the role may do the registry's `name`: said
+    before anything is read or asked."""
+    try:
+        session.engine.require(name, verb, target)
+    except RoleError as e:
+        fail(EXIT_REFUSED, str(e))
 
 
 @main.command()
@@ -372,8 +396,6 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
     SIGINT, SIGTERM and SIGHUP stop the run where it is: the journal records it
     interrupted (resumable, the lock kept) and the exit code is 5.
     """
-    if session.read_only:
-        fail(EXIT_REFUSED, "read-only mode: refused to change anything")
     session.engine.guard_wait = session.inventory.timing.paused_limit
 
     async def go():
@@ -469,6 +491,7 @@ def plan(ctx: click.Context, operation: str, target: str, force: bool, rehearse:
 def run(ctx: click.Context, operation: str, target: str, yes: bool, force: bool) -> None:
     """Run OPERATION on TARGET headless, printing each step (see `plan` for TARGET)."""
     session = _session(ctx)
+    _permitted(session, operation, operation, target)
     _execute(session, _build(session, operation, target, force), yes)
 
 
@@ -491,6 +514,7 @@ def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
     Finished steps are checked against the cluster first: one whose effect no
     longer holds runs again. Commands come from the inventory now."""
     session = _session(ctx)
+    _permitted(session, "resume", "resume", op_id)
     _finish(ctx, op_id, yes, lambda r, snap: catalog.rebuild(r, snap, session.window_options),
             resume=True, session=session)
 
@@ -501,13 +525,14 @@ def resume(ctx: click.Context, op_id: str, yes: bool) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, op_id: str, yes: bool) -> None:
     """Bring back into service what an unfinished operation took out."""
-    _finish(ctx, op_id, yes, catalog.rollback, resume=False)
+    session = _session(ctx)
+    _permitted(session, "rollback", "rollback", op_id)
+    _finish(ctx, op_id, yes, catalog.rollback, resume=False, session=session)
 
 
 def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool,
-            session: Session | None = None) -> None:
+            session: Session) -> None:
     """Resume or roll back the unfinished operation `op_id`: `make_plan(record, snapshot)`."""
-    session = session or _session(ctx)
     record = _unfinished(session, op_id)
     _execute(session, lambda snap: make_plan(record, snap), yes, confirm_word=op_id,
              resume=record if resume else None)
@@ -519,8 +544,7 @@ def _finish(ctx: click.Context, op_id: str, yes: bool, make_plan, resume: bool,
 def unlock(ctx: click.Context, yes: bool) -> None:
     """Break the cluster's operation lock (a console died holding it). Audited."""
     session = _session(ctx)
-    if session.read_only:
-        fail(EXIT_REFUSED, "read-only mode: refused to break the lock")
+    _permitted(session, "unlock", "break the operation lock")
 
     async def go():
         try:
@@ -537,7 +561,7 @@ def unlock(ctx: click.Context, yes: bool) -> None:
                     click.echo(f"its console is not dead: {live}")
                 if not yes:
                     await _confirm("Type unlock to break it", "unlock")
-            await session.engine.actions.break_lock(lock.holder)
+            await session.engine.unlock(lock)
             click.echo("lock broken")
         finally:
             await session.providers.close()
@@ -553,8 +577,7 @@ def abandon(ctx: click.Context, op_id: str, yes: bool) -> None:
 
     What it took out of service stays so; its cluster lock is released."""
     session = _session(ctx)
-    if session.read_only:
-        fail(EXIT_REFUSED, "read-only mode: refused to abandon an operation")
+    _permitted(session, "abandon", "abandon", op_id)
     record = _unfinished(session, op_id)
     live = record.liveness()
     if live:
@@ -599,3 +622,140 @@ def journal(ctx: click.Context) -> None:
         con.print(Text(f"{line.get('op', '?')}  {line['event']}  " + (
             f"{line.get('kind', '?')} {line.get('target', '?')} by {line.get('who', '?')}"
             if line["event"] == "begin" else f"{line.get('state', '?')} {line.get('error', '')}")))
+
+
+@main.command("ssh-entry")
+@click.option("--role", "granted", type=click.Choice(ROLES), required=True,
+              help="The person's role (from the authorized_keys line, never from them).")
+@click.option("--user", required=True, help="The person's name, for the audit.")
+@click.pass_context
+def ssh_entry(ctx: click.Context, granted: str, user: str) -> None:
+    """The forced command of an authorized_keys line (`access add` writes them).
+
+    Without SSH_ORIGINAL_COMMAND: the console in that role. With one: that console
+    command (status, plan, run, journal, resume, rollback, abandon, unlock, with their
+    own flags only), split into words but never run by a shell; anything else is refused
+    (exit 3, audited)."""
+    if not sshentry.NAME.fullmatch(user):
+        fail(EXIT_USAGE, f"ssh-entry: user name {user!r} is not a plain name")
+    parent = ctx.parent
+    if parent is not None and parent.get_parameter_source("inventory") not in (
+            None, ParameterSource.DEFAULT, ParameterSource.COMMANDLINE):
+        fail(EXIT_USAGE, "ssh-entry: name the inventory in the forced command (-i FILE), not "
+                         "in the environment (a client may be allowed to send variables)")
+    o = ctx.obj
+    o["role"] = lowest(o["role"], role_named(granted))
+    o["identity"] = Identity.ssh(user, sshentry.exposed_key(os.environ.get("SSH_USER_AUTH",
+                                                                           "")))
+    text = os.environ.get("SSH_ORIGINAL_COMMAND")
+    if text is None:
+        if not sys.stdout.isatty():
+            fail(EXIT_USAGE, "the console needs a terminal: ssh -t, or give a command "
+                             "(status, plan, run, journal…)")
+        _tui(ctx)
+        return
+    try:
+        request = sshentry.parse(text)
+    except sshentry.Refused as e:
+        _records(ctx).audit.record("ssh command", text[:200], f"refused: {e}", role=o["role"])
+        fail(EXIT_REFUSED, str(e))
+    command = main.get_command(ctx, request.command)
+    assert command is not None      # parse() knows only commands of main
+    with command.make_context(request.command, list(request.args), parent=ctx) as sub:
+        command.invoke(sub)
+
+
+@main.group()
+@click.option("--file", "keys_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=lambda: str(Path.home() / ".ssh" / "authorized_keys"),
+              show_default="~/.ssh/authorized_keys",
+              help="The service account's authorized_keys.")
+@click.pass_context
+def access(ctx: click.Context, keys_file: Path) -> None:
+    """Who may SSH in to the service account, and in which role (authorized_keys)."""
+    ctx.obj["keys_file"] = keys_file
+
+
+def _records(ctx: click.Context) -> Records:
+    """The journal, audit and access of this console: no remote system read, no secret
+    asked."""
+    o = ctx.obj
+    try:
+        inventory = load_inventory(o["inventory"]) if o["inventory"] else simulated_site()
+        return open_records(inventory, o["read_only"], o["role"], o.get("identity"),
+                            seed=o["seed"], scale=o["scale"])
+    except ConfigError as e:
+        fail(EXIT_USAGE, str(e))
+
+
+def _may_manage_access(ctx: click.Context, verb: str, name: str) -> Records:
+    """Exit 3 (audited) unless the role may manage access."""
+    records = _records(ctx)
+    try:
+        require(records.access, records.audit, records.access.needs("access"), verb, name)
+    except RoleError as e:
+        fail(EXIT_REFUSED, str(e))
+    return records
+
+
+def _keys(ctx: click.Context) -> AuthorizedKeys:
+    try:
+        return AuthorizedKeys(ctx.obj["keys_file"])
+    except AccessError as e:
+        fail(EXIT_USAGE, str(e))
+
+
+@access.command("add")
+@click.argument("name")
+@click.option("--role", "granted", type=click.Choice(ROLES), required=True)
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="The person's public key (.pub).")
+@click.option("--entry", default="", help="The program the forced command runs, split like "
+              "a shell would (default: this opsconsole, with its --inventory).")
+@click.pass_context
+def access_add(ctx: click.Context, name: str, granted: str, key_file: Path, entry: str) -> None:
+    """Let NAME in with the key in --key, in --role. Audited."""
+    audit = _may_manage_access(ctx, "grant ssh access to", name).audit
+    keys = _keys(ctx)
+    try:
+        key = read_key(key_file)
+        program = shlex.split(entry) if entry else default_entry(ctx.obj["inventory"])
+        line = keys.add(name, role_named(granted), key, program)
+        keys.save()
+    except (AccessError, ValueError) as e:
+        fail(EXIT_USAGE, str(e))
+    except OSError as e:
+        fail(EXIT_USAGE, f"{keys.path}: cannot write: {e.strerror or e}")
+    audit.record("grant ssh access", name, "ok", role=granted, fingerprint=key.fingerprint,
+                 file=str(keys.path))
+    click.echo(f"{name} may log in as {granted} with {key.fingerprint}:\n{line}")
+
+
+@access.command("list")
+@click.pass_context
+def access_list(ctx: click.Context) -> None:
+    """The people who may SSH in, their role and key."""
+    keys = _keys(ctx)
+    for e in keys.entries():
+        click.echo(f"{e.user}  {e.role}  {e.key.type} {e.key.fingerprint}  (line {e.line})")
+    click.echo(f"{keys.others()} other line(s) in {keys.path}, kept as they are")
+
+
+@access.command("remove")
+@click.argument("name")
+@click.pass_context
+def access_remove(ctx: click.Context, name: str) -> None:
+    """Take NAME's keys out. Audited."""
+    audit = _may_manage_access(ctx, "remove ssh access of", name).audit
+    keys = _keys(ctx)
+    try:
+        gone = keys.remove(name)
+        keys.save()
+    except AccessError as e:
+        fail(EXIT_USAGE, str(e))
+    except OSError as e:
+        fail(EXIT_USAGE, f"{keys.path}: cannot write: {e.strerror or e}")
+    for entry in gone:
+        audit.record("remove ssh access", name, "ok", role=entry.role,
+                     fingerprint=entry.key.fingerprint, file=str(keys.path))
+    click.echo(f"{name}: {len(gone)} key(s) removed from {keys.path}")

@@ -19,12 +19,13 @@ from pathlib import Path
 from .cluster import Cluster
 from .config import Timing, WindowOptions
 from .model import RUNNING, Snapshot
-from .ops import catalog
+from .ops import catalog, registry
 from .ops.actions import Actions
 from .ops.engine import DONE, PAUSED, Engine, Operation, Plan
 from .ops.records import Audit, Journal
 from .ops.report import markdown
 from .ops.resilience import HOST, Domain, domains
+from .ops.roles import ADMIN, Access, Identity
 from .providers.sim import ManualClock, SimCluster
 
 SPEED = 30.0                # simulated seconds per real second
@@ -56,7 +57,10 @@ async def rehearse(snap: Snapshot, kind: str, target: str, timing: Timing = Timi
     with tempfile.TemporaryDirectory(prefix="opsconsole-rehearsal-") as tmp:
         records = Path(tmp)
         cluster = Cluster(providers)
-        engine = Engine(cluster, Actions(providers, Audit(records / "audit.jsonl"), False),
+        # the twin's own records, as a twin's user: its changes touch only the twin
+        access = Access(ADMIN, Identity(MARK.lower(), "a simulated twin"), registry.PERMISSIONS)
+        audit = Audit(records / "audit.jsonl", access.identity)
+        engine = Engine(cluster, Actions(providers, audit, access),
                         Journal(records / "journal.jsonl"))
         engine.guard_wait = quick.paused_limit
         plan = catalog.build(kind, await cluster.snapshot(), target, quick, options, force)

@@ -1,4 +1,5 @@
-"""Test tiers: unit/ (no I/O), ui/ (Pilot + snapshots), lab/ (real systems).
+"""Test tiers: unit/ (no I/O), ui/ (Pilot + snapshots), ssh/ (a real sshd on loopback, its
+own, not the lab), lab/ (real systems).
 
 With OPSCONSOLE_REQUIRE_ALL_TIERS=1 (set by .ci/run) the run fails when any
 test was skipped or any tier ran no test: a lab that silently skips is a defect.
@@ -9,7 +10,7 @@ import os
 
 import pytest
 
-TIERS = ("unit", "ui", "lab")
+TIERS = ("unit", "ui", "ssh", "lab")
 _outcomes: dict[str, dict[str, int]] = {t: {"passed": 0, "skipped": 0} for t in TIERS}
 
 

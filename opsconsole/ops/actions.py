@@ -1,8 +1,10 @@
 """Every call that changes the cluster, in one place.
 
-Each method is marked @mutating: it refuses in read-only mode before any
-remote system is touched, and records attempt and outcome in the audit log.
-The registry MUTATING lists them all, so a test can prove every one refuses.
+Each method is marked @mutating: it refuses unless the console's role may change the
+cluster (a monitor, i.e. read-only mode, may not) before any remote system is touched, and
+records attempt and outcome (or the refusal) in the audit log. The registry MUTATING lists
+them all, so a test can prove every one refuses. What a whole operation needs (admin to
+break the lock...) the engine asks through `require` before it calls any of these.
 """
 from __future__ import annotations
 
@@ -14,17 +16,22 @@ from ..config import REBOOT
 from ..model import Lock
 from ..providers.base import LineSink, ProviderError, Providers
 from .records import Audit
+from .roles import CHANGE, Access, Role, RoleError
 
 MUTATING: list[str] = []
 F = TypeVar("F", bound=Callable[..., Awaitable[None]])
 P = TypeVar("P")
 
 
-class ReadOnlyError(Exception):
-    """The console runs read-only; nothing may change."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"read-only mode: refused to {what}")
+def require(access: Access, audit: Audit, needed: Role, verb: str, target: str) -> None:
+    """RoleError unless the role of `access` is at least `needed`; the refusal is audited
+    (with the role), before anything is touched."""
+    try:
+        access.require(needed, f"{verb} {target}".strip())
+    except RoleError:
+        audit.record(verb, target, "refused: read-only" if access.read_only else
+                     f"refused: needs {needed}", role=access.role)
+        raise
 
 
 def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[[F], F]:
@@ -37,9 +44,7 @@ def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[
 
         @functools.wraps(fn)
         async def guarded(self: Actions, target: str, *args: Any, **kwargs: Any) -> None:
-            if self.read_only:
-                self.audit.record(verb, target, "refused: read-only")
-                raise ReadOnlyError(f"{verb} {target}")
+            self.require(CHANGE, verb, target)
             if not audited:
                 await fn(self, target, *args, **kwargs)
                 return
@@ -59,9 +64,16 @@ def mutating(verb: str, audited: bool = True, changes: bool = True) -> Callable[
 
 
 class Actions:
-    def __init__(self, providers: Providers, audit: Audit, read_only: bool) -> None:
-        self.providers, self.audit, self.read_only = providers, audit, read_only
+    def __init__(self, providers: Providers, audit: Audit, access: Access) -> None:
+        self.providers, self.audit, self.access = providers, audit, access
         self.generation = 0     # moves on with every change made: tells stale snapshots apart
+
+    @property
+    def read_only(self) -> bool:
+        return self.access.read_only
+
+    def require(self, needed: Role, verb: str, target: str) -> None:
+        require(self.access, self.audit, needed, verb, target)
 
     def _need(self, what: str, provider: P | None) -> P:
         if provider is None:

@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from ..cluster import Cluster
 from ..model import HYPERV, PROXY, SERVER_READY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
-from .actions import Actions, ReadOnlyError
+from .actions import Actions
 from .guards import Check, Risk, before_step, failures, forced
-from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
+from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, write_private
 from .report import markdown
+from .roles import Access, RoleError
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -343,6 +344,14 @@ class Engine:
     def read_only(self) -> bool:
         return self.actions.read_only
 
+    @property
+    def access(self) -> Access:
+        return self.actions.access
+
+    @property
+    def who(self) -> str:
+        return self.access.identity.who
+
     def listen(self, listener: Callable[[Operation], object]) -> Callable[[], None]:
         """Hear every change of every operation (front ends, tests); returns the way to stop."""
         self._listeners.append(listener)
@@ -361,9 +370,10 @@ class Engine:
         # PENDING too: an operation started but not yet scheduled already holds the slot
         return next((o for o in self.operations if o.state in (PENDING, RUNNING, PAUSED)), None)
 
-    def _refuse_if_read_only(self, what: str) -> None:
-        if self.read_only:
-            raise ReadOnlyError(what)
+    def require(self, name: str, verb: str, target: str = "") -> None:
+        """RoleError (audited) unless this console's role may do the registry's operation
+        `name`; an operation the registry does not list needs admin."""
+        self.actions.require(self.access.needs(name), verb, target)
 
     def start(self, plan: Plan, resume: OpRecord | None = None) -> Operation:
         """Start a plan in the background; refuses read-only, unsafe plans, overlaps.
@@ -372,7 +382,9 @@ class Engine:
         on under the same id (and lock), skipping the steps it finished whose
         effect still holds on the cluster (checked when it starts).
         """
-        self._refuse_if_read_only(f"{plan.kind} {plan.target}")
+        self.require(plan.kind, plan.kind, plan.target)
+        if resume is not None:
+            self.require("resume", "resume", resume.op)
         if plan.refused:
             raise StepFailed("refused by guards: " + "; ".join(c.text for c in plan.refused))
         if self.running:
@@ -396,21 +408,21 @@ class Engine:
         return op
 
     def pause(self, op: Operation) -> None:
-        self._refuse_if_read_only("pause an operation")
+        self.require("pause", "pause", op.title)
         if op.state == RUNNING:
             op.state = PAUSED
             op._poke.set()
             self._note(op, "paused by operator")
 
     def resume(self, op: Operation) -> None:
-        self._refuse_if_read_only("resume an operation")
+        self.require("pause", "resume", op.title)
         if op.state == PAUSED:
             op.state = RUNNING
             op._resume.set()
             self._note(op, "resumed by operator")
 
     def abort(self, op: Operation) -> None:
-        self._refuse_if_read_only("abort an operation")
+        self.require("abort", "abort", op.title)
         if op.state in FINISHED:
             return
         op._abort = True
@@ -439,10 +451,15 @@ class Engine:
 
     async def abandon(self, record: OpRecord, lock: Lock | None) -> None:
         """Close an unfinished operation as it is (audited); its cluster lock is released."""
-        self._refuse_if_read_only(f"abandon {record.op}")
+        self.require("abandon", "abandon", record.op)
         await self.actions.abandon(record.op, lock is not None and lock.op == record.op)
-        self.journal.end(record.op, "abandoned", f"abandoned by {who()}")
+        self.journal.end(record.op, "abandoned", f"abandoned by {self.who}")
         self._let_go(record.op)
+
+    async def unlock(self, lock: Lock) -> None:
+        """Break the cluster's operation lock (its console died holding it); audited."""
+        self.require("unlock", "break the operation lock", lock.holder)
+        await self.actions.break_lock(lock.holder)
 
     def _let_go(self, op_id: str) -> None:
         """A closed operation holds nothing any more (rolled back, abandoned)."""
@@ -471,7 +488,7 @@ class Engine:
         return f"{ways} | opsconsole abandon {op.id}"
 
     def _lock(self, op: Operation) -> Lock:
-        return Lock(who(), op.id, op.title, op.since, host=socket.gethostname(),
+        return Lock(self.who, op.id, op.title, op.since, host=socket.gethostname(),
                     pid=os.getpid(), beat=time.time())
 
     async def _run(self, op: Operation) -> None:
@@ -485,7 +502,7 @@ class Engine:
         RUNNING_HERE.add(op.id)
         try:
             self.journal.begin(op.id, plan.kind, plan.target, plan.params,
-                               [(s.key, s.title) for s in plan.steps], who())
+                               [(s.key, s.title) for s in plan.steps], self.who)
             ctx.log(f"start {op.title}: {len(plan.steps)} steps")
             held = await swarm.read_lock()
             if held is not None and takes_over and held.op == takes_over:
@@ -584,7 +601,7 @@ class Engine:
     def _write_report(self, op: Operation) -> None:
         path = self.journal.path.parent / "reports" / f"{op.id}.md"
         try:
-            write_private(path, markdown(op, who()))
+            write_private(path, markdown(op, self.who))
             op.report_path = str(path)
         except OSError as e:
             op.log.append(f"⚠ could not write the report: {e}")
@@ -699,7 +716,7 @@ class Engine:
 
 def _describe(e: BaseException) -> str:
     """An exception in words: ours say what happened; others also say what they are."""
-    if isinstance(e, (StepFailed, ProviderError, ReadOnlyError)):
+    if isinstance(e, (StepFailed, ProviderError, RoleError)):
         return str(e) or type(e).__name__
     if isinstance(e, asyncio.TimeoutError):
         return "timed out"

@@ -6,7 +6,6 @@ killed right after a step still finds that step on disk.
 from __future__ import annotations
 
 import errno
-import getpass
 import json
 import os
 import socket
@@ -17,15 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-def who() -> str:
-    """user@host of the operator, and where they came from over SSH."""
-    try:
-        user = os.environ.get("SUDO_USER") or getpass.getuser()
-    except (KeyError, OSError):   # no passwd entry (containers): the uid still says who
-        user = f"uid{os.getuid()}"
-    origin = (os.environ.get("SSH_CLIENT") or "").split(" ")[0] or "local"
-    return f"{user}@{socket.gethostname()} from {origin}"
+from .roles import Identity
 
 
 def private_dir(path: Path) -> Path:
@@ -307,8 +298,12 @@ def _int(value: Any, default: int) -> int:
 
 
 class Audit(JsonLines):
-    """Who changed what, when, from where, and how it went."""
+    """Who changed what (or was refused), when, how they are known, and how it went."""
+
+    def __init__(self, path: Path, identity: Identity | None = None) -> None:
+        super().__init__(path)
+        self.identity = identity or Identity.local()
 
     def record(self, action: str, target: str, result: str, **detail: Any) -> None:
-        self.append({"who": who(), "action": action, "target": target,
+        self.append({**self.identity.fields(), "action": action, "target": target,
                      "result": result, **detail})

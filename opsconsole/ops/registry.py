@@ -4,6 +4,10 @@ The front ends are generated from it: the CLI's `plan`/`run` choices, config's r
 binding ids, and in the TUI the bindings, the footer, the read-only filter, the palette, the
 help screen and every "press X" hint (from the live keys, after the inventory's remapping).
 Adding an operation is one entry here and its plan builder.
+
+Each entry names the least role that may use it (`roles`: monitor < oncall < admin); with
+the console's own commands that have no key (resume, rollback, abandon, unlock) they make
+PERMISSIONS, which the engine enforces: nothing runs that the console's role does not allow.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from ..model import Snapshot
 from .engine import Plan
 from .maintenance import WindowOptions, host_maintenance, rolling_update, vms_named
 from .plans import PlanError, Timing, activate, cordon, drain
+from .roles import ADMIN, MONITOR, ONCALL, Role
 
 # What an operation acts on; the TUI takes it from the selection, the palette lists them.
 Target = Literal["node", "host", "vms"]
@@ -52,6 +57,11 @@ class Key:
     section: str
     mutating: bool = False  # changes the cluster: absent and refused in read-only mode
     show: bool = True       # in the footer
+    role: Role = MONITOR    # the least role that may use it
+
+    def __post_init__(self) -> None:
+        if self.mutating and self.role == MONITOR:    # a monitor changes nothing, ever
+            object.__setattr__(self, "role", ONCALL)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,6 +121,27 @@ KEYS: dict[str, Key] = {k.id: k for k in (
 )}
 OPERATIONS: dict[str, Operation] = {k.id: k for k in KEYS.values() if isinstance(k, Operation)}
 BINDING_IDS = tuple(KEYS)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Command:
+    """What the console does besides the keyed operations (the CLI's words, the TUI's
+    offers for an unfinished operation)."""
+    id: str
+    role: Role
+    help: str
+
+
+COMMANDS: dict[str, Command] = {c.id: c for c in (
+    Command(id="resume", role=ONCALL, help="carry on an unfinished operation"),
+    Command(id="rollback", role=ONCALL, help="bring back what an unfinished operation took out"),
+    Command(id="abandon", role=ADMIN, help="close an unfinished operation as it is"),
+    Command(id="unlock", role=ADMIN, help="break the cluster's operation lock"),
+    Command(id="access", role=ADMIN, help="grant or remove SSH access (authorized_keys)"),
+)}
+# The least role for each operation and command: what the engine enforces.
+PERMISSIONS: dict[str, Role] = {**{k.id: k.role for k in KEYS.values()},
+                                **{c.id: c.role for c in COMMANDS.values()}}
 
 
 def operation(name: str) -> Operation:

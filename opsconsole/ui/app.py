@@ -2,32 +2,35 @@
 
 Workers never touch widgets: the refresh loop and the engine post messages,
 and the handlers here update the screen. Read-only is enforced twice: keys
-and palette entries are absent here, and the ops layer refuses regardless.
+and palette entries are absent here, and the ops layer refuses regardless. The same holds
+for what the console's role does not allow (read-only is the monitor role).
 """
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.markup import escape
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
 from .. import kinds, present
 from ..model import VM, Host, Node, Snapshot
 from ..ops import catalog, registry
-from ..ops.actions import ReadOnlyError
 from ..ops.engine import Operation, Plan, StepFailed
 from ..ops.plans import PlanError
 from ..ops.records import OpRecord
+from ..ops.roles import ADMIN, MONITOR, RoleError
 from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
@@ -77,7 +80,7 @@ class NodeCommands(Provider):
             return
         matcher = self.matcher(query)
         for op in registry.OPERATIONS.values():
-            if op.mutating and app.session.read_only:
+            if not app.session.access.allows(op.id):
                 continue
             for target, name in _palette_targets(op.targets, app.snapshot):
                 text = f"{op.name} {name}"
@@ -122,8 +125,8 @@ class OpsConsole(App):
     # -- layout -----------------------------------------------------------------
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
-            if self.session.read_only:
-                yield Label("READ-ONLY", id="read-only")
+            if self._badge():
+                yield Label(self._badge(), id="read-only")
             yield Label("", id="summary")
         with Horizontal(id="main"):
             with Vertical(id="left"):
@@ -166,6 +169,23 @@ class OpsConsole(App):
         errors ("[/x]" would crash the toast), so here they are plain text."""
         super().notify(message, title=title, severity=severity, timeout=timeout,
                        markup=markup)
+
+    def _badge(self) -> str:
+        """READ-ONLY for a monitor, the role's name for any other role but a local admin;
+        and who, when the person came in through ssh-entry."""
+        access = self.session.access
+        local = not access.identity.over_ssh
+        if access.role == MONITOR:
+            word = "READ-ONLY"
+        else:
+            word = "" if local and access.role == ADMIN else access.role.upper()
+        return " · ".join(filter(None, (word, "" if local else access.identity.who)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Over ssh-entry the files are the service account's: no screenshot saved there."""
+        for command in super().get_system_commands(screen):
+            if command.title != "Screenshot" or not self.session.access.identity.over_ssh:
+                yield command
 
     def _ops_hint(self) -> str:
         if self.session.read_only:
@@ -255,7 +275,7 @@ class OpsConsole(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # read-only: mutating keys are hidden from the footer and never run
         key = registry.KEYS.get(str(parameters[0]) if action == "op" and parameters else action)
-        return not (self.session.read_only and key is not None and key.mutating)
+        return key is None or self.session.access.allows(key.id)
 
     def _selected_node(self) -> Node | None:
         return kinds.node_of(self._selected(), self.snapshot)
@@ -291,8 +311,9 @@ class OpsConsole(App):
 
     def request(self, kind: str, target: str) -> None:
         """Plan, confirm, start: the only way the TUI changes anything."""
-        if self.session.read_only:
-            self.notify("read-only mode: nothing can be changed", severity="error")
+        if not self.session.access.allows(kind):
+            self.notify(self.session.access.refusal(self.session.access.needs(kind),
+                                                    f"{kind} {target}"), severity="error")
             return
         try:
             plan = catalog.build(kind, self.snapshot, target, self.session.inventory.timing,
@@ -309,7 +330,7 @@ class OpsConsole(App):
                 return
             try:
                 self.query_one(OpsPanel).show(self.session.engine.start(plan, resume=resume))
-            except (StepFailed, ReadOnlyError) as e:
+            except (StepFailed, RoleError) as e:
                 self.notify(str(e), severity="error")
         self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed), confirmed)
 
@@ -317,7 +338,8 @@ class OpsConsole(App):
         """A console died mid-operation: say so first, and offer resume or roll back (only
         when its console is gone: a live one is shown as running, where and since when)."""
         def chosen(choice: str | None) -> None:
-            if self.session.read_only or choice not in ("resume", "rollback"):
+            if not self.session.access.allows(choice or "") or \
+                    choice not in ("resume", "rollback"):
                 self.notify(f"{record.kind} {record.target} stays unfinished "
                             f"(journal {record.op}); `opsconsole resume` or `rollback` "
                             "can finish it later", severity="warning", timeout=20)
@@ -336,7 +358,8 @@ class OpsConsole(App):
         async def when_seen() -> None:      # plans need the cluster as it is now
             while not self.snapshot.nodes:  # noqa: ASYNC110 - set by a message handler
                 await asyncio.sleep(0.1)
-            self.push_screen(UnfinishedScreen(record, self.session.read_only), chosen)
+            cannot = not self.session.access.allows("resume")
+            self.push_screen(UnfinishedScreen(record, cannot), chosen)
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
 
     def action_audit(self) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
 from textual.command import CommandInput, CommandPalette
 from textual.widgets._toast import Toast
 from uikit import Rig, details_text, footer_actions, started, until
 
+from opsconsole.ops.roles import Identity
 from opsconsole.ui.app import MUTATING_ACTIONS
 from opsconsole.ui.screens import ConfirmScreen
 
@@ -93,6 +95,22 @@ async def test_read_only_changes_nothing(console):
         assert c.node("vm-03").availability == "active"
 
 
+@pytest.mark.parametrize(("role", "badge", "keys"), [
+    ("monitor", "READ-ONLY · alice", False), ("oncall", "ONCALL · alice", True),
+    ("admin", "ADMIN · alice", True)])
+async def test_the_badge_names_the_role_and_who_came_in_over_ssh(console, role, badge, keys):
+    c = console(manual_clock=True, role=role, identity=Identity.ssh("alice", "SHA256:k"))
+    async with c.app.run_test(size=(160, 40)) as pilot:
+        await started(pilot, c)
+        assert str(c.app.query_one("#read-only").content) == badge
+        await until(pilot, lambda: {"filter", "help"} <= footer_actions(c), "the footer")
+        assert (footer_actions(c) >= MUTATING_ACTIONS) == keys
+        assert bool(footer_actions(c) & MUTATING_ACTIONS) == keys
+        # the service account's files are not theirs to write: no screenshot over ssh
+        titles = {s.title for s in c.app.get_system_commands(c.app.screen)}
+        assert "Theme" in titles and "Screenshot" not in titles
+
+
 async def test_read_write_footer_has_the_operation_keys(console):
     c = console(manual_clock=True)
     async with c.app.run_test(size=(160, 40)) as pilot:
@@ -100,6 +118,7 @@ async def test_read_write_footer_has_the_operation_keys(console):
         await until(pilot, lambda: footer_actions(c) >= MUTATING_ACTIONS,
                     "the operation keys in the footer")
         assert not c.app.query("#read-only")
+        assert "Screenshot" in {s.title for s in c.app.get_system_commands(c.app.screen)}
 
 
 def _rename(sim) -> None:

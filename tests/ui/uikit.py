@@ -64,7 +64,8 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
                  poll_interval: float = 0.25, seed: int = 1,
                  prepare: Callable[[SimCluster], None] | None = None,
                  maintenance: WindowOptions = WindowOptions(), sim: SimCluster | None = None,
-                 keys: dict[str, str] | None = None) -> Rig:
+                 keys: dict[str, str] | None = None, role: str = "admin",
+                 identity=None) -> Rig:
     """A console on its own simulated cluster, with journal and audit under tmp_path.
 
     `manual_clock` freezes the sim: it moves only when the test advances the clock.
@@ -78,7 +79,8 @@ def make_console(tmp_path: Path, *, speed: float = 30.0, manual_clock: bool = Fa
     state_dir = tmp_path / "state"
     session = open_session(Inventory(state_dir=state_dir, timing=timing,
                                      maintenance=maintenance, keys=keys or {}),
-                           read_only=read_only, providers=sim.providers())
+                           read_only=read_only, providers=sim.providers(), role=role,
+                           identity=identity)
     app = OpsConsole(session, theme=theme, poll_interval=poll_interval)
     return Rig(app, sim, session, clock, state_dir)
 

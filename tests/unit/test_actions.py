@@ -1,16 +1,19 @@
-"""actions: every mutating call refuses in read-only mode, is registered, and is audited."""
+"""actions: every mutating call refuses in read-only mode (the monitor role), is registered,
+and is audited with who did it."""
 from __future__ import annotations
 
 import inspect
 import json
 import os
+import pwd
 import socket
 
 import pytest
-from unitkit import comparable, make_rig
+from unitkit import access, comparable, make_rig
 
-from opsconsole.ops.actions import MUTATING, Actions, ReadOnlyError, mutating
-from opsconsole.ops.records import Audit, JsonLines, who
+from opsconsole.ops.actions import MUTATING, Actions, mutating
+from opsconsole.ops.records import Audit, JsonLines
+from opsconsole.ops.roles import Identity, RoleError
 from opsconsole.providers.base import ProviderError, Providers
 
 
@@ -80,7 +83,7 @@ async def test_every_mutating_action_refuses_in_read_only(name, sim, clock, tmp_
     before = comparable(await rig.snapshot())
     events_before = len(sim._events)
     args = real_args(before, name)
-    with pytest.raises(ReadOnlyError) as e:
+    with pytest.raises(RoleError) as e:
         await getattr(rig.actions, name)(*args)
     assert "read-only" in str(e.value) and str(args[0]) in str(e.value)
     # nothing changed and nothing was scheduled to change
@@ -90,7 +93,8 @@ async def test_every_mutating_action_refuses_in_read_only(name, sim, clock, tmp_
     [rec] = list(rig.audit.read())
     assert rec["target"] == str(args[0])
     assert rec["result"] == "refused: read-only"
-    assert rec["who"] == who()
+    assert rec["who"] == Identity.local().who and rec["via"] == "local account"
+    assert rec["role"] == "monitor"
     assert rec["action"]
 
 
@@ -127,14 +131,14 @@ async def test_audit_records_attempt_and_outcome(sim, tmp_path):
         ("set proxy server state", "portail/vm-77", "failed: No such server: portail/vm-77"),
     ]
     assert recs[1]["args"] == ["pause"]
-    assert all(r["who"] == who() and isinstance(r["time"], float) for r in recs)
+    assert all(r["who"] == Identity.local().who and isinstance(r["time"], float) for r in recs)
     assert sim.nodes[node.swarm_id].availability == "pause"
 
 
 async def test_missing_provider_is_a_provider_error_and_audited(tmp_path, sim):
     providers = Providers(sim.providers().swarm)          # no hypervisor, proxy or shell
     audit = Audit(tmp_path / "audit.jsonl")
-    acts = Actions(providers, audit, read_only=False)
+    acts = Actions(providers, audit, access())
     with pytest.raises(ProviderError, match="no hypervisor is configured"):
         await acts.stop_vm("vm-01", 10.0)
     with pytest.raises(ProviderError, match="no proxy is configured"):
@@ -160,12 +164,35 @@ async def test_run_command_streams_lines_and_fails_on_stopped_vm(tmp_path):
 
 # -- records ---------------------------------------------------------------------------------
 
-def test_who_names_user_host_and_ssh_origin(monkeypatch):
+def test_who_is_the_local_account_and_what_the_environment_claims_is_only_reported(
+        monkeypatch, tmp_path):
     monkeypatch.setenv("SUDO_USER", "alice")
     monkeypatch.setenv("SSH_CLIENT", "203.0.113.9 52100 22")
-    assert who() == f"alice@{socket.gethostname()} from 203.0.113.9"
+    monkeypatch.setenv("USER", "alice")         # getpass.getuser() would believe these
+    monkeypatch.setenv("LOGNAME", "alice")
+    me = Identity.local()
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert me.who == f"{account}@{socket.gethostname()}" != f"alice@{socket.gethostname()}"
+    assert me.via == "local account"
+    assert me.reported == "SUDO_USER=alice, SSH_CLIENT=203.0.113.9"
+    audit = Audit(tmp_path / "audit.jsonl", me)
+    audit.record("set availability", "n1", "ok")
+    [rec] = audit.read()
+    assert (rec["who"], rec["via"], rec["reported"]) == (me.who, "local account", me.reported)
+    monkeypatch.delenv("SUDO_USER")
     monkeypatch.delenv("SSH_CLIENT")
-    assert who().endswith(" from local") and who().startswith("alice@")
+    assert "reported" not in Identity.local().fields()
+
+
+def test_who_through_ssh_entry_is_the_forced_commands_user_and_key(monkeypatch, tmp_path):
+    monkeypatch.setenv("SUDO_USER", "mallory")
+    them = Identity.ssh("alice", key="SHA256:abc")
+    audit = Audit(tmp_path / "audit.jsonl", them)
+    audit.record("set availability", "n1", "ok")
+    [rec] = audit.read()
+    assert rec["who"] == "alice" and rec["key"] == "SHA256:abc"
+    assert rec["via"] == f"ssh-entry as {pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+    assert rec["reported"] == "SUDO_USER=mallory"
 
 
 def test_json_lines_are_fsynced_one_record_per_line(tmp_path, monkeypatch):

@@ -11,7 +11,6 @@ from unitkit import finish, make_rig, nudge, until
 from opsconsole.model import ACTIVE, DRAIN, PAUSE
 from opsconsole.ops import engine as engine_mod
 from opsconsole.ops import plans
-from opsconsole.ops.actions import ReadOnlyError
 from opsconsole.ops.engine import (
     ABORTED,
     DONE,
@@ -25,6 +24,7 @@ from opsconsole.ops.engine import (
 )
 from opsconsole.ops.guards import FAIL, WARN
 from opsconsole.ops.records import Journal
+from opsconsole.ops.roles import RoleError
 from opsconsole.providers.sim import ManualClock, SimCluster
 
 NO_SESSION_WAIT = plans.Timing(sessions_threshold=10**6)
@@ -59,13 +59,13 @@ async def test_engine_refuses_everything_in_read_only(rig_factory):
     rig = rig_factory(read_only=True)
     snap = await rig.snapshot()
     plan = plans.cordon(snap, "vm-02")
-    with pytest.raises(ReadOnlyError):
+    with pytest.raises(RoleError):
         rig.engine.start(plan)
     assert rig.engine.operations == []
     op = Operation(plan)
     op.state = RUNNING
     for call in (rig.engine.pause, rig.engine.resume, rig.engine.abort):
-        with pytest.raises(ReadOnlyError):
+        with pytest.raises(RoleError):
             call(op)
     assert op.state == RUNNING and not op._abort
     assert list(rig.journal.read()) == []

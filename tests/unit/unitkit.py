@@ -9,9 +9,11 @@ from pathlib import Path
 
 from opsconsole.cluster import Cluster
 from opsconsole.model import Snapshot
+from opsconsole.ops import registry
 from opsconsole.ops.actions import Actions
 from opsconsole.ops.engine import Engine
 from opsconsole.ops.records import Audit, Journal
+from opsconsole.ops.roles import ADMIN, MONITOR, Access, Identity, Role
 from opsconsole.providers.sim import ManualClock, SimCluster
 
 
@@ -52,12 +54,18 @@ class Rig:
         return await self.cluster.snapshot()
 
 
-def make_rig(tmp_path: Path, sim: SimCluster, read_only: bool = False) -> Rig:
+def access(role: Role = ADMIN) -> Access:
+    """The registry's permissions for `role`, as the local account."""
+    return Access(role, Identity.local(), registry.PERMISSIONS)
+
+
+def make_rig(tmp_path: Path, sim: SimCluster, read_only: bool = False,
+             role: Role = ADMIN) -> Rig:
     providers = sim.providers()
     cluster = Cluster(providers)
     audit = Audit(tmp_path / "audit.jsonl")
     journal = Journal(tmp_path / "journal.jsonl")
-    actions = Actions(providers, audit, read_only=read_only)
+    actions = Actions(providers, audit, access(MONITOR if read_only else role))
     return Rig(sim, cluster, actions, Engine(cluster, actions, journal), journal, audit)
 
 
