@@ -613,7 +613,10 @@ class SimCluster:
 
     def _session_arrives(self) -> None:
         backends = sorted({b for b, _ in self.servers})
-        server = self._pick_server(self.rng.choice(backends)) if backends else None
+        # one backend (the built-in site) draws nothing: a seed gives the same world as before
+        backend = backends[0] if len(backends) == 1 else \
+            self.rng.choice(backends) if backends else ""
+        server = self._pick_server(backend) if backend else None
         if server is not None:
             sid = f"0x{self.rng.getrandbits(40):010x}"
             self.sessions[sid] = ProxySession(sid, server.backend, server.name,

@@ -1,7 +1,6 @@
 """The simulated cluster: determinism, topology, Swarm/Hyper-V/HAProxy behaviour."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import pytest
@@ -321,17 +320,15 @@ def test_read_only_proxy_refuses_changes(sim):
 # -- scale -----------------------------------------------------------------------------------
 
 def test_scale_1000_nodes():
-    t0 = time.perf_counter()
+    """How fast it builds is measured by tests/bench/sim_scale.py, not here."""
     sim = SimCluster(seed=1, scale=1000, clock=ManualClock())
     snap = sim_snapshot(sim)
-    elapsed = time.perf_counter() - t0
     assert len(snap.nodes) == 1000 and len(snap.vms) == 1000
     wanted = [t for t in snap.tasks if t.wanted]
     assert 19_000 <= len(wanted) <= 21_000
     assert sum(1 for t in wanted if t.state == RUNNING) == len(wanted)
     assert len(snap.managers) % 2 == 1 and snap.quorum_tolerance >= 1
     assert len({t.id for t in snap.tasks}) == len(snap.tasks)
-    assert elapsed < 10.0, f"scale=1000 took {elapsed:.1f}s"
 
 
 # -- cluster join ----------------------------------------------------------------------------
