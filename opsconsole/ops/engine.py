@@ -629,6 +629,9 @@ class Engine:
                                  f"step {i + 1}: {step.title}")
             op.step_progress, op.detail = 0.0, ""
             await self._guard(ctx, step)
+            while op.state == PAUSED:       # paused while the guards were read: read them
+                await ctx.checkpoint()      # again after it, never trust a read from before
+                await self._guard(ctx, step)
             await ctx.checkpoint()
             self.journal.step(op.id, i, step.key, "start", step.title)
             op.begun = max(op.begun, i + 1)
@@ -672,8 +675,10 @@ class Engine:
         after `guard_wait`."""
         if step.risk is None:
             return
-        op, since = ctx.op, 0.0
+        op, since = ctx.op, 0.0             # since: when the guards paused it (0: they did not)
         while True:
+            if op.state == PAUSED and not since:
+                await ctx.checkpoint()          # the operator's pause first; read after it
             checks = before_step(await ctx.snapshot(hypervisor=bool(step.risk.host)), step.risk)
             bad = failures(forced(checks) if op.plan.force else checks)
             if not bad:

@@ -422,6 +422,39 @@ async def test_guard_failing_mid_operation_pauses_before_any_change(tmp_path):
     assert rig.sim.nodes[holder.swarm_id].availability == ACTIVE
 
 
+async def test_an_operator_pause_during_the_guards_read_makes_them_read_again(tmp_path):
+    """Paused while the guards were reading (and passing), the cluster changes during the
+    pause: on resume the guards read it again and pause the step; no step runs on the
+    read from before the pause."""
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    [task] = [t for t in snap.tasks if t.service_name == "reports" and t.wanted]
+    holder = snap.node(task.node_id)
+    plan = plans.drain(snap, holder.hostname, NO_SESSION_WAIT)
+    assert plan.refused == [] and plan.steps[0].risk is not None
+    read = rig.cluster.snapshot
+    box: dict = {}
+
+    async def paused_while_reading(hypervisor: bool = True):
+        snap = await read(hypervisor)
+        if "op" in box and not box.get("paused"):
+            box["paused"] = True
+            rig.engine.pause(box["op"])          # the operator's p, as the guards read
+        return snap
+    rig.cluster.snapshot = paused_while_reading
+    box["op"] = op = rig.engine.start(plan)
+    await until(lambda: box.get("paused"), what="the pause during the guards' read")
+    await _pin_reports(rig)                      # meanwhile the only other home is cordoned
+    await asyncio.sleep(0.05)
+    assert op.index == 0 and not any("▶ " in line for line in op.log)
+    rig.engine.resume(op)
+    await until(lambda: any("paused before" in line for line in op.log), what="guard pause")
+    assert not any("▶ " in line for line in op.log), op.log
+    assert rig.sim.nodes[holder.swarm_id].availability == ACTIVE
+    rig.engine.abort(op)
+    await asyncio.wait_for(op.task, 5)
+
+
 async def test_guard_pause_goes_on_by_itself_once_the_guard_clears(tmp_path, monkeypatch):
     """A cluster still settling fails a guard for a moment: the TUI's pause (no time limit)
     re-checks on its own and goes on once it is safe, without the operator's key."""
