@@ -33,6 +33,7 @@ from .model import LOCK, ROOT_HOSTS, ROOT_PROXY, ROOT_SERVICES, ROOT_UNPLACED, S
 from .ops import catalog, registry
 from .ops import resilience as n_minus_1
 from .ops.actions import require
+from .ops.diagnosis import Diagnosis
 from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFailed
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
@@ -241,11 +242,19 @@ def _permitted(session: Session, name: str, verb: str, target: str = "") -> None
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
     """Print one snapshot of the cluster."""
-    snap = _one_snapshot(ctx)
+    session, snap = _one_snapshot(ctx)
+    found = Diagnosis()(snap, session.journal.unfinished())
     if as_json:
-        click.echo(json.dumps(snapshot_json(snap), indent=1, sort_keys=True))
+        click.echo(json.dumps({**snapshot_json(snap), "concerns": [asdict(c) for c in found]},
+                              indent=1, sort_keys=True))
     else:
-        Console(highlight=False).print(status_tree(snap))
+        con = Console(highlight=False)
+        con.print(status_tree(snap))
+        if found:
+            con.print(Text(f"Problems ({len(found)}), worst first:", style="bold"))
+        for c in found:
+            con.print(rich_text([(f"  [{c.level}] ", "bad" if c.level == "fail" else "warn"),
+                                 (c.message, "plain")]))
     if snap.problems:
         sys.exit(EXIT_UNREACHABLE)
 
@@ -259,7 +268,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def resilience(ctx: click.Context, as_json: bool, domain: str) -> None:
     """What the loss of each host or VM would do now (N-1). Exit 0: every single loss is
     survived; 7: one is not; 6: the cluster cannot be read."""
-    snap = _one_snapshot(ctx)
+    snap = _one_snapshot(ctx)[1]
     if domain:
         _rehearse_loss(snap, domain)
         return
@@ -329,8 +338,8 @@ def print_resilience(snap: Snapshot, answer: n_minus_1.Assessment) -> None:
                 con.print(Text(f"        fix: {f.fix}"))
 
 
-def _one_snapshot(ctx: click.Context) -> Snapshot:
-    """One read of the cluster, the providers closed after it."""
+def _one_snapshot(ctx: click.Context) -> tuple[Session, Snapshot]:
+    """One read of the cluster (and the session that read it), the providers closed after."""
     session = _session(ctx)
 
     async def take() -> Snapshot:
@@ -339,7 +348,7 @@ def _one_snapshot(ctx: click.Context) -> Snapshot:
                 return await session.cluster.snapshot()
         finally:
             await session.providers.close()
-    return _run(take())
+    return session, _run(take())
 
 
 def snapshot_json(snap: Snapshot) -> dict:

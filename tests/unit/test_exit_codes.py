@@ -392,3 +392,12 @@ def test_7_resilience_of_the_simulated_cluster_and_6_when_unreadable(oc):
     assert text.returncode == 7 and "✘ host hv-02" in text.stdout
     assert unreadable.returncode == 6 and "N-1 ? swarm unreadable" in unreadable.stdout
     assert "[unknown] swarm: no manager answers" in unreadable.stdout
+
+
+def test_0_status_lists_the_problems_worst_first(oc):
+    text, as_json = oc.each(("status",), ("status", "--json"))
+    assert text.returncode == as_json.returncode == 0
+    concerns = json.loads(as_json.stdout)["concerns"]
+    # the simulated site: two managers, so Raft tolerates no manager loss
+    assert {"kind": "quorum", "level": "warn"}.items() <= concerns[0].items()
+    assert "Problems (" in text.stdout and "quorum tolerates no manager loss" in text.stdout
