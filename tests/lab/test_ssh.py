@@ -16,11 +16,10 @@ from pathlib import Path
 
 import asyncssh
 import pytest
+from sshdkit import SSHD, start_sshd, stop_sshd
 
 from opsconsole.providers.base import ProviderError
 from opsconsole.providers.ssh import SSH, SSHTarget, shell_command
-
-SSHD = "/usr/sbin/sshd"
 
 
 def free_port() -> int:
@@ -51,30 +50,10 @@ class Sshd:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.root / "sshd.log", "ab")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:     # listening and speaking SSH
-            if self.proc.poll() is not None:
-                pytest.fail(f"sshd exited: {(self.root / 'sshd.log').read_text()[-800:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(8).startswith(b"SSH-"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("sshd did not start listening within 10 s")
+        self.proc = start_sshd(self.config, self.port, self.root / "sshd.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_sshd(self.proc)
         self.proc = None
 
 

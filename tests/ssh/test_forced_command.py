@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 import pytest
+from sshdkit import SSHD, start_sshd, stop_sshd
 
 ROOT = Path(__file__).resolve().parents[2]
-SSHD, SSH, KEYGEN = "/usr/sbin/sshd", shutil.which("ssh"), shutil.which("ssh-keygen")
+SSH, KEYGEN = shutil.which("ssh"), shutil.which("ssh-keygen")
 PEOPLE = {"alice": "monitor", "bob": "oncall", "carol": "admin"}
 
 
@@ -97,30 +98,10 @@ class Site:
             assert r.returncode == 0, r.stderr
 
     def start(self) -> None:
-        log = open(self.root / "sshd.log", "ab")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.root / "sshd_config")],
-                                     stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"sshd exited: {(self.root / 'sshd.log').read_text()[-800:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                    if s.recv(8).startswith(b"SSH-"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        pytest.fail("sshd did not start listening within 10 s")
+        self.proc = start_sshd(self.root / "sshd_config", self.port, self.root / "sshd.log")
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_sshd(self.proc)
 
     def ssh_argv(self, person: str, *options: str) -> list[str]:
         return [SSH, "-F", "/dev/null", "-i", str(self.root / person), "-o", "IdentitiesOnly=yes",
