@@ -7,6 +7,7 @@ and palette entries are absent here, and the ops layer refuses regardless.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,6 +19,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.markup import escape
 from textual.message import Message
+from textual.events import Key, Resize
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
@@ -25,13 +27,22 @@ from .. import present
 from ..model import VM, Host, Node, ProxyServer, Snapshot, Task
 from ..ops import catalog, registry
 from ..ops.actions import ReadOnlyError
-from ..ops.engine import Operation, Plan, StepFailed
+from ..ops.engine import FINISHED, Operation, Plan, StepFailed
 from ..ops.plans import PlanError
 from ..ops.records import OpRecord
 from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
-from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
+from .header import fit
+from .screens import (
+    AbortScreen,
+    AuditScreen,
+    ConfirmScreen,
+    HelpScreen,
+    QuitScreen,
+    UnfinishedScreen,
+    help_text,
+)
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
 
@@ -45,6 +56,7 @@ def _binding(key: registry.Key) -> Binding:
 
 KEY_BINDINGS = [_binding(k) for k in registry.KEYS.values()]
 MUTATING_ACTIONS = frozenset(b.action for b in KEY_BINDINGS if registry.KEYS[str(b.id)].mutating)
+READ_ONLY_SAID_S = 5.0      # a burst of mutating keys in read-only mode says so once
 
 
 class SnapshotReady(Message):
@@ -116,6 +128,11 @@ class OpsConsole(App):
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
         self._offered: set[str] = set()     # unfinished operations already offered
+        # key -> binding id of every console key, remapped: a key whose binding is hidden
+        # now (read-only, or not for this selection) still gets an answer (on_key)
+        self._key_ids = {key.strip(): id_ for id_, k in registry.KEYS.items()
+                         for key in (self._keys.get(id_) or k.key).split(",")}
+        self._read_only_said = -READ_ONLY_SAID_S
         session.engine.keys = {a: self.shown[a] for a in ("pause", "abort")}
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
@@ -132,7 +149,7 @@ class OpsConsole(App):
             with VerticalScroll(id="right"):
                 yield Details(self.style_pieces, self._details_hint(), id="details")
         yield OpsPanel(self._ops_hint(), id="ops")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         themes, errors = load_themes()
@@ -218,12 +235,21 @@ class OpsConsole(App):
         self._show_details()
 
     def _show_summary(self) -> None:
-        pieces = present.summary(self.snapshot)
-        pieces += [p for w in self.session.warnings for p in (("  ⚠ ", "warn"), (w, "warn"))]
+        """The header: what matters most first; what does not fit the width is left out."""
+        parts = present.summary_parts(self.snapshot)
         running = self.session.engine.running
-        if running:
-            pieces += [("  ▶ ", "accent"), (f"{running.title} {running.state}", "warn")]
-        self.query_one("#summary", Label).update(self.style_pieces(pieces))
+        first = sum(1 for part in parts if part[0][1] == "bad" or part[0][0] == "LOCKED ")
+        extra = [[("▶ ", "accent"), (f"{running.title} {running.state}", "warn")]] \
+            if running else []
+        extra += [[("⚠ ", "warn"), (w, "warn")] for w in self.session.warnings]
+        parts = parts[:first] + extra + parts[first:]
+        label = self.query_one("#summary", Label)
+        width = (label.content_size.width or self.size.width) - 1
+        label.update(fit([self.style_pieces(part) for part in parts], width))
+
+    def on_resize(self, event: Resize) -> None:
+        if self.snapshot.nodes:
+            self.call_after_refresh(self._show_summary)
 
     def _show_details(self) -> None:
         self.query_one(Details).show(self.query_one(ClusterTree).selected_id, self.snapshot)
@@ -231,12 +257,14 @@ class OpsConsole(App):
     @on(Tree.NodeHighlighted)
     def _highlighted(self) -> None:
         self._show_details()
+        self.refresh_bindings()     # the footer offers what applies to the selection
 
     def on_operation_changed(self, message: OperationChanged) -> None:
         if not self.is_running:     # shutting down: the widgets may be gone already
             return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
+        self.refresh_bindings()
         op = message.op
         if op.unfinished and op.finished and op.id not in self._offered:
             # it failed after taking capacity out: offer resume or roll back right here
@@ -253,9 +281,56 @@ class OpsConsole(App):
 
     # -- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # read-only: mutating keys are hidden from the footer and never run
+        """What the footer offers and the keys run: read-only, no mutating key at all;
+        else the operations that fit the selection while none runs, pause and abort while
+        one does. A key left out still answers (on_key says why it does nothing)."""
         key = registry.KEYS.get(str(parameters[0]) if action == "op" and parameters else action)
-        return not (self.session.read_only and key is not None and key.mutating)
+        if key is None or not key.mutating:
+            return True
+        if self.session.read_only:
+            return False
+        running = self.session.engine.running is not None
+        if isinstance(key, registry.Operation):
+            return not running and self._fits(key.targets)
+        return running      # pause, abort
+
+    def _fits(self, kind: registry.Target) -> bool:
+        """The selection gives the operation a target (the same rule as `_target`)."""
+        if kind == "node":
+            return self._selected_node() is not None
+        if kind == "host":
+            entity, node = self._selected(), self._selected_node()
+            vm = entity if isinstance(entity, VM) else \
+                self.snapshot.vm_of_node(node) if node else None
+            return isinstance(entity, Host) or vm is not None
+        return True
+
+    def on_key(self, event: Key) -> None:
+        """Esc closes the filter; a console key whose binding is left out now says why."""
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and box.display:
+            self._filter_closed()
+            event.stop()
+            return
+        key = registry.KEYS.get(self._key_ids.get(event.key, ""))
+        if key is None or not key.mutating:
+            return
+        event.stop()
+        if self.session.read_only:
+            if time.monotonic() - self._read_only_said > READ_ONLY_SAID_S:
+                self._read_only_said = time.monotonic()
+                self.notify(f"read-only: {key.label.lower()} changes the cluster, and this "
+                            "console changes nothing", severity="warning",
+                            timeout=READ_ONLY_SAID_S)
+        elif isinstance(key, registry.Operation):
+            running = self.session.engine.running
+            if running is not None:
+                self.notify(f"{running.title} is running: one operation at a time",
+                            severity="warning")
+            else:
+                self.action_op(key.name)    # says what to select
+        else:
+            self.notify("no operation is running")
 
     def _selected_node(self) -> Node | None:
         snap, entity_id = self.snapshot, self.query_one(ClusterTree).selected_id
@@ -350,7 +425,30 @@ class OpsConsole(App):
     def action_audit(self) -> None:
         audit = self.session.engine.actions.audit
         records = list(audit.read())[-500:]
-        self.push_screen(AuditScreen(records, audit.skipped_note()))
+        snap = self.snapshot        # a record names a node or service by its Swarm id
+        names = {n.swarm_id: n.hostname for n in snap.nodes} | \
+            {s.swarm_id: s.name for s in snap.services}
+        self.push_screen(AuditScreen(records, audit.skipped_note(), names))
+
+    async def action_quit(self) -> None:
+        """Quit; while an operation runs, ask first: pause it (interrupted, journaled, the
+        lock kept: resumable) and quit, or stay."""
+        op = self.session.engine.running
+        if op is None:
+            self.exit()
+            return
+
+        async def chosen(ok: bool | None) -> None:
+            if not ok or op.finished:
+                if ok:
+                    self.exit()
+                return
+            self.session.engine.interrupt(op, "paused: the operator quit the console; "
+                                              "resume it later")
+            if op.task is not None:
+                await asyncio.wait([op.task], timeout=10)
+            self.exit()
+        self.push_screen(QuitScreen(op.title, op.id), chosen)
 
     def action_pause(self) -> None:
         op = self.session.engine.running
@@ -364,12 +462,21 @@ class OpsConsole(App):
             self.query_one(OpsPanel).show(op)
 
     def action_abort(self) -> None:
+        """Abort asks first, saying what it will undo."""
         op = self.session.engine.running
         if op is None:
             self.notify("no operation is running")
             return
-        self.session.engine.abort(op)
-        self.notify(f"aborting {op.title}: finished steps are being undone")
+
+        def chosen(ok: bool | None) -> None:
+            if not ok:
+                self.notify(f"{op.title} goes on")
+            elif op.state in FINISHED:
+                self.notify(f"{op.title} already ended: {op.state}")
+            else:
+                self.session.engine.abort(op)
+                self.notify(f"aborting {op.title}: finished steps are being undone")
+        self.push_screen(AbortScreen(op), chosen)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -379,18 +486,22 @@ class OpsConsole(App):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.query_one(ClusterTree).set_filter(event.value)
+        self._show_details()        # never the details of a row the filter took away
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
         self.query_one(ClusterTree).focus()
 
-    def on_key(self, event) -> None:
+    def _filter_closed(self) -> None:
+        """Esc: no filter, and the tree's folds and selection as they were before it."""
         box = self.query_one("#filter", Input)
-        if event.key == "escape" and box.display:
+        with box.prevent(Input.Changed):
             box.value = ""
-            box.display = False
-            self.query_one(ClusterTree).focus()
-            event.stop()
+        box.display = False
+        tree = self.query_one(ClusterTree)
+        tree.set_filter("")
+        tree.focus()
+        self._show_details()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_text(self.shown)))

@@ -51,13 +51,17 @@ class Details(Static):
             parts += [Text(""), related]
         self.update(Group(*parts))
 
-    def _tasks_table(self, title: Text, rows) -> Table:
+    def _tasks_table(self, title: Text, rows, where: bool = True) -> Table:
+        """Tasks one row each: only the error folds, the words are never cut in two."""
         t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
                   expand=True)
-        for col in ("task", "where", "state", "desired", "error"):
-            t.add_column(col, overflow="fold")
-        for task, where in rows:
-            t.add_row(Text(task.name), Text(where),
+        cols = ("task", "where", "state", "desired") if where else ("task", "state", "desired")
+        for col in cols:
+            t.add_column(col, no_wrap=True, overflow="ellipsis",
+                         min_width=8 if col in ("state", "desired") else None)
+        t.add_column("error", overflow="fold", ratio=1)
+        for task, node in rows:
+            t.add_row(Text(task.name), *([Text(node)] if where else []),
                       self.style_pieces([(task.state, present.TASK_ROLES.get(task.state, "warn"))]),
                       Text(task.desired_state), Text(task.error or task.message))
         return t
@@ -66,7 +70,7 @@ class Details(Static):
         if isinstance(entity, Node):
             tasks = snap.tasks_on_node(entity.swarm_id, wanted_only=False)
             title = Text(f"tasks on {entity.hostname} ({len(tasks)}, with history)")
-            return self._tasks_table(title, [(t, entity.hostname) for t in tasks])
+            return self._tasks_table(title, [(t, entity.hostname) for t in tasks], where=False)
         if isinstance(entity, Service):
             def where(t):
                 n = snap.get(f"node:{t.node_id}")

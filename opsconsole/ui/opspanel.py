@@ -1,4 +1,7 @@
-"""The bottom pane: each operation with its progress, current step, time and log."""
+"""The bottom pane: each operation with its progress, current step, time and log.
+
+The newest operation has the room: its log (a LogPane: focus it with tab, scroll, `/` to
+search) fills the pane; older ones keep their title line."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -7,7 +10,8 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Static
 
 from .. import present
-from ..ops.engine import Operation
+from ..ops.engine import FINISHED, Operation
+from .logpane import LogPane
 
 UNIT_MARKS = {"done": "✔", "failed": "✘", "current": "▶", "pending": "·"}
 
@@ -24,7 +28,7 @@ class OperationView(Vertical):
             yield Label("", classes="op-time")
         yield Label("", classes="op-step")
         yield Label("", classes="op-units")
-        yield Static("", classes="op-log")
+        yield LogPane(classes="op-log")
 
     def on_mount(self) -> None:
         self.refresh_view()
@@ -40,9 +44,9 @@ class OperationView(Vertical):
         self.query_one(".op-time", Label).update(Text(present.duration(op.elapsed)))
         step = f"step {min(op.index + 1, n)}/{n}: {op.current_step}" if op.current_step else \
             (op.error or "finished")
-        self.query_one(".op-step", Label).update(
-            Text(step + (f"  — {op.detail}" if op.detail else "")))
-        self.query_one(".op-log", Static).update(Text("\n".join(op.log[-4:])))
+        live = op.detail if op.state not in FINISHED else ""   # a finished one has no "now"
+        self.query_one(".op-step", Label).update(Text(step + (f"  — {live}" if live else "")))
+        self.query_one(LogPane).show(op.log)
         units = op.units()
         box = self.query_one(".op-units", Label)
         box.display = bool(units)
@@ -64,6 +68,9 @@ class OpsPanel(VerticalScroll):
         view = self.views.get(op.id)
         if view is None:
             self.query("#ops-empty").remove()
+            for older in self.views.values():
+                older.add_class("-old")
+            self.add_class("-busy")
             view = self.views[op.id] = OperationView(op)
             self.mount(view, before=0)
         else:

@@ -8,6 +8,7 @@ from textual.command import CommandInput, CommandPalette
 from textual.widgets._toast import Toast
 from uikit import Rig, details_text, footer_actions, started, until
 
+from opsconsole.ops import registry
 from opsconsole.ui.app import MUTATING_ACTIONS
 from opsconsole.ui.screens import ConfirmScreen
 
@@ -93,13 +94,19 @@ async def test_read_only_changes_nothing(console):
         assert c.node("vm-03").availability == "active"
 
 
-async def test_read_write_footer_has_the_operation_keys(console):
+async def test_read_write_footer_has_the_operation_keys_that_fit_the_selection(console):
     c = console(manual_clock=True)
+    ops = {f"op('{name}')" for name in registry.OPERATIONS}
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
-        await until(pilot, lambda: footer_actions(c) >= MUTATING_ACTIONS,
-                    "the operation keys in the footer")
+        assert c.tree.select_id(c.node("vm-03").id)
+        await until(pilot, lambda: footer_actions(c) >= ops, "the operation keys in the footer")
+        assert not footer_actions(c) & {"pause", "abort"}     # nothing runs
         assert not c.app.query("#read-only")
+        # a service is no node and on no host: only the rolling update (of the cluster) fits
+        assert c.tree.select_id(next(i for i in c.tree.index if i.startswith("service:")))
+        await until(pilot, lambda: "op('drain')" not in footer_actions(c), "the footer to follow")
+        assert footer_actions(c) & ops == {"op('rolling-update')"}
 
 
 def _rename(sim) -> None:
