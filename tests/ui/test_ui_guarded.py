@@ -64,7 +64,7 @@ async def test_read_only_changes_nothing(console):
         badge = app.query_one("#read-only")
         assert str(badge.content) == "READ-ONLY"
         assert badge.display and badge.region.width >= len("READ-ONLY")
-        await until(pilot, lambda: {"filter", "help", "theme"} <= footer_actions(c),
+        await until(pilot, lambda: {"filter", "help"} <= footer_actions(c),
                     "the footer's keys")
         actions = footer_actions(c)
         assert not actions & MUTATING_ACTIONS, actions
