@@ -17,9 +17,9 @@ from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
+from textual.events import Key, Resize
 from textual.markup import escape
 from textual.message import Message
-from textual.events import Key, Resize
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
@@ -32,8 +32,8 @@ from ..ops.plans import PlanError
 from ..ops.records import OpRecord
 from ..session import Session
 from .details import Details
-from .opspanel import OpsPanel
 from .header import fit
+from .opspanel import OpsPanel
 from .screens import (
     AbortScreen,
     AuditScreen,

@@ -298,7 +298,7 @@ AUDIT_COLUMNS = ("time", "who", "operation", "target", "result")
 def audit_rows(records: list[dict], names: dict[str, str]) -> list[tuple[str, ...]]:
     """One row per record, newest first: its target by name (`names`: Swarm id -> name)
     where the record holds an id. Any JSON object is shown with what it has."""
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for r in reversed(records):
         target = _cell(r.get("target"))
         rows.append((_when(r.get("time")), _cell(r.get("who")), _cell(r.get("action")),

@@ -184,9 +184,9 @@ class ClusterTree(Tree[str]):
         elif self._unfiltered is not None:
             (folds, selected), self._unfiltered = self._unfiltered, None
             for entity_id, expanded in folds.items():
-                node = self.index.get(entity_id)
-                if node is not None and node.allow_expand:
-                    node.expand() if expanded else node.collapse()
+                folded = self.index.get(entity_id)
+                if folded is not None and folded.allow_expand:
+                    folded.expand() if expanded else folded.collapse()
             if selected is not None:
                 self.select_id(selected)
 

@@ -124,7 +124,7 @@ async def test_every_dialog_keeps_its_input_and_buttons_on_screen_at_80x24(conso
         screen = c.app.screen
         for part in ("#confirm-input", "#confirm-yes", "#confirm-no"):
             region = screen.query_one(part).region
-            assert 0 <= region.y and region.bottom <= 24, (part, region)
+            assert region.y >= 0 and region.bottom <= 24, (part, region)
         body = screen.query_one("#confirm-body")
         assert body.max_scroll_y > 0         # the plan scrolls inside the box
         screen.query_one("#confirm-input", Input).value = "hv-01"
@@ -238,3 +238,25 @@ def test_header_fit_leaves_out_the_last_parts_and_says_so():
     assert fit(parts, 80).plain == "LOCKED drain vm-03 by ann  tolerates 0 losses  nodes 6/6"
     assert fit(parts, 50).plain == "LOCKED drain vm-03 by ann  tolerates 0 losses …"
     assert fit(parts, 10).plain == "LOCKED dr…"
+
+
+def _luminance(rgb: tuple[int, int, int]) -> float:
+    def channel(v: int) -> float:
+        c = v / 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (channel(v) for v in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+async def test_tree_guides_are_readable_in_every_theme(console):
+    c = console(manual_clock=True)
+    async with c.app.run_test(size=(80, 24)) as pilot:
+        await started(pilot, c)
+        assert len(c.app._theme_names) >= 3
+        for name in c.app._theme_names:
+            c.app.theme = name
+            await pilot.pause()
+            style = c.tree.get_component_rich_style("tree--guides", partial=False)
+            fg, bg = (_luminance(tuple(col.get_truecolor())) for col in (style.color, style.bgcolor))
+            contrast = (max(fg, bg) + 0.05) / (min(fg, bg) + 0.05)
+            assert contrast >= 3.0, (name, round(contrast, 2))     # WCAG: graphics 3:1
