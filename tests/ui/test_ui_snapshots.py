@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 from uikit import make_console, until
 
 from opsconsole.ops import catalog
@@ -60,6 +61,16 @@ def _dialog(c, which: str):
         elif which == "audit":
             await pilot.press("L")
         await until(pilot, lambda: len(c.app.screen_stack) > 1, f"the {which} dialog")
+        boxes = [box for box in c.app.screen.query(Input) if box.display]
+        await until(pilot, lambda: not boxes or c.app.focused is boxes[0], "the box's focus")
+        # the cursor blinks: stop it, let a blink already on its way pass, then stop it
+        # again, which shows it steadily
+        for box in boxes:
+            box.cursor_blink = False
+        await pilot.pause(0.6)
+        for box in boxes:
+            box.cursor_blink = True
+            box.cursor_blink = False
         await pilot.pause()
     return open_it
 
