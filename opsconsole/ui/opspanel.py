@@ -10,7 +10,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Label, ProgressBar, Static
 
 from .. import present
-from ..ops.engine import FINISHED, Operation
+from ..ops.engine import DONE, FINISHED, Operation
 from .logpane import LogPane
 
 UNIT_MARKS = {"done": "✔", "failed": "✘", "current": "▶", "pending": "·"}
@@ -42,10 +42,14 @@ class OperationView(Vertical):
         self.query_one(ProgressBar).update(progress=op.progress)
         n = len(op.plan.steps)
         self.query_one(".op-time", Label).update(Text(present.duration(op.elapsed)))
-        step = f"step {min(op.index + 1, n)}/{n}: {op.current_step}" if op.current_step else \
-            (op.error or "finished")
-        live = op.detail if op.state not in FINISHED else ""   # a finished one has no "now"
-        self.query_one(".op-step", Label).update(Text(step + (f"  — {live}" if live else "")))
+        at = f"step {min(op.index + 1, n)}/{n}"
+        if op.state == DONE:        # an ended one says how it ended, never a stale "now"
+            step = "finished"
+        elif op.state in FINISHED:
+            step = f"{op.state} at {at}" + (f": {op.error}" if op.error else "")
+        else:
+            step = f"{at}: {op.current_step}" + (f"  — {op.detail}" if op.detail else "")
+        self.query_one(".op-step", Label).update(Text(step))
         self.query_one(LogPane).show(op.log)
         units = op.units()
         box = self.query_one(".op-units", Label)

@@ -243,7 +243,8 @@ class ClusterTree(Tree[str]):
             before = next((c for c in children if sort_key(snap, c.data or "") > key), None)
         expand = entity_id.startswith(("host:", "vm:", "backend:"))
         label = self._label(snap.by_id[entity_id], snap)
-        parent.allow_expand = True
+        if not parent.allow_expand:
+            parent.allow_expand = True
         # a leaf until something is added under it: no expander that opens on nothing
         return parent.add(label, data=entity_id, before=before, expand=expand,
                           allow_expand=False)

@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 
 from textual.widgets import Button, DataTable, Input, Log
-from uikit import Rig, details_text, started, summary_text, table_rows, until, walk
+from uikit import (
+    Rig,
+    details_text,
+    render_text,
+    started,
+    summary_text,
+    table_rows,
+    until,
+    walk,
+)
 
 from opsconsole.ops.plans import Timing
+from opsconsole.ui.details import Details
 from opsconsole.ui.header import fit
 from opsconsole.ui.logpane import LogPane
 from opsconsole.ui.screens import AbortScreen, AuditScreen, ConfirmScreen, QuitScreen
@@ -81,6 +91,9 @@ async def test_abort_says_what_it_undoes_and_asks(console):
         c.app.screen.query_one("#abort-yes", Button).press()
         await until(pilot, lambda: op.state == "aborted" and op.finished, "the abort")
         assert c.sim.admin[("portail", "vm-03")] == "ready"
+        # the status line says how it ended, not what the wait last saw
+        step = c.app.query_one(".op-step")
+        await until(pilot, lambda: str(step.content) == "aborted at step 2/4", "the panel")
 
 
 async def test_read_only_says_so_once_for_a_burst_of_mutating_keys(console):
@@ -175,6 +188,10 @@ async def test_details_use_words_not_field_names(console):
         text = details_text(c.app)
         assert re.search(r"leader\s+yes", text) and re.search(r"CPUs\s+\d", text)
         assert "nano" not in text and "True" not in text
+        # a narrow pane cuts no word of the task table in two ("runnin/g")
+        narrow = render_text(c.app.query_one(Details).content, width=36)
+        table = narrow[narrow.index("tasks on vm-01"):]
+        assert "running" in table and not re.search(r"runnin\b|shutdo\b", table), table
         assert c.tree.select_id("host:hv-01")
         await pilot.pause()
         assert "uptime " in details_text(c.app) and "uptime s" not in details_text(c.app)
