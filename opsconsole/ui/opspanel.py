@@ -57,8 +57,9 @@ class OperationView(Vertical):
         box.update(Text("  ".join(f"{UNIT_MARKS[status]} {group}" for group, status in units)))
 
 
-class OpsPanel(VerticalScroll):
-    """Newest operation first; views are kept and refreshed, not rebuilt."""
+class OpsPanel(VerticalScroll, can_focus=False):
+    """Newest operation first; views are kept and refreshed, not rebuilt. Tab goes past
+    it, straight to the newest operation's log."""
 
     def __init__(self, hint: str, **kwargs) -> None:
         super().__init__(**kwargs)

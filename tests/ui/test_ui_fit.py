@@ -277,3 +277,15 @@ async def test_tree_guides_are_readable_in_every_theme(console):
             fg, bg = (_luminance(tuple(col.get_truecolor())) for col in (style.color, style.bgcolor))
             contrast = (max(fg, bg) + 0.05) / (min(fg, bg) + 0.05)
             assert contrast >= 3.0, (name, round(contrast, 2))     # WCAG: graphics 3:1
+
+
+async def test_tab_reaches_the_operations_log(console):
+    c = console(manual_clock=True, timing=WAITS)
+    async with c.app.run_test(size=(80, 24)) as pilot:
+        await _draining(pilot, c)
+        log = c.app.query_one(LogPane).query_one(Log)
+        for _ in range(4):
+            if c.app.focused is log:
+                break
+            await pilot.press("tab")
+        assert c.app.focused is log, c.app.focused
