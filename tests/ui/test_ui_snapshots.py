@@ -60,17 +60,18 @@ def _dialog(c, which: str):
             await pilot.press("question_mark")
         elif which == "audit":
             await pilot.press("L")
-        await until(pilot, lambda: len(c.app.screen_stack) > 1, f"the {which} dialog")
+        typed = which in ("drain", "maintenance", "rolling-update")
+        await until(pilot, lambda: len(c.app.screen_stack) > 1 and (
+            not typed or c.app.screen.query("#confirm-input")), f"the {which} dialog")
         boxes = [box for box in c.app.screen.query(Input) if box.display]
-        await until(pilot, lambda: not boxes or c.app.focused is boxes[0], "the box's focus")
-        # the cursor blinks: stop it, let a blink already on its way pass, then stop it
-        # again, which shows it steadily
+        await until(pilot, lambda: not boxes or boxes[0].has_focus, "the box's focus")
+        # the cursor blinks: stop it, let a blink already on its way pass, then show it
         for box in boxes:
             box.cursor_blink = False
         await pilot.pause(0.6)
+        await pilot.pause()
         for box in boxes:
-            box.cursor_blink = True
-            box.cursor_blink = False
+            box._cursor_visible = True      # Textual has no public way to show it steadily
         await pilot.pause()
     return open_it
 
