@@ -428,7 +428,7 @@ class OpsConsole(App):
         snap = self.snapshot        # a record names a node or service by its Swarm id
         names = {n.swarm_id: n.hostname for n in snap.nodes} | \
             {s.swarm_id: s.name for s in snap.services}
-        self.push_screen(AuditScreen(records, audit.skipped_note(), names))
+        self.push_screen(AuditScreen(records, audit.skipped_note(), names, self.shown["filter"]))
 
     async def action_quit(self) -> None:
         """Quit; while an operation runs, ask first: pause it (interrupted, journaled, the

@@ -315,15 +315,17 @@ class AuditScreen(ModalScreen[None]):
                 _closes("audit"), searches()]
 
     def __init__(self, records: list[dict], damaged: str = "",
-                 names: dict[str, str] | None = None) -> None:
+                 names: dict[str, str] | None = None, search_key: str = "/") -> None:
         super().__init__()
         self.rows = audit_rows(records, names or {})
         self.damaged = damaged    # "3 damaged lines skipped…"
+        self.search_key = search_key    # the filter key as the operator sees it now
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Label(Text(f"audit log: {len(self.rows)} entries, newest first  "
-                             "(/ search, esc close)", style="bold"), id="audit-title")
+                             f"({self.search_key} search, esc close)", style="bold"),
+                        id="audit-title")
             if self.damaged:
                 yield Static(Text(f"⚠ {self.damaged}"), id="audit-damaged")
             yield Input(placeholder="search: who, operation, target, result…", id="audit-search")
