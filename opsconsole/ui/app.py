@@ -27,7 +27,7 @@ from .. import present
 from ..model import VM, Host, Node, ProxyServer, Snapshot, Task
 from ..ops import catalog, registry
 from ..ops.actions import ReadOnlyError
-from ..ops.engine import FINISHED, Operation, Plan, StepFailed
+from ..ops.engine import FINISHED, INTERRUPTED, Operation, Plan, StepFailed
 from ..ops.plans import PlanError
 from ..ops.records import OpRecord
 from ..session import Session
@@ -266,7 +266,9 @@ class OpsConsole(App):
         self._show_summary()
         self.refresh_bindings()
         op = message.op
-        if op.unfinished and op.finished and op.id not in self._offered:
+        # (not one this console interrupted to quit: the next console offers that one)
+        if op.unfinished and op.finished and op.state != INTERRUPTED \
+                and op.id not in self._offered:
             # it failed after taking capacity out: offer resume or roll back right here
             self._offered.add(op.id)
             record = next((r for r in self.session.journal.unfinished() if r.op == op.id), None)

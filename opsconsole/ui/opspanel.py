@@ -20,6 +20,7 @@ class OperationView(Vertical):
     def __init__(self, op: Operation) -> None:
         super().__init__(classes="operation")
         self.op = op
+        self.ready = False
 
     def compose(self) -> ComposeResult:
         with Horizontal(classes="op-head"):
@@ -31,9 +32,12 @@ class OperationView(Vertical):
         yield LogPane(classes="op-log")
 
     def on_mount(self) -> None:
+        self.ready = True
         self.refresh_view()
 
     def refresh_view(self) -> None:
+        if not self.ready:      # mounted, not composed yet: its mount shows it
+            return
         op = self.op
         self.set_class(op.state == "paused", "-paused")
         self.set_class(op.state == "failed", "-failed")
