@@ -31,7 +31,8 @@ def _screen(c: Rig, kind):
 
 
 async def _type_and_confirm(pilot, c: Rig, word: str) -> None:
-    await until(pilot, lambda: _screen(c, ConfirmScreen) is not None, "the confirmation")
+    await until(pilot, lambda: _screen(c, ConfirmScreen) is not None
+                and c.app.screen.query("#confirm-yes"), "the confirmation, composed")
     screen = _screen(c, ConfirmScreen)
     assert screen.query_one("#confirm-yes", Button).disabled
     screen.query_one("#confirm-input", Input).value = word
