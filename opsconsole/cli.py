@@ -52,9 +52,30 @@ def rich_text(pieces) -> Text:
     return Text.assemble(*((t, RICH_ROLES[r]) for t, r in pieces))
 
 
+PIPED_WIDTH = 1000      # cells: a pipe or a file gets whole lines, never wrapped at 80
+PROGRESS_EVERY_S = 10.0     # during a wait, a progress line at least this often (or on news)
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console for our output: the terminal's width, or whole lines when piped."""
+    con = Console(highlight=False, stderr=stderr)
+    if not con.is_terminal:
+        con = Console(highlight=False, stderr=stderr, width=PIPED_WIDTH, soft_wrap=True)
+    return con
+
+
+def progress_line(op: Operation) -> str:
+    """The wait in progress in words: what for, time so far of the limit, what is pending."""
+    w = op.waiting
+    if w is None:
+        return ""
+    return (f"  … waiting for {w.what}: {present.duration(w.used)} of "
+            f"{present.duration(w.limit)}" + (f" — {w.pending}" if w.pending else ""))
+
+
 def fail(code: int, message: str) -> NoReturn:
     try:
-        Console(stderr=True, soft_wrap=True).print(Text(f"opsconsole: {message}",
+        console(stderr=True).print(Text(f"opsconsole: {message}",
                                                         style="bold red"))
     except OSError:     # no terminal any more (SSH dropped): the exit code still tells
         pass
@@ -248,7 +269,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps({**snapshot_json(snap), "concerns": [asdict(c) for c in found]},
                               indent=1, sort_keys=True))
     else:
-        con = Console(highlight=False)
+        con = console()
         con.print(status_tree(snap))
         if found:
             con.print(Text(f"Problems ({len(found)}), worst first:", style="bold"))
@@ -291,7 +312,7 @@ def _rehearse_loss(snap: Snapshot, name: str) -> None:
         played = asyncio.run(rehearsal.rehearse_loss(snap, name))
     except ValueError as e:
         fail(EXIT_USAGE, str(e))
-    con = Console(highlight=False)
+    con = console()
     con.print(Text(f"{MARK}: {played.domain.label} fails now; {played.seconds:.0f} s later "
                    "on a simulated twin (nothing real is touched):", style="bold"))
     tol = played.quorum_after
@@ -322,7 +343,7 @@ def resilience_json(snap: Snapshot, answer: n_minus_1.Assessment) -> dict:
 
 
 def print_resilience(snap: Snapshot, answer: n_minus_1.Assessment) -> None:
-    con = Console(highlight=False)
+    con = console()
     con.print(Text(answer.verdict, style="bold"))
     style = {"ok": "ok", "warn": "warn"}
     if answer.unknown:
@@ -389,7 +410,7 @@ def _build(session: Session, kind: str, target: str, force: bool):
 
 
 def print_plan(plan) -> None:
-    con = Console(highlight=False)
+    con = console()
     con.print(Text(f"{plan.kind} {plan.target}", style="bold"))
     for c in plan.checks:
         con.print(rich_text([(f"  [{c.level}] ", {"ok": "ok", "warn": "warn"}.get(c.level, "bad")),
@@ -417,11 +438,18 @@ def _execute(session: Session, build, yes: bool, confirm_word: str = "",
                 if not yes:
                     await _confirm(f"Type {confirm_word or p.target} to confirm",
                                    confirm_word or p.target)
-                seen = 0
+                seen, said, said_at = 0, "", 0.0     # log lines shown; the wait said, when
 
                 def show(op) -> None:
-                    nonlocal seen
+                    nonlocal seen, said, said_at
                     lines, seen = op.log[seen:], len(op.log)
+                    # a wait says what it waits for as it starts, then every so often
+                    what = op.waiting.what if op.waiting else ""
+                    if what and (what != said or time.monotonic() - said_at >= PROGRESS_EVERY_S):
+                        lines = [*lines, progress_line(op)]
+                        said, said_at = what, time.monotonic()
+                    elif not what:
+                        said = ""
                     try:
                         for line in lines:
                             click.echo(line)
@@ -613,10 +641,10 @@ def abandon(ctx: click.Context, op_id: str, yes: bool) -> None:
 def journal(ctx: click.Context) -> None:
     """List recorded operations, unfinished ones first."""
     session = _session(ctx)
-    con = Console(highlight=False, soft_wrap=True)
+    con = console()
     unfinished = session.journal.unfinished()
     if session.journal.skipped_note():
-        Console(stderr=True).print(Text(f"⚠ {session.journal.skipped_note()}", style="yellow"))
+        console(stderr=True).print(Text(f"⚠ {session.journal.skipped_note()}", style="yellow"))
     for rec in unfinished:
         live = rec.liveness()
         how = live or ("written by a newer opsconsole: use that version" if rec.newer else

@@ -63,6 +63,7 @@ class Related:
     lines of text."""
     title: str = ""
     tasks: tuple[tuple[Task, str], ...] | None = None     # (task, the node it is on)
+    where: bool = True              # a "where" column (not when every task is on one node)
     sessions: tuple[ProxySession, ...] | None = None      # oldest first
     lines: tuple[str, ...] = ()
     history: str = ""               # an entity id whose session counts the pane draws
@@ -174,7 +175,7 @@ def _vm_related(vm: VM, snap: Snapshot) -> Related:
 def _node_related(n: Node, snap: Snapshot) -> Related:
     tasks = snap.tasks_on_node(n.swarm_id, wanted_only=False)
     return Related(f"tasks on {n.hostname} ({len(tasks)}, with history)",
-                   tasks=tuple((t, n.hostname) for t in tasks))
+                   tasks=tuple((t, n.hostname) for t in tasks), where=False)
 
 
 def _service_related(s: Service, snap: Snapshot) -> Related:

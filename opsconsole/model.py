@@ -321,6 +321,11 @@ class Snapshot:
     def _vm_by_hostname(self) -> dict[str, VM]:
         return {(v.node_hostname or v.name): v for v in self.vms}
 
+    @property
+    def ready_ids(self) -> frozenset[str]:
+        """Swarm ids of the nodes that are Ready now."""
+        return self._ready_nodes
+
     @cached_property
     def _ready_nodes(self) -> frozenset[str]:
         return frozenset(n.swarm_id for n in self.nodes if n.state == READY)

@@ -68,33 +68,40 @@ def problem(p: Problem, now: float) -> str:
 
 
 def summary(snap: Snapshot) -> list[Piece]:
-    """The header line: what an on-call engineer checks first."""
-    converged = sum(1 for s in snap.services if snap.converged(s))
-    tol = snap.quorum_tolerance
-    managers = len(snap.managers)
+    """The header line: what an on-call engineer checks first, first."""
+    return [p for i, part in enumerate(summary_parts(snap))
+            for p in ([("  ", PLAIN)] if i else []) + part]
+
+
+def summary_parts(snap: Snapshot) -> list[list[Piece]]:
+    """The header's parts by priority (a narrow terminal keeps the first ones): problems
+    and the lock holder, then quorum, then the counts."""
     if not snap.nodes:
-        return [("swarm not seen yet", BAD)] + [
-            p for pr in snap.problems for p in (("  ⚠ ", BAD), (problem(pr, snap.taken_at), BAD))]
-    old = [] if not snap.unreadable(SWARM) else [("STALE ", BAD)]   # what follows is not now
-    out = old + [(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
-            OK if snap.nodes_ready == len(snap.nodes) else WARN), ("  ", PLAIN),
-           (f"services {converged}/{len(snap.services)} converged",
-            OK if converged == len(snap.services) else WARN), ("  ", PLAIN),
-           (f"managers {managers}, ", PLAIN),
-           ("quorum lost" if tol < 0 else f"tolerates {tol} loss" + ("" if tol == 1 else "es"),
-            BAD if tol <= 0 else OK)]
-    if snap.servers:
-        out += [("  ", PLAIN), (f"sessions {snap.session_count}", PLAIN)]
+        return [[("swarm not seen yet", BAD)]] + [
+            [("⚠ ", BAD), (problem(pr, snap.taken_at), BAD)] for pr in snap.problems]
+    out: list[list[Piece]] = []
+    if snap.unreadable(SWARM):
+        out.append([("STALE", BAD)])      # what follows is not now
+    out += [[("⚠ ", BAD), (problem(pr, snap.taken_at), BAD)] for pr in snap.problems]
     if snap.lock is not None:
         age = duration(snap.lock.age(snap.taken_at)) if snap.lock.since else "?"
         lock = snap.lock
         seen = f", seen {duration(snap.taken_at - lock.beat)} ago" if lock.beat else ""
         where = f" (pid {lock.pid} on {lock.host}{seen})" if lock.pid else ""
-        out += [("  LOCKED ", BAD), (f"{lock.title} by {lock.holder}, {age}{where}", WARN)]
+        out.append([("LOCKED ", BAD), (f"{lock.title} by {lock.holder}, {age}{where}", WARN)])
     if snap.proxy_read_only:
-        out += [("  proxy read-only", WARN)]
-    for pr in snap.problems:
-        out += [("  ⚠ ", BAD), (problem(pr, snap.taken_at), BAD)]
+        out.append([("proxy read-only", WARN)])
+    tol = snap.quorum_tolerance
+    out.append([(f"managers {len(snap.managers)}, ", PLAIN),
+                ("quorum lost" if tol < 0 else
+                 f"tolerates {tol} loss" + ("" if tol == 1 else "es"), BAD if tol <= 0 else OK)])
+    converged = sum(1 for s in snap.services if snap.converged(s))
+    out.append([(f"nodes {snap.nodes_ready}/{len(snap.nodes)} ready",
+                 OK if snap.nodes_ready == len(snap.nodes) else WARN)])
+    out.append([(f"services {converged}/{len(snap.services)} converged",
+                 OK if converged == len(snap.services) else WARN)])
+    if snap.servers:
+        out.append([(f"sessions {snap.session_count}", PLAIN)])
     return out
 
 
@@ -127,10 +134,14 @@ def details(entity: Entity, snap: Snapshot) -> list[tuple[str, str]]:
     rows = [("id", entity.id)]
     for f in fields(entity):
         value = getattr(entity, f.name)
-        if f.name in ("memory_bytes", "reserve_memory_bytes") and value:
+        if isinstance(value, bool):
+            value = "yes" if value else "no"
+        elif f.name in ("memory_bytes", "reserve_memory_bytes") and value:
             value = size(value)
         elif f.name in ("nano_cpus", "reserve_nano_cpus") and value:
-            value = f"{value / 1e9:g} CPU"
+            value = f"{value / 1e9:g}"
+        elif f.name == "cpu_pct":
+            value = f"{value:g} %"
         elif f.name == "uptime_s":
             value = duration(value)
         elif f.name == "started_at":
@@ -139,5 +150,16 @@ def details(entity: Entity, snap: Snapshot) -> list[tuple[str, str]]:
             value = ", ".join(f"{k}={v}" for k, v in value) or "-"
         elif isinstance(value, tuple):
             value = ", ".join(map(str, value)) or "-"
-        rows.append((f.name.replace("_", " "), str(value) if value != "" else "-"))
+        rows.append((FIELD_WORDS.get(f.name, f.name.replace("_", " ")),
+                     str(value) if value != "" else "-"))
     return rows
+
+
+# How a field is named in the details when its name is not the word (the rest: "_" -> " ").
+FIELD_WORDS = {"uptime_s": "uptime", "nano_cpus": "CPUs", "reserve_nano_cpus": "CPUs reserved",
+               "memory_bytes": "memory", "reserve_memory_bytes": "memory reserved",
+               "cpu_pct": "CPU", "swarm_id": "Swarm id", "os_build": "OS build",
+               "engine_version": "Docker version", "started_at": "started",
+               "cur_sessions": "sessions now", "total_sessions": "sessions in total",
+               "pending_reboot": "reboot pending", "node_id": "node id",
+               "service_id": "service id"}

@@ -117,6 +117,16 @@ def _new_id() -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{next(_ids)}-{secrets.token_hex(3)}"
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A wait in progress, for the front ends' progress lines: what for, how long so far of
+    how long at most (paused time left out), and what is still pending ("4 tasks left")."""
+    what: str
+    used: float
+    limit: float
+    pending: str
+
+
 @dataclass
 class Operation:
     plan: Plan
@@ -125,6 +135,7 @@ class Operation:
     index: int = 0                  # the step running now, or next
     step_progress: float = 0.0      # 0..1 within the current step, when it can tell
     detail: str = ""                # the current step's latest word ("4 tasks left")
+    waiting: Waiting | None = None  # the wait in progress, if any
     log: list[str] = field(default_factory=list)
     started: float = 0.0            # monotonic
     since: float = 0.0              # epoch seconds it started (the lock says so)
@@ -281,6 +292,13 @@ class Context:
         Time spent paused does not count against the timeout.
         """
         sources = needs + ((HYPERV,) if hypervisor else ())
+        try:
+            return await self._wait(what, probe, timeout, hypervisor, sources, hold)
+        finally:
+            self.op.waiting = None
+
+    async def _wait(self, what: str, probe: Callable[[Snapshot], str | None], timeout: float,
+                    hypervisor: bool, sources: tuple[str, ...], hold: float) -> Snapshot:
         budget, met_since, blind = timeout, 0.0, ""
         while True:
             await self.checkpoint()
@@ -306,6 +324,7 @@ class Context:
                     pending = f"holding {hold:.0f}s to be sure"
                 else:
                     pending, met_since = found, 0.0
+            self.op.waiting = Waiting(what, timeout - budget, timeout, pending)
             self.say(pending)
             if budget <= 0:
                 raise (Unreadable if unknown else StepFailed)(

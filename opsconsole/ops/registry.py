@@ -92,7 +92,7 @@ KEYS: dict[str, Key] = {k.id: k for k in (
               build=lambda snap, target, ask: activate(snap, target),
               help="activate: node active again, proxy server ready",
               palette="activate the Swarm node {target}"),
-    Operation(id="maintenance", key="m", label="Maintain host", section=WINDOWS,
+    Operation(id="maintenance", key="m", label="Maintain", section=WINDOWS,
               targets="host", typed=True,
               build=lambda snap, target, ask: host_maintenance(
                   snap, target, ask.timing, ask.options, ask.params, ask.force),
@@ -115,8 +115,12 @@ KEYS: dict[str, Key] = {k.id: k for k in (
     Key(id="filter", key="slash", label="Filter", section=MOVING,
         help="filter the tree (esc clears it)"),
     Key(id="audit", key="L", label="Audit log", section=OTHER, show=False, help="audit log"),
+    Key(id="problems", key="exclamation_mark", label="Problems", section=OTHER, show=False,
+        help="problems: everything wrong now, worst first (enter goes to it)"),
+    Key(id="resilience", key="N", label="N-1", section=OTHER, show=False,
+        help="resilience (N-1): what the loss of each host or VM would do now"),
     Key(id="help", key="question_mark", label="Help", section=OTHER, help="this help"),
-    Key(id="theme", key="t", label="Theme", section=OTHER, help="next theme"),
+    Key(id="theme", key="t", label="Theme", section=OTHER, show=False, help="next theme"),
     Key(id="quit", key="q", label="Quit", section=OTHER, help="quit"),
 )}
 OPERATIONS: dict[str, Operation] = {k.id: k for k in KEYS.values() if isinstance(k, Operation)}

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from ..model import (
     HYPERV,
     PROXY,
-    READY,
     RUNNING,
     SWARM,
     UP,
@@ -23,7 +22,7 @@ from ..model import (
     Snapshot,
     quorum_tolerance,
 )
-from ..placement import Load, best_node, why_unplaceable
+from ..placement import Load, best_node, judge, why_unplaceable
 from .guards import FAIL, OK, WARN
 
 HOST, VM_DOMAIN, NODE_DOMAIN = "host", "vm", "node"
@@ -116,22 +115,32 @@ class Assessment:
 
 
 def assess(snap: Snapshot) -> Assessment:
-    """The outcome of losing each failure domain, in the order of `domains`."""
+    """The outcome of losing each failure domain, in the order of `domains`. Each domain
+    costs what runs in it, not the cluster's size: one load, placements undone after."""
     unknown = tuple(dict.fromkeys(p.source for p in snap.unreadable(SWARM, PROXY, HYPERV)))
-    return Assessment(tuple(Outcome(d, tuple(_losses(snap, d))) for d in domains(snap)),
-                      unknown)
+    load = Load.of(snap)
+    up: dict[str, set[str]] = {}        # backend -> the VMs of its servers that are UP
+    for s in snap.servers:
+        if s.status == UP:
+            up.setdefault(s.backend, set()).add(s.vm)
+    return Assessment(tuple(Outcome(d, tuple(_losses(snap, d, load, up)))
+                            for d in domains(snap)), unknown)
 
 
-def _losses(snap: Snapshot, domain: Domain) -> list[Finding]:
+def _losses(snap: Snapshot, domain: Domain, load: Load,
+            up: dict[str, set[str]]) -> list[Finding]:
     quorum = _quorum(snap, domain)
     out = [quorum] if quorum else []
     keeps_quorum = quorum is None or quorum.level != FAIL
-    load = Load.of(snap)            # the lost tasks are placed one after another on it
-    for svc in sorted(snap.services, key=lambda s: s.name):
-        finding = _service(snap, svc, domain, keeps_quorum, load)
+    hit = {t.service_id for n in domain.nodes for t in snap.tasks_on_node(n)}
+    placed: list[tuple[str, Service]] = []      # the lost tasks placed on `load`, to undo
+    for svc in sorted((s for s in snap.services if s.swarm_id in hit), key=lambda s: s.name):
+        finding = _service(snap, svc, domain, keeps_quorum, load, placed)
         if finding:
             out.append(finding)
-    out += _backends(snap, domain)
+    for node_id, svc in placed:
+        load.add(node_id, svc, -1)
+    out += _backends(snap, domain, up)
     return out
 
 
@@ -165,13 +174,13 @@ def _quorum_fix(snap: Snapshot, domain: Domain) -> str:
 
 def _running(snap: Snapshot, svc: Service) -> list[str]:
     """Node ids of the service's tasks that run now (on ready nodes)."""
-    ready = {n.swarm_id for n in snap.nodes if n.state == READY}
+    ready = snap.ready_ids
     return [t.node_id for t in snap.tasks_of_service(svc.swarm_id)
             if t.wanted and t.state == RUNNING and t.node_id in ready]
 
 
 def _service(snap: Snapshot, svc: Service, domain: Domain, keeps_quorum: bool,
-             load: Load) -> Finding | None:
+             load: Load, placed: list[tuple[str, Service]]) -> Finding | None:
     running = _running(snap, svc)
     lost = sum(1 for n in running if n in domain.nodes)
     if not lost:
@@ -189,7 +198,7 @@ def _service(snap: Snapshot, svc: Service, domain: Domain, keeps_quorum: bool,
         return Finding(OUTAGE, FAIL, svc.name, f"{svc.name} stops: every running task is in "
                        f"{domain.name} and nothing is rescheduled without quorum",
                        fix=f"run {svc.name} outside {domain.name} too, and fix quorum")
-    homeless = _homeless(snap, svc, lost, domain.nodes, load)
+    homeless = _homeless(snap, svc, lost, domain.nodes, load, placed)
     if homeless and not left:
         return Finding(STRANDED, FAIL, svc.name, f"{svc.name} stops and cannot be "
                        f"rescheduled: {homeless}", fix="make room for it on other nodes "
@@ -206,24 +215,28 @@ def _service(snap: Snapshot, svc: Service, domain: Domain, keeps_quorum: bool,
 
 
 def _homeless(snap: Snapshot, svc: Service, lost: int, gone: frozenset[str],
-              load: Load) -> str:
+              load: Load, placed: list[tuple[str, Service]]) -> str:
     """Why the lost tasks of `svc` could not all be placed again ("" when they can);
     the ones that can are added to `load`, so services compete for the same room."""
     nodes: list[Node] = list(snap.nodes)
+    if not (svc.max_per_node or svc.reserve_nano_cpus or svc.reserve_memory_bytes):
+        # nothing counted per node: one node that may take it takes them all
+        if any(judge(svc, n, load, gone).fits for n in nodes):
+            return ""
+        return why_unplaceable(nodes, svc, load, gone)
     for _ in range(lost):
         target = best_node(nodes, svc, load, gone)
         if target is None:
             return why_unplaceable(nodes, svc, load, gone)
         load.add(target.swarm_id, svc)
+        placed.append((target.swarm_id, svc))
     return ""
 
 
-def _backends(snap: Snapshot, domain: Domain) -> list[Finding]:
+def _backends(snap: Snapshot, domain: Domain, up: dict[str, set[str]]) -> list[Finding]:
     out = []
-    for backend in sorted({s.backend for s in snap.servers if s.vm in domain.vms}):
-        others = [s for s in snap.servers
-                  if s.backend == backend and s.vm not in domain.vms and s.status == UP]
-        if not others:
+    for backend in sorted({s.backend for vm in domain.vms for s in snap.servers_of_vm(vm)}):
+        if not up.get(backend, set()) - domain.vms:
             out.append(Finding(BACKEND, FAIL, backend, f"backend {backend} has no server UP "
                                f"without {domain.name}",
                                fix=f"put a server of {backend} on another host"))

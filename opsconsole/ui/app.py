@@ -8,6 +8,7 @@ for what the console's role does not allow (read-only is the monitor role).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
+from textual.events import Key, Resize
 from textual.markup import escape
 from textual.message import Message
 from textual.screen import Screen
@@ -26,15 +28,27 @@ from textual.worker import Worker, WorkerState
 
 from .. import kinds, present
 from ..model import VM, Host, Node, Snapshot
-from ..ops import catalog, registry
-from ..ops.engine import Operation, Plan, StepFailed
+from ..ops import catalog, registry, resilience
+from ..ops.diagnosis import Concern, Diagnosis
+from ..ops.engine import FINISHED, INTERRUPTED, Operation, Plan, StepFailed
+from ..ops.guards import FAIL
 from ..ops.plans import PlanError
 from ..ops.records import OpRecord
 from ..ops.roles import ADMIN, MONITOR, RoleError
 from ..session import Session
 from .details import Details
+from .header import fit
 from .opspanel import OpsPanel
-from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
+from .screens import (
+    AbortScreen,
+    AuditScreen,
+    ConfirmScreen,
+    HelpScreen,
+    QuitScreen,
+    UnfinishedScreen,
+    help_text,
+)
+from .standing import ProblemsScreen, ResilienceScreen
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
 
@@ -48,6 +62,9 @@ def _binding(key: registry.Key) -> Binding:
 
 KEY_BINDINGS = [_binding(k) for k in registry.KEYS.values()]
 MUTATING_ACTIONS = frozenset(b.action for b in KEY_BINDINGS if registry.KEYS[str(b.id)].mutating)
+READ_ONLY_SAID_S = 5.0      # a burst of mutating keys in read-only mode says so once
+N1_INLINE_NODES = 100       # up to this size N-1 is assessed with every refresh
+N1_EVERY_S = 30.0           # above it, in a thread at most this often
 
 
 class SnapshotReady(Message):
@@ -119,6 +136,16 @@ class OpsConsole(App):
         self._roles: dict[str, str] = {}
         self._theme_names: list[str] = []
         self._offered: set[str] = set()     # unfinished operations already offered
+        # key -> binding id of every console key, remapped: a key whose binding is hidden
+        # now (read-only, or not for this selection) still gets an answer (on_key)
+        self._key_ids = {key.strip(): id_ for id_, k in registry.KEYS.items()
+                         for key in (self._keys.get(id_) or k.key).split(",")}
+        self._read_only_said = -READ_ONLY_SAID_S
+        self._diagnosis = Diagnosis()
+        self._concerns: list[Concern] = []
+        self._n1: resilience.Assessment | None = None
+        self._n1_at = -N1_EVERY_S
+        self._unfinished: list[OpRecord] = []   # as last offered: the journal is read there
         session.engine.keys = {a: self.shown[a] for a in ("pause", "abort")}
         session.engine.listen(lambda op: self.post_message(OperationChanged(op)))
 
@@ -135,7 +162,7 @@ class OpsConsole(App):
             with VerticalScroll(id="right"):
                 yield Details(self.style_pieces, self._details_hint(), id="details")
         yield OpsPanel(self._ops_hint(), id="ops")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         themes, errors = load_themes()
@@ -155,7 +182,7 @@ class OpsConsole(App):
         self.query_one("#filter").display = False
         self.query_one(ClusterTree).focus()
         self.sub_title = self.session.source
-        unfinished = self.session.journal.unfinished()
+        unfinished = self._unfinished = self.session.journal.unfinished()
         if self.session.journal.skipped_note():
             self.notify(self.session.journal.skipped_note(), severity="warning", timeout=15)
         if unfinished:
@@ -234,16 +261,48 @@ class OpsConsole(App):
         snap = self.snapshot = message.snapshot
         self.query_one(Details).record(snap)
         self.query_one(ClusterTree).show(snap)
+        self._concerns = self._diagnosis(snap, self._unfinished)
+        if len(snap.nodes) <= N1_INLINE_NODES:      # a few ms: with every refresh
+            self._n1 = resilience.assess(snap)
+        elif time.monotonic() - self._n1_at > N1_EVERY_S:
+            self._n1_at = time.monotonic()
+            self._assess_in_thread(snap)
         self._show_summary()
         self._show_details()
 
+    @work(thread=True, exclusive=True, group="n-1")
+    def _assess_in_thread(self, snap: Snapshot) -> None:
+        """A large cluster's N-1 takes a second or more: off the event loop, now and then."""
+        answer = resilience.assess(snap)
+        self.call_from_thread(self._assessed, answer)
+
+    def _assessed(self, answer: resilience.Assessment) -> None:
+        self._n1 = answer
+        self._show_summary()
+
     def _show_summary(self) -> None:
-        pieces = present.summary(self.snapshot)
-        pieces += [p for w in self.session.warnings for p in (("  ⚠ ", "warn"), (w, "warn"))]
+        """The header: what matters most first; what does not fit the width is left out."""
+        parts = present.summary_parts(self.snapshot)
         running = self.session.engine.running
-        if running:
-            pieces += [("  ▶ ", "accent"), (f"{running.title} {running.state}", "warn")]
-        self.query_one("#summary", Label).update(self.style_pieces(pieces))
+        first = sum(1 for part in parts if part[0][1] == "bad" or part[0][0] == "LOCKED ")
+        extra = [[("▶ ", "accent"), (f"{running.title} {running.state}", "warn")]] \
+            if running else []
+        extra += [[("⚠ ", "warn"), (w, "warn")] for w in self.session.warnings]
+        fails = sum(c.level == FAIL for c in self._concerns)
+        if self._concerns:      # the way to the list of everything wrong
+            n = len(self._concerns)
+            extra.append([(f"{self.shown['problems']} {n} problem{'' if n == 1 else 's'}",
+                           "bad" if fails else "warn")])
+        if self._n1 is not None:
+            extra.append([(self._n1.verdict, "ok" if self._n1.survived else "bad")])
+        parts = parts[:first] + extra + parts[first:]
+        label = self.query_one("#summary", Label)
+        width = (label.content_size.width or self.size.width) - 1
+        label.update(fit([self.style_pieces(part) for part in parts], width))
+
+    def on_resize(self, event: Resize) -> None:
+        if self.snapshot.nodes:
+            self.call_after_refresh(self._show_summary)
 
     def _show_details(self) -> None:
         self.query_one(Details).show(self.query_one(ClusterTree).selected_id, self.snapshot)
@@ -251,17 +310,22 @@ class OpsConsole(App):
     @on(Tree.NodeHighlighted)
     def _highlighted(self) -> None:
         self._show_details()
+        self.refresh_bindings()     # the footer offers what applies to the selection
 
     def on_operation_changed(self, message: OperationChanged) -> None:
         if not self.is_running:     # shutting down: the widgets may be gone already
             return
         self.query_one(OpsPanel).show(message.op)
         self._show_summary()
+        self.refresh_bindings()
         op = message.op
-        if op.unfinished and op.finished and op.id not in self._offered:
+        # (not one this console interrupted to quit: the next console offers that one)
+        if op.unfinished and op.finished and op.state != INTERRUPTED \
+                and op.id not in self._offered:
             # it failed after taking capacity out: offer resume or roll back right here
             self._offered.add(op.id)
-            record = next((r for r in self.session.journal.unfinished() if r.op == op.id), None)
+            self._unfinished = self.session.journal.unfinished()
+            record = next((r for r in self._unfinished if r.op == op.id), None)
             if record is not None:
                 self._offer_unfinished(record)
 
@@ -273,9 +337,60 @@ class OpsConsole(App):
 
     # -- actions ------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        # read-only: mutating keys are hidden from the footer and never run
+        """What the footer offers and the keys run: read-only, no mutating key at all;
+        else the operations that fit the selection while none runs, pause and abort while
+        one does. A key left out still answers (on_key says why it does nothing)."""
         key = registry.KEYS.get(str(parameters[0]) if action == "op" and parameters else action)
-        return key is None or self.session.access.allows(key.id)
+        if key is None:
+            return True
+        if not self.session.access.allows(key.id):     # the role (monitor: read-only)
+            return False
+        if not key.mutating:
+            return True
+        running = self.session.engine.running is not None
+        if isinstance(key, registry.Operation):
+            return not running and self._fits(key.targets)
+        return running      # pause, abort
+
+    def _fits(self, kind: registry.Target) -> bool:
+        """The selection gives the operation a target (the same rule as `_target`)."""
+        if kind == "node":
+            return self._selected_node() is not None
+        if kind == "host":
+            entity, node = self._selected(), self._selected_node()
+            vm = entity if isinstance(entity, VM) else \
+                self.snapshot.vm_of_node(node) if node else None
+            return isinstance(entity, Host) or vm is not None
+        return True
+
+    def on_key(self, event: Key) -> None:
+        """Esc closes the filter; a console key whose binding is left out now says why."""
+        box = self.query_one("#filter", Input)
+        if event.key == "escape" and box.display:
+            self._filter_closed()
+            event.stop()
+            return
+        key = registry.KEYS.get(self._key_ids.get(event.key, ""))
+        if key is None or (not key.mutating and self.session.access.allows(key.id)):
+            return
+        event.stop()
+        access = self.session.access
+        if not access.allows(key.id):
+            if time.monotonic() - self._read_only_said > READ_ONLY_SAID_S:
+                self._read_only_said = time.monotonic()
+                said = (f"read-only: {key.label.lower()} changes the cluster, and this "
+                        "console changes nothing") if access.read_only else \
+                    access.refusal(access.needs(key.id), key.label.lower())
+                self.notify(said, severity="warning", timeout=READ_ONLY_SAID_S)
+        elif isinstance(key, registry.Operation):
+            running = self.session.engine.running
+            if running is not None:
+                self.notify(f"{running.title} is running: one operation at a time",
+                            severity="warning")
+            else:
+                self.action_op(key.name)    # says what to select
+        else:
+            self.notify("no operation is running")
 
     def _selected_node(self) -> Node | None:
         return kinds.node_of(self._selected(), self.snapshot)
@@ -362,10 +477,46 @@ class OpsConsole(App):
             self.push_screen(UnfinishedScreen(record, cannot), chosen)
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
 
+    def action_problems(self) -> None:
+        def chosen(entity: str | None) -> None:
+            if entity and not self.query_one(ClusterTree).select_id(entity):
+                self.notify(f"{entity} is not in the tree now", severity="warning")
+        self.push_screen(ProblemsScreen(self._concerns, self.snapshot.taken_at,
+                                        self.style_pieces), chosen)
+
+    def action_resilience(self) -> None:
+        if self._n1 is None:
+            self.notify("N-1 is being computed (a large cluster takes a moment)", timeout=4)
+            return
+        self.push_screen(ResilienceScreen(self._n1, self.style_pieces))
+
     def action_audit(self) -> None:
         audit = self.session.engine.actions.audit
         records = list(audit.read())[-500:]
-        self.push_screen(AuditScreen(records, audit.skipped_note()))
+        snap = self.snapshot        # a record names a node or service by its Swarm id
+        names = {n.swarm_id: n.hostname for n in snap.nodes} | \
+            {s.swarm_id: s.name for s in snap.services}
+        self.push_screen(AuditScreen(records, audit.skipped_note(), names, self.shown["filter"]))
+
+    async def action_quit(self) -> None:
+        """Quit; while an operation runs, ask first: pause it (interrupted, journaled, the
+        lock kept: resumable) and quit, or stay."""
+        op = self.session.engine.running
+        if op is None:
+            self.exit()
+            return
+
+        async def chosen(ok: bool | None) -> None:
+            if not ok or op.finished:
+                if ok:
+                    self.exit()
+                return
+            self.session.engine.interrupt(op, "paused: the operator quit the console; "
+                                              "resume it later")
+            if op.task is not None:
+                await asyncio.wait([op.task], timeout=10)
+            self.exit()
+        self.push_screen(QuitScreen(op.title, op.id), chosen)
 
     def action_pause(self) -> None:
         op = self.session.engine.running
@@ -379,12 +530,21 @@ class OpsConsole(App):
             self.query_one(OpsPanel).show(op)
 
     def action_abort(self) -> None:
+        """Abort asks first, saying what it will undo."""
         op = self.session.engine.running
         if op is None:
             self.notify("no operation is running")
             return
-        self.session.engine.abort(op)
-        self.notify(f"aborting {op.title}: finished steps are being undone")
+
+        def chosen(ok: bool | None) -> None:
+            if not ok:
+                self.notify(f"{op.title} goes on")
+            elif op.state in FINISHED:
+                self.notify(f"{op.title} already ended: {op.state}")
+            else:
+                self.session.engine.abort(op)
+                self.notify(f"aborting {op.title}: finished steps are being undone")
+        self.push_screen(AbortScreen(op), chosen)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -394,18 +554,22 @@ class OpsConsole(App):
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         self.query_one(ClusterTree).set_filter(event.value)
+        self._show_details()        # never the details of a row the filter took away
 
     @on(Input.Submitted, "#filter")
     def _filter_done(self) -> None:
         self.query_one(ClusterTree).focus()
 
-    def on_key(self, event) -> None:
+    def _filter_closed(self) -> None:
+        """Esc: no filter, and the tree's folds and selection as they were before it."""
         box = self.query_one("#filter", Input)
-        if event.key == "escape" and box.display:
+        with box.prevent(Input.Changed):
             box.value = ""
-            box.display = False
-            self.query_one(ClusterTree).focus()
-            event.stop()
+        box.display = False
+        tree = self.query_one(ClusterTree)
+        tree.set_filter("")
+        tree.focus()
+        self._show_details()
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_text(self.shown)))

@@ -51,20 +51,24 @@ class Details(Static):
             parts += [Text(""), self._related(related, snap.taken_at)]
         self.update(Group(*parts))
 
-    def _tasks_table(self, title: Text, rows) -> Table:
+    def _tasks_table(self, title: Text, rows, where: bool = True) -> Table:
+        """Tasks one row each: only the error folds, the words are never cut in two."""
         t = Table(title=title, title_justify="left", show_edge=False, pad_edge=False,
                   expand=True)
-        for col in ("task", "where", "state", "desired", "error"):
-            t.add_column(col, overflow="fold")
-        for task, where in rows:
-            t.add_row(Text(task.name), Text(where),
+        cols = ("task", "where", "state", "desired") if where else ("task", "state", "desired")
+        for col in cols:
+            t.add_column(col, no_wrap=True, overflow="ellipsis",
+                         min_width=8 if col in ("state", "desired") else None)
+        t.add_column("error", overflow="fold", ratio=1)
+        for task, node in rows:
+            t.add_row(Text(task.name), *([Text(node)] if where else []),
                       self.style_pieces([(task.state, present.TASK_ROLES.get(task.state, "warn"))]),
                       Text(task.desired_state), Text(task.error or task.message))
         return t
 
     def _related(self, related: kinds.Related, now: float):
         if related.tasks is not None:
-            return self._tasks_table(Text(related.title), related.tasks)
+            return self._tasks_table(Text(related.title), related.tasks, related.where)
         if related.sessions is not None:
             title = related.title
             if related.history:

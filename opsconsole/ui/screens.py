@@ -1,8 +1,13 @@
-"""Modal screens: the confirmation every change goes through, and help."""
+"""Modal screens: the confirmation every change goes through, the questions before quit
+and abort, the unfinished operation's offer, help and the audit log.
+
+Every dialog fits the terminal (80x24 too): its body (#confirm-body) scrolls, while the
+title, the type-to-confirm box and the buttons stay in view."""
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from rich.text import Text
 from textual import on
@@ -10,17 +15,42 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 
 from ..config import UNSAFE
 from ..ops import registry
-from ..ops.engine import Plan
+from ..ops.engine import Operation, Plan
 from ..ops.records import OpRecord
+from .logpane import searches
 
 LEVEL_ROLES = {"ok": "ok", "warn": "warn", "fail": "bad"}
+T = TypeVar("T")
 
 
-class ConfirmScreen(ModalScreen[bool]):
+class Dialog(ModalScreen[T]):
+    """A box (#confirm) whose body (#confirm-body) gets what the rest leaves of the screen."""
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._fit)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit)
+
+    def _fit(self) -> None:
+        box, body = self.query_one("#confirm"), self.query_one("#confirm-body")
+        rest = sum(w.outer_size.height for w in box.children if w is not body and w.display)
+        body.styles.max_height = max(3, self.size.height - box.styles.gutter.height - rest)
+
+
+def step_list(titles: list[str], marks: list[str] | None = None,
+              numbers: list[int] | None = None) -> list[Static]:
+    """Steps one per line, numbered as in their plan (`numbers`, from 0, else in order)."""
+    return [Static(Text(f"{marks[i] + ' ' if marks else ''}"
+                        f"{(numbers[i] if numbers else i) + 1}. {title}"), classes="step")
+            for i, title in enumerate(titles)]
+
+
+class ConfirmScreen(Dialog[bool]):
     """Shows exactly what will happen and what the checks found.
 
     When `typed` is set the operator must type that name before Confirm
@@ -45,12 +75,12 @@ class ConfirmScreen(ModalScreen[bool]):
                          LEVEL_ROLES[c.level]), (f"{c.name}: ", "plain"), (c.text, "plain")]),
                         classes="check")
                 yield Static(Text("\nWhat will happen", style="bold"))
-                for i, step in enumerate(plan.steps, 1):
-                    yield Static(Text(f"{i}. {step.title}"), classes="step")
+                yield from step_list([step.title for step in plan.steps])
             if plan.refused:
                 yield Label(Text("Refused: fix what the checks name first."), id="confirm-refused")
             elif self.typed:
                 yield Input(placeholder=f"type {self.typed} to confirm", id="confirm-input")
+                yield Label("", id="confirm-why")
             with Horizontal(id="confirm-buttons"):
                 if not plan.refused:
                     yield Button("Confirm", variant="error" if self.typed else "primary",
@@ -58,6 +88,7 @@ class ConfirmScreen(ModalScreen[bool]):
                 yield Button("Cancel", id="confirm-no")
 
     def on_mount(self) -> None:
+        super().on_mount()
         target = "#confirm-input" if self.typed and not self.plan.refused else \
             "#confirm-yes" if not self.plan.refused else "#confirm-no"
         self.query_one(target).focus()
@@ -65,11 +96,17 @@ class ConfirmScreen(ModalScreen[bool]):
     @on(Input.Changed, "#confirm-input")
     def typed_changed(self, event: Input.Changed) -> None:
         self.query_one("#confirm-yes", Button).disabled = event.value.strip() != self.typed
+        self.query_one("#confirm-why", Label).update("")
 
     @on(Input.Submitted, "#confirm-input")
     def typed_submitted(self, event: Input.Submitted) -> None:
-        if event.value.strip() == self.typed:
+        typed = event.value.strip()
+        if typed == self.typed:
             self.dismiss(True)
+            return
+        self.query_one("#confirm-why", Label).update(Text(
+            f"✘ {typed!r} is not {self.typed!r}: type {self.typed} exactly to confirm"
+            if typed else f"✘ type {self.typed} to confirm (or esc to cancel)"))
 
     @on(Button.Pressed, "#confirm-yes")
     def yes(self) -> None:
@@ -114,7 +151,91 @@ def _closes(binding_id: str) -> Binding:
     return Binding(registry.KEYS[binding_id].key, "dismiss", "Close", show=False, id=binding_id)
 
 
-class UnfinishedScreen(ModalScreen[str]):
+class QuitScreen(Dialog[bool]):
+    """Quit while an operation runs: it is paused where it is (interrupted, journaled, the
+    cluster lock kept), to resume later, or nothing happens."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="quit.cancel")]
+
+    def __init__(self, title: str, op_id: str) -> None:
+        super().__init__()
+        self.title_, self.op_id = title, op_id
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(Text(f"{self.title_} is running", style="bold"), id="confirm-title")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(Text(
+                    "Pause and quit: it stops where it is and the journal records it "
+                    "interrupted; the cluster lock stays with it, so no other console starts "
+                    "an operation meanwhile. The next console offers to resume or roll it "
+                    f"back, as do `opsconsole resume {self.op_id}` and "
+                    f"`opsconsole rollback {self.op_id}`."))
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Pause and quit (resume later)", variant="warning", id="quit-yes")
+                yield Button("Cancel", id="quit-no")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#quit-no").focus()
+
+    @on(Button.Pressed, "#quit-yes")
+    def yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#quit-no")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+def _numbered(steps: list[tuple[int, str]]) -> list[Static]:
+    return step_list([title for _, title in steps], numbers=[i for i, _ in steps])
+
+
+class AbortScreen(Dialog[bool]):
+    """Abort asks first, and says what it will undo (newest first) and what stays."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="abort.cancel")]
+
+    def __init__(self, op: Operation) -> None:
+        super().__init__()
+        self.op = op
+
+    def compose(self) -> ComposeResult:
+        op = self.op
+        begun = list(enumerate(op.plan.steps[:op.begun]))
+        undone = [(i, s.title) for i, s in reversed(begun) if s.undo is not None]
+        kept = [(i, s.title) for i, s in begun if s.undo is None and not s.wait]
+        with Vertical(id="confirm"):
+            yield Label(Text(f"Abort {op.title}?", style="bold"), id="confirm-title")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(Text(
+                    f"It stops now, at step {min(op.index + 1, len(op.plan.steps))} of "
+                    f"{len(op.plan.steps)}: {op.current_step or 'the end'}."))
+                yield Static(Text("\nUndone, newest first", style="bold"))
+                yield from _numbered(undone) if undone else [
+                    Static(Text("nothing: no step with an undo has started"))]
+                if kept:
+                    yield Static(Text("\nStays as it is (no undo)", style="bold"))
+                    yield from _numbered(kept)
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Abort and undo", variant="error", id="abort-yes")
+                yield Button("Keep running", id="abort-no")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one("#abort-no").focus()
+
+    @on(Button.Pressed, "#abort-yes")
+    def yes(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#abort-no")
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+
+class UnfinishedScreen(Dialog[str]):
     """An operation a dead console left behind: resume it, roll it back, or later."""
 
     BINDINGS = [Binding("escape", "later", "Later", id="unfinished.later")]
@@ -136,9 +257,8 @@ class UnfinishedScreen(ModalScreen[str]):
                              style="bold"), id="confirm-title")
             with VerticalScroll(id="confirm-body"):
                 yield Static(Text(f"Started by {r.who or '?'} (journal {r.op}). {why}"))
-                for i, title in enumerate(r.steps):
-                    mark = "✔" if i in done else "·"
-                    yield Static(Text(f"{mark} {i + 1}. {title}"), classes="step")
+                yield from step_list(list(r.steps),
+                                     ["✔" if i in done else "·" for i in range(len(r.steps))])
             with Horizontal(id="confirm-buttons"):
                 if not (self.read_only or live or r.newer):
                     yield Button("Resume", variant="primary", id="unfinished-resume")
@@ -172,27 +292,82 @@ def _cell(value: object, most: int = 200) -> str:
     return text if len(text) <= most else text[:most - 1] + "…"
 
 
+AUDIT_COLUMNS = ("time", "who", "operation", "target", "result")
+
+
+def audit_rows(records: list[dict], names: dict[str, str]) -> list[tuple[str, ...]]:
+    """One row per record, newest first: its target by name (`names`: Swarm id -> name)
+    where the record holds an id. Any JSON object is shown with what it has."""
+    rows: list[tuple[str, ...]] = []
+    for r in reversed(records):
+        target = _cell(r.get("target"))
+        rows.append((_when(r.get("time")), _cell(r.get("who")), _cell(r.get("action")),
+                     names.get(target, target), _cell(r.get("result"))))
+    return rows
+
+
 class AuditScreen(ModalScreen[None]):
-    """Every mutating action: who, from where, what, when, how it went (newest first)."""
+    """Every mutating action: when, who, what, on what, how it went (newest first), one row
+    each; `/` searches (every column), esc clears the search, then closes."""
 
-    BINDINGS = [Binding("escape,q", "dismiss", "Close", id="audit.close"), _closes("audit")]
+    BINDINGS = [Binding("escape", "back", "Close", id="audit.close"),
+                Binding("q", "dismiss", "Close", show=False, id="audit.quit"),
+                _closes("audit"), searches()]
 
-    def __init__(self, records: list[dict], damaged: str = "") -> None:
+    def __init__(self, records: list[dict], damaged: str = "",
+                 names: dict[str, str] | None = None, search_key: str = "/") -> None:
         super().__init__()
-        self.records, self.damaged = records, damaged    # damaged: "3 damaged lines skipped…"
+        self.rows = audit_rows(records, names or {})
+        self.damaged = damaged    # "3 damaged lines skipped…"
+        self.search_key = search_key    # the filter key as the operator sees it now
 
     def compose(self) -> ComposeResult:
-        from rich.table import Table
-        table = Table(title="audit log", expand=True, show_edge=False)
-        for col in ("when", "who", "action", "target", "result"):
-            table.add_column(col, overflow="fold")
-        for r in reversed(self.records):     # any JSON object: show what it has, "?" for odd
-            table.add_row(Text(_when(r.get("time"))), *(
-                Text(_cell(r.get(k))) for k in ("who", "action", "target", "result")))
-        with VerticalScroll(id="help"):
+        with Vertical(id="help"):
+            yield Label(Text(f"audit log: {len(self.rows)} entries, newest first  "
+                             f"({self.search_key} search, esc close)", style="bold"),
+                        id="audit-title")
             if self.damaged:
                 yield Static(Text(f"⚠ {self.damaged}"), id="audit-damaged")
-            yield Static(table if self.records else Text("nothing audited yet"))
+            yield Input(placeholder="search: who, operation, target, result…", id="audit-search")
+            table: DataTable = DataTable(id="audit-table", cursor_type="row", zebra_stripes=True)
+            table.add_columns(*AUDIT_COLUMNS)
+            yield table
+            if not self.rows:
+                yield Static(Text("nothing audited yet"), id="audit-empty")
+
+    def on_mount(self) -> None:
+        self.query_one("#audit-search").display = False
+        self._show("")
+        self.query_one("#audit-table").focus()
+
+    def _show(self, needle: str) -> None:
+        table = self.query_one("#audit-table", DataTable)
+        table.clear()
+        needle = needle.lower()
+        for row in self.rows:
+            if not needle or any(needle in cell.lower() for cell in row):
+                table.add_row(*(Text(cell, no_wrap=True, overflow="ellipsis") for cell in row))
+
+    def action_search(self) -> None:
+        box = self.query_one("#audit-search", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#audit-search")
+    def _searched(self, event: Input.Changed) -> None:
+        self._show(event.value.strip())
+
+    @on(Input.Submitted, "#audit-search")
+    def _search_done(self) -> None:
+        self.query_one("#audit-table").focus()
+
+    def action_back(self) -> None:
+        box = self.query_one("#audit-search", Input)
+        if box.display:
+            box.value, box.display = "", False
+            self.query_one("#audit-table").focus()
+        else:
+            self.dismiss()
 
 
 class HelpScreen(ModalScreen[None]):

@@ -27,6 +27,15 @@ from ..model import (
 GROUPS = (ROOT_HOSTS, ROOT_UNPLACED, ROOT_SERVICES, ROOT_PROXY)
 OPTIONAL = frozenset({ROOT_UNPLACED})    # shown only while something is in it
 Style = Callable[[list[present.Piece]], Text]
+SEARCHED_FIELDS = ("role", "state", "availability", "status", "admin", "mode", "host")
+
+
+def _haystack(entity: Entity, snap: Snapshot) -> str:
+    """What the filter looks in: the row as shown, its id, and the words its fields hold
+    (a leader is also a "manager", a drained node "drain")."""
+    words = [present.plain(kinds.label(entity, snap)), entity.id]
+    words += [str(getattr(entity, f)) for f in SEARCHED_FIELDS if getattr(entity, f, "")]
+    return " ".join(words).lower()
 
 
 class ClusterTree(Tree[str]):
@@ -44,6 +53,8 @@ class ClusterTree(Tree[str]):
         self.index: dict[str, TreeNode[str]] = {}
         self.snapshot = Snapshot()
         self.filter_text = ""
+        # before a filter: which branches were open, and the selection (esc restores them)
+        self._unfiltered: tuple[dict[str, bool], str | None] | None = None
         for group in GROUPS:
             if group not in OPTIONAL:
                 self._ensure_group(group)
@@ -58,8 +69,7 @@ class ClusterTree(Tree[str]):
         keep: set[str] = set()
         for entity_id in ids:
             entity = snap.by_id[entity_id]
-            if needle in present.plain(kinds.label(entity, snap)).lower() or \
-                    needle in entity_id.lower():
+            if needle in _haystack(entity, snap):
                 node_id = entity_id
                 while node_id in ids and node_id not in keep:
                     keep.add(node_id)
@@ -88,10 +98,13 @@ class ClusterTree(Tree[str]):
                 dirty |= self._affected(s, entity_id)
 
         # removals (and nodes now filtered out), deepest first so parents go last
+        emptied: list[TreeNode[str]] = []     # may have no children left: no expander
         for entity_id in [i for i in self.index if i not in GROUPS and i not in wanted]:
             node = self.index.pop(entity_id, None)
             if node is not None and node.tree is self:
                 self._drop_index(node)
+                if node.parent is not None:
+                    emptied.append(node.parent)
                 node.remove()
         # additions and moves (only what is new here or changed), parents before children
         todo = {i for i in wanted if i not in self.index}
@@ -109,6 +122,8 @@ class ClusterTree(Tree[str]):
                 continue
             if node is not None:       # moved: a task rescheduled onto another node
                 self._drop_index(node)
+                if node.parent is not None:
+                    emptied.append(node.parent)
                 node.remove()
             self.index[entity_id] = self._insert(parent, entity_id, snap)
             dirty.discard(entity_id)
@@ -117,11 +132,14 @@ class ClusterTree(Tree[str]):
             entity = snap.by_id.get(entity_id)
             if node is not None and entity is not None:
                 node.set_label(self._label(entity, snap))
+        for node in emptied:
+            if node.data not in GROUPS and not node.children:
+                node.allow_expand = False
         self._relabel_groups(snap)
         target = next((self.index[i] for i in fallback if i in self.index), None)
-        if target is not None and target is not self.cursor_node:
+        if target is not self.cursor_node and (target is not None or cursor is not None):
             _ = self._tree_lines    # lines are stale after changes: rebuild, then move
-            self.move_cursor(target)
+            self.move_cursor(target)     # None: nothing of its branch is left (filtered)
 
     def relabel_all(self) -> None:
         """After a theme change every label is drawn again in the new colours."""
@@ -132,12 +150,26 @@ class ClusterTree(Tree[str]):
         self._relabel_groups(self.snapshot)
 
     def set_filter(self, text: str) -> None:
-        self.filter_text = text.strip()
+        """Show only what matches `text` (and its ancestors), all unfolded. The folds and
+        the selection from before the filter come back when it is cleared."""
+        text = text.strip()
+        if text and self._unfiltered is None:
+            self._unfiltered = ({i: n.is_expanded for i, n in self.index.items()
+                                 if n.allow_expand}, self.selected_id)
+        self.filter_text = text
         self.show(self.snapshot)
         if self.filter_text:
             for node in list(self.index.values()):
                 if node.allow_expand:
                     node.expand()
+        elif self._unfiltered is not None:
+            (folds, selected), self._unfiltered = self._unfiltered, None
+            for entity_id, expanded in folds.items():
+                folded = self.index.get(entity_id)
+                if folded is not None and folded.allow_expand:
+                    folded.expand() if expanded else folded.collapse()
+            if selected is not None:
+                self.select_id(selected)
 
     # -- helpers -----------------------------------------------------------------
     def _affected(self, snap: Snapshot, entity_id: str) -> set[str]:
@@ -189,9 +221,16 @@ class ClusterTree(Tree[str]):
         entity = snap.by_id[entity_id]
         expand = kinds.kind_of(entity).expanded
         label = self._label(entity, snap)
-        if before is None:
-            return parent.add(label, data=entity_id, expand=expand)
-        return parent.add(label, data=entity_id, before=before, expand=expand)
+        if not parent.allow_expand:
+            parent.allow_expand = True
+        # a leaf until something is added under it: no expander that opens on nothing
+        return parent.add(label, data=entity_id, before=before, expand=expand,
+                          allow_expand=False)
+
+    def render_label(self, node: TreeNode[str], base_style, style) -> Text:
+        """A leaf's label starts where its siblings' do, after their expander."""
+        text = super().render_label(node, base_style, style)
+        return text if node.allow_expand else Text.assemble(" " * len(self.ICON_NODE), text)
 
     def _drop_index(self, node: TreeNode[str]) -> None:
         """Forget a node and its whole subtree (they go with it)."""

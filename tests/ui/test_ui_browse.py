@@ -62,7 +62,7 @@ async def test_cursor_keys_show_the_selected_entity(console):
         assert tree.selected_id == "host:hv-01"
         text = details_text(c.app)
         assert re.search(r"id\s+host:hv-01", text)
-        assert re.search(r"os build\s+20348\.2849", text)
+        assert re.search(r"OS build\s+20348\.2849", text)
         assert "vm-03: running" in text      # the host's VMs
 
         await pilot.press("down")
@@ -77,9 +77,9 @@ async def test_cursor_keys_show_the_selected_entity(console):
         node = c.node("vm-01")
         assert tree.selected_id == node.id
         text = details_text(c.app)
-        assert re.search(rf"swarm id\s+{node.swarm_id}", text)
+        assert re.search(rf"Swarm id\s+{node.swarm_id}", text)
         assert re.search(r"role\s+manager", text)
-        assert re.search(r"leader\s+True", text)
+        assert re.search(r"leader\s+yes", text)
         assert re.search(r"availability\s+active", text)
         assert "tasks on vm-01 (3, with history)" in text
 

@@ -9,6 +9,7 @@ from textual.command import CommandInput, CommandPalette
 from textual.widgets._toast import Toast
 from uikit import Rig, details_text, footer_actions, started, until
 
+from opsconsole.ops import registry
 from opsconsole.ops.roles import Identity
 from opsconsole.ui.app import MUTATING_ACTIONS
 from opsconsole.ui.screens import ConfirmScreen
@@ -65,7 +66,7 @@ async def test_read_only_changes_nothing(console):
         badge = app.query_one("#read-only")
         assert str(badge.content) == "READ-ONLY"
         assert badge.display and badge.region.width >= len("READ-ONLY")
-        await until(pilot, lambda: {"filter", "help", "theme"} <= footer_actions(c),
+        await until(pilot, lambda: {"filter", "help"} <= footer_actions(c),
                     "the footer's keys")
         actions = footer_actions(c)
         assert not actions & MUTATING_ACTIONS, actions
@@ -100,25 +101,34 @@ async def test_read_only_changes_nothing(console):
     ("admin", "ADMIN · alice", True)])
 async def test_the_badge_names_the_role_and_who_came_in_over_ssh(console, role, badge, keys):
     c = console(manual_clock=True, role=role, identity=Identity.ssh("alice", "SHA256:k"))
+    ops = {f"op('{name}')" for name in registry.OPERATIONS}
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
         assert str(c.app.query_one("#read-only").content) == badge
+        assert c.tree.select_id(c.node("vm-03").id)
         await until(pilot, lambda: {"filter", "help"} <= footer_actions(c), "the footer")
-        assert (footer_actions(c) >= MUTATING_ACTIONS) == keys
+        if keys:
+            await until(pilot, lambda: footer_actions(c) >= ops, "the operation keys")
         assert bool(footer_actions(c) & MUTATING_ACTIONS) == keys
         # the service account's files are not theirs to write: no screenshot over ssh
         titles = {s.title for s in c.app.get_system_commands(c.app.screen)}
         assert "Theme" in titles and "Screenshot" not in titles
 
 
-async def test_read_write_footer_has_the_operation_keys(console):
+async def test_read_write_footer_has_the_operation_keys_that_fit_the_selection(console):
     c = console(manual_clock=True)
+    ops = {f"op('{name}')" for name in registry.OPERATIONS}
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
-        await until(pilot, lambda: footer_actions(c) >= MUTATING_ACTIONS,
-                    "the operation keys in the footer")
+        assert c.tree.select_id(c.node("vm-03").id)
+        await until(pilot, lambda: footer_actions(c) >= ops, "the operation keys in the footer")
+        assert not footer_actions(c) & {"pause", "abort"}     # nothing runs
         assert not c.app.query("#read-only")
         assert "Screenshot" in {s.title for s in c.app.get_system_commands(c.app.screen)}
+        # a service is no node and on no host: only the rolling update (of the cluster) fits
+        assert c.tree.select_id(next(i for i in c.tree.index if i.startswith("service:")))
+        await until(pilot, lambda: "op('drain')" not in footer_actions(c), "the footer to follow")
+        assert footer_actions(c) & ops == {"op('rolling-update')"}
 
 
 def _rename(sim) -> None:

@@ -6,7 +6,7 @@ from uikit import Rig, started, summary_text, until
 
 from opsconsole.ops.plans import Timing
 from opsconsole.ui.opspanel import OperationView, OpsPanel
-from opsconsole.ui.screens import ConfirmScreen
+from opsconsole.ui.screens import AbortScreen, ConfirmScreen
 
 
 def _confirm(c: Rig) -> ConfirmScreen | None:
@@ -169,7 +169,9 @@ async def test_pause_resume_and_abort_restore_the_proxy_server(console):
         assert op.state == "running"
         await until(pilot, lambda: "[running]" in str(title.content), "the panel to say running")
 
-        await pilot.press("x")
+        await pilot.press("x")          # asks first (test_ui_fit has the question)
+        await until(pilot, lambda: isinstance(c.app.screen, AbortScreen), "the question")
+        c.app.screen.query_one("#abort-yes", Button).press()
         await until(pilot, lambda: op.state == "aborted" and op.finished,
                     "the drain to abort and undo")
         assert not op.error, op.log

@@ -1,8 +1,8 @@
 """The audit screen on a damaged audit log, and the header's transport warning."""
 from __future__ import annotations
 
-from textual.widgets import Static
-from uikit import render_text, started, summary_text, until
+from textual.widgets import DataTable, Static
+from uikit import render_text, started, summary_text, table_rows, until
 
 from opsconsole.ui.screens import AuditScreen
 
@@ -31,7 +31,7 @@ async def test_audit_screen_shows_what_it_can_of_damaged_lines(console):
         screen = c.app.screen
         note = render_text(screen.query_one("#audit-damaged", Static).content, width=160)
         assert f"4 damaged lines skipped in {audit.path}" in note
-        table = render_text(screen.query("Static").last().content, width=160)
+        table = "\n".join(" ".join(row) for row in table_rows(screen.query_one(DataTable)))
         for words in ("ann@box", "cordon", "vm-01", "drain", "vm-02", "\\x1b[2Jwipe",
                       "['a', 1]", "{'k': 2}"):
             assert words in table, (words, table)

@@ -5,8 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from textual.widgets import Button, Input
-from uikit import Rig, footer_actions, make_console, render_text, started, summary_text, until
+from textual.widgets import Button, DataTable, Input
+from uikit import (
+    Rig,
+    footer_actions,
+    make_console,
+    started,
+    summary_text,
+    table_rows,
+    until,
+)
 
 from opsconsole.config import WindowOptions
 from opsconsole.ops import catalog
@@ -24,7 +32,8 @@ def _screen(c: Rig, kind):
 
 
 async def _type_and_confirm(pilot, c: Rig, word: str) -> None:
-    await until(pilot, lambda: _screen(c, ConfirmScreen) is not None, "the confirmation")
+    await until(pilot, lambda: _screen(c, ConfirmScreen) is not None
+                and c.app.screen.query("#confirm-yes"), "the confirmation, composed")
     screen = _screen(c, ConfirmScreen)
     assert screen.query_one("#confirm-yes", Button).disabled
     screen.query_one("#confirm-input", Input).value = word
@@ -155,8 +164,11 @@ async def test_audit_log_lists_what_was_done(console):
         await until(pilot, lambda: c.node("vm-02").availability == "pause", "vm-02 paused")
         await pilot.press("L")
         await until(pilot, lambda: _screen(c, AuditScreen) is not None, "the audit log")
-        table = render_text(c.app.screen.query_one("Static").content, width=140)
-        assert "set availability" in table and "ok" in table
+        rows = table_rows(c.app.screen.query_one(DataTable))
+        # one row per record, newest first, the node by name (not its Swarm id)
+        assert [r[2:] for r in rows if r[2] == "set availability"] == [
+            ["set availability", "vm-02", "ok"], ["set availability", "vm-02", "started"]]
+        assert not any(c.node_id("vm-02") in " ".join(row) for row in rows)
         await pilot.press("escape")
         await until(pilot, lambda: _screen(c, AuditScreen) is None, "the audit log to close")
 

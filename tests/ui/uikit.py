@@ -152,3 +152,9 @@ def footer_actions(c: Rig) -> set[str]:
 
 def summary_text(app: OpsConsole) -> str:
     return str(app.query_one("#summary", Label).content)
+
+
+def table_rows(table) -> list[list[str]]:
+    """A DataTable's rows as the plain text of their cells, top to bottom."""
+    return [[str(getattr(cell, "plain", cell)) for cell in table.get_row_at(i)]
+            for i in range(table.row_count)]

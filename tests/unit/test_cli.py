@@ -123,3 +123,19 @@ def test_rollback_and_resume_of_an_unfinished_operation(run, tmp_path):
     listing = run("journal")
     assert listing.exit_code == 0, listing.output
     assert "UNFINISHED dead-1" not in listing.output and "dead-1  end  rolled back" in listing.output
+
+
+def test_status_piped_keeps_whole_lines(run):
+    result = run("status")           # CliRunner's output is no terminal, like a pipe
+    header = next(line for line in result.output.splitlines() if "managers 2" in line)
+    assert len(header) > 80 and "sessions" in header, header     # not wrapped at 80
+
+
+def test_a_progress_line_says_what_is_waited_for_how_long_and_what_is_left():
+    from types import SimpleNamespace
+
+    from opsconsole.cli import progress_line
+    from opsconsole.ops.engine import Waiting
+    op = SimpleNamespace(waiting=Waiting("sessions to end", 42.0, 120.0, "3 session(s) left"))
+    assert progress_line(op) == "  … waiting for sessions to end: 42s of 2m00s — 3 session(s) left"
+    assert progress_line(SimpleNamespace(waiting=None)) == ""

@@ -476,3 +476,18 @@ async def test_guard_pause_goes_on_by_itself_once_the_guard_clears(tmp_path, mon
     assert any("guards clear again: going on" in line for line in op.log)
     rig.engine.abort(op)
     await asyncio.wait_for(op.task, 5)
+
+
+async def test_a_wait_is_shown_while_it_lasts_with_its_limit_and_what_is_pending(tmp_path):
+    rig, clock = frozen_rig(tmp_path)
+    snap = await rig.snapshot()
+    server = next(s for s in snap.servers if s.cur_sessions)
+    seen: list = []
+    rig.engine.listen(lambda op: seen.append(op.waiting))
+    op = rig.engine.start(plans.drain(snap, server.vm, plans.Timing(sessions_timeout=600)))
+    await until(lambda: op.waiting is not None, what="the wait for sessions")
+    assert op.waiting.what == "sessions to end" and op.waiting.limit == 600
+    assert "session" in op.waiting.pending and 0 <= op.waiting.used < 600
+    rig.engine.abort(op)
+    await finish(rig.sim, op.task)
+    assert op.waiting is None and any(w is not None for w in seen)
