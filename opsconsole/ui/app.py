@@ -293,9 +293,11 @@ class OpsConsole(App):
             n = len(self._concerns)
             extra.append([(f"{self.shown['problems']} {n} problem{'' if n == 1 else 's'}",
                            "bad" if fails else "warn")])
-        if self._n1 is not None:
-            extra.append([(self._n1.verdict, "ok" if self._n1.survived else "bad")])
         parts = parts[:first] + extra + parts[first:]
+        if self._n1 is not None:    # right after quorum, its nearest kin
+            at = next((i + 1 for i, part in enumerate(parts)
+                       if part[0][0].startswith("managers")), len(parts))
+            parts.insert(at, [(self._n1.verdict, "ok" if self._n1.survived else "bad")])
         label = self.query_one("#summary", Label)
         width = (label.content_size.width or self.size.width) - 1
         label.update(fit([self.style_pieces(part) for part in parts], width))

@@ -14,6 +14,7 @@ import pytest
 from textual.widgets import Input
 from uikit import make_console, until
 
+from opsconsole.config import WindowOptions
 from opsconsole.ops import catalog
 from opsconsole.ops.records import OpRecord
 from opsconsole.ui.screens import UnfinishedScreen
@@ -76,7 +77,7 @@ def _dialog(c, which: str):
     return open_it
 
 
-ROLL = {"update_command": "sudo apt-get -y upgrade docker.io", "reboot": True}
+ROLL = WindowOptions(update_command="sudo apt-get -y upgrade docker.io", reboot=True)
 DIALOGS = ["drain", "maintenance", "rolling-update", "unfinished", "help", "audit"]
 
 
