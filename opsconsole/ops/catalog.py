@@ -20,6 +20,7 @@ from .maintenance import (
     wait_node_back,
     wait_vm,
 )
+from .moves import restore_replicas
 from .plans import PlanError, Timing, find_node, return_steps
 from .records import OpRecord
 from .registry import Ask, operation
@@ -86,7 +87,7 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     options = _known(WindowOptions, params.get("options", {}))
     timing = _known(Timing, params.get("timing", {}))
     names = params.get("vms") or [record.target]
-    steps = []
+    steps = [restore] if (restore := restore_replicas(record.notes)) else []
     hosts = {vm.host for n in names if isinstance(vm := snap.get(f"vm:{n}"), VM)}
     for host in sorted(hosts):      # a host still updating or restarting starts no VM
         steps.append(wait_host_up(host, options.update_timeout + options.boot_timeout))

@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cluster import Cluster
-from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Service, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced
 from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
-from .report import markdown
+from .report import SCALED, markdown
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -139,6 +139,8 @@ class Operation:
     report_path: str = ""
     notes: dict[str, object] = field(default_factory=dict)   # "step:key" -> what a step kept
     times: dict[int, list[float]] = field(default_factory=dict)   # step -> [start, end]
+    # replicated service -> (lowest running, desired then): sampled on every read
+    floor: dict[str, tuple[int, int]] = field(default_factory=dict)
     _resume: asyncio.Event = field(default_factory=asyncio.Event)
     _poke: asyncio.Event = field(default_factory=asyncio.Event)   # pause/abort wake waits
     _abort: bool = False
@@ -206,6 +208,7 @@ class Context:
 
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         snap = await self.engine.cluster.snapshot(hypervisor)
+        self.sample_floor(snap)
         if self.op.proxy_held and not snap.unreadable(PROXY):
             await self.hold_proxy(snap)
         self._seen = (self.actions.generation, time.monotonic(), snap)
@@ -250,6 +253,43 @@ class Context:
     def recall(self, key: str) -> object | None:
         """What this step remembered in an earlier run (a console that died), if anything."""
         return self.op.notes.get(f"{self.op.index}:{key}")
+
+    def recall_of(self, step_key: str, key: str) -> object | None:
+        """What another step of this operation remembered (by the step's key)."""
+        index = next((i for i, s in enumerate(self.op.plan.steps) if s.key == step_key), -1)
+        return self.op.notes.get(f"{index}:{key}")
+
+    def _originals(self) -> dict[str, tuple[int, int]]:
+        """Services a replica-preserving drain of this operation scaled: (original, tasks
+        it moves), from the notes journaled before each change."""
+        return {sid: (s["original"], s["tasks"]) for key, value in self.op.notes.items()
+                if key.endswith(f":{SCALED}") and isinstance(value, dict)
+                for sid, s in value.items()}
+
+    def moved(self, snap: Snapshot) -> dict[str, int]:
+        """Per service this operation holds scaled up now: how many of its tasks on a node
+        being drained already have their replacement (they need no home)."""
+        out = {}
+        for sid, (original, tasks) in self._originals().items():
+            svc = snap.find(Service, f"service:{sid}")
+            if svc is not None and svc.replicas > original:
+                out[sid] = min(tasks, svc.replicas - original)
+        return out
+
+    def sample_floor(self, snap: Snapshot) -> None:
+        """The replica floor: each replicated service's running tasks against its desired
+        count, the lowest seen; a count this operation raised counts as its original."""
+        if snap.unreadable(SWARM):
+            return
+        originals = {sid: original for sid, (original, _) in self._originals().items()}
+        for svc in snap.services:
+            if svc.mode != "replicated":
+                continue
+            running = snap.convergence(svc)[0]
+            desired = min(svc.replicas, originals.get(svc.swarm_id, svc.replicas))
+            low = self.op.floor.get(svc.name)
+            if low is None or running - desired < low[0] - low[1]:
+                self.op.floor[svc.name] = (running, desired)
 
     async def checkpoint(self) -> None:
         """Where pause and abort take effect inside a step."""
@@ -649,7 +689,8 @@ class Engine:
             return
         op, since = ctx.op, 0.0
         while True:
-            checks = before_step(await ctx.snapshot(hypervisor=bool(step.risk.host)), step.risk)
+            snap = await ctx.snapshot(hypervisor=bool(step.risk.host))
+            checks = before_step(snap, step.risk, ctx.moved(snap))
             bad = failures(forced(checks) if op.plan.force else checks)
             if not bad:
                 if since:

@@ -59,8 +59,9 @@ class Risk:
     host: str = ""                          # a host that restarts: its VMs must be off
 
 
-def before_step(snap: Snapshot, risk: Risk) -> list[Check]:
+def before_step(snap: Snapshot, risk: Risk, moved: dict[str, int] | None = None) -> list[Check]:
     """Every guard that applies to a step that takes `risk` out, on a snapshot read for it.
+    `moved`: tasks already replaced by a replica-preserving drain, per service (capacity).
 
     A source that could not be read fails its guards as "unknown": old data
     never says "ok".
@@ -80,7 +81,7 @@ def before_step(snap: Snapshot, risk: Risk) -> list[Check]:
     if managers:
         checks.append(quorum_after_loss(snap, managers))
     if risk.nodes:
-        checks += [capacity(snap, risk.nodes), stops(snap, risk.nodes)]
+        checks += [capacity(snap, risk.nodes, moved), stops(snap, risk.nodes)]
     if risk.vms:
         checks.append(proxy_keeps_a_server(snap, set(risk.vms)))
     if risk.host:
@@ -104,9 +105,11 @@ def node_ready(node: Node) -> Check:
     return Check("node", WARN, f"{node.hostname} is {node.state}")
 
 
-def capacity(snap: Snapshot, leaving: frozenset[str]) -> Check:
-    """Every replicated task on the leaving nodes has somewhere to go."""
-    homeless = tasks_without_home(snap, leaving)
+def capacity(snap: Snapshot, leaving: frozenset[str],
+             moved: dict[str, int] | None = None) -> Check:
+    """Every replicated task on the leaving nodes has somewhere to go (or, `moved`, a
+    replacement running already)."""
+    homeless = tasks_without_home(snap, leaving, moved)
     if not homeless:
         moving = sum(len(snap.tasks_on_node(n)) for n in leaving)
         return Check("capacity", OK, f"{moving} tasks can move to other nodes")

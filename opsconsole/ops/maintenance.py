@@ -29,7 +29,8 @@ from .guards import (
     spread,
     stops,
 )
-from .plans import PlanError, Timing, drain_steps, return_steps
+from .moves import move_checks
+from .plans import PlanError, Timing, cordon_step, drain_steps, return_steps
 
 HOST_STEPS = ("updates", "script", "manual")
 
@@ -278,8 +279,11 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     stand_in_node = snap.node_named(promote) if promote else None
     if stand_in_node:
         steps.append(promote_stand_in(stand_in_node, "for the window"))
+    # cordoned first: no replacement of a drained node's task starts on another of them
+    steps += [cordon_step(node) for node in nodes]
     for node in nodes:
-        steps += drain_steps(snap, node, timing)
+        steps += drain_steps(snap, node, timing, leaving, cordon=False)
+        checks += move_checks(snap, node, leaving, prefix=f"{node.hostname}: ")
     for vm in vms:
         steps.append(shut_down(snap, vm, options))
         steps.append(wait_vm(vm.name, "off", options.shutdown_timeout))
@@ -491,6 +495,7 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
                   proxy_keeps_a_server(snap, {vm.name})):
             if c.level != OK:
                 checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
+        checks += move_checks(snap, node, prefix=f"{vm.name}: ")
         engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
         steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:
