@@ -10,9 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 
-from ..model import MANAGER, PROXY, READY, RUNNING, SWARM, VM, WORKER, Node, Service, Snapshot
+from ..model import (
+    MANAGER,
+    PROXY,
+    READY,
+    RUNNING,
+    SWARM,
+    VM,
+    WORKER,
+    Node,
+    Service,
+    Snapshot,
+    constraint_holds,
+)
 from ..providers.base import ProviderError, QuorumRefused
 from .actions import REBOOT
 from .engine import PAUSED, Context, Effect, Plan, Probe, Run, Step, StepFailed
@@ -420,18 +433,42 @@ def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
                    if getattr(snap.get(f"service:{t.service_id}"), "mode", "") == "replicated"})
 
 
+def crowding(snap: Snapshot, svc: Service) -> str:
+    """Where a replicated service runs more tasks on a node than an even spread over the
+    nodes it may use would ("" when nowhere): rebalancing it restarts every task, so only
+    then is it worth it."""
+    eligible = [n for n in snap.nodes if n.schedulable
+                and all(constraint_holds(c, n) for c in svc.constraints)]
+    if not eligible:
+        return ""
+    share = -(-svc.replicas // len(eligible))
+    here = Counter(t.node_id for t in snap.tasks if t.service_id == svc.swarm_id and t.wanted)
+    node, most = max(here.items(), key=lambda kv: kv[1], default=("", 0))
+    if most <= share:
+        return ""
+    where = snap.find(Node, f"node:{node}")
+    return f"{most} tasks on {where.hostname if where else node} (an even spread: {share})"
+
+
 def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
     """Swarm does not move tasks back: spread again the services that crowded elsewhere,
     and wait for each update Swarm starts to complete (it replaces tasks one by one)."""
     names = {s: getattr(snap.get(f"service:{s}"), "name", s) for s in services}
 
     async def run(ctx: Context) -> None:
+        snap = await ctx.current()
+        crowded = []
         for sid in services:
+            svc = snap.find(Service, f"service:{sid}")
+            if svc is not None and not crowding(snap, svc):
+                ctx.log(f"{names[sid]} is spread already: not rebalanced (no task restarts)")
+                continue
             await ctx.actions.rebalance(sid)
             ctx.log(f"rebalancing {names[sid]}")
+            crowded.append(sid)
 
         def pending(now: Snapshot) -> str | None:
-            bad = [f"{names[sid]} {why}" for sid in services
+            bad = [f"{names[sid]} {why}" for sid in crowded
                    if isinstance(svc := now.get(f"service:{sid}"), Service)
                    and (why := now.unconverged(svc))]
             return "; ".join(bad) or None
