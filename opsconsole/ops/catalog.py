@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from ..model import MANAGER, VM, Snapshot
 from .engine import Plan, resume_check, resume_refusal
-from .guards import FAIL, OK, WARN, Check
+from .guards import FAIL, OK, WARN, Check, moved_now
 from .maintenance import (
     WindowOptions,
     demote_stand_in,
@@ -30,8 +30,9 @@ D = TypeVar("D", Timing, WindowOptions)
 
 def build(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
           options: WindowOptions = WindowOptions(), force: bool = False,
-          params: dict[str, Any] | None = None) -> Plan:
-    plan = operation(kind).build(snap, target, Ask(timing, options, force, dict(params or {})))
+          params: dict[str, Any] | None = None, moved: dict[str, int] | None = None) -> Plan:
+    plan = operation(kind).build(snap, target, Ask(timing, options, force, dict(params or {}),
+                                                   dict(moved or {})))
     if force:
         plan.params["force"] = True
     plan.params["timing"] = asdict(timing)    # a resumed plan waits as the first one did
@@ -59,7 +60,8 @@ def rebuild(record: OpRecord, snap: Snapshot, options_now: WindowOptions | None 
                    if getattr(recorded, k) != getattr(options_now, k)]
         options = replace(recorded, **{k: getattr(options_now, k) for k in COMMANDS})
     plan = build(record.kind, snap, record.target, timing, options,
-                 force=bool(params.get("force")), params=params)
+                 force=bool(params.get("force")), params=params,
+                 moved=moved_now(record.notes, snap))
     refusal = resume_refusal(plan, record)
     if refusal:
         plan.checks.append(Check("resume", FAIL, refusal))

@@ -22,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cluster import Cluster
-from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Service, Snapshot
+from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
-from .guards import Check, Risk, before_step, failures, forced
+from .guards import Check, Risk, before_step, failures, forced, moved_now, scaled_originals
 from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, who, write_private
-from .report import SCALED, markdown
+from .report import markdown
 
 PENDING, RUNNING, PAUSED, DONE, FAILED, ABORTED, INTERRUPTED = (
     "pending", "running", "paused", "done", "failed", "aborted", "interrupted")
@@ -259,29 +259,17 @@ class Context:
         index = next((i for i, s in enumerate(self.op.plan.steps) if s.key == step_key), -1)
         return self.op.notes.get(f"{index}:{key}")
 
-    def _originals(self) -> dict[str, tuple[int, int]]:
-        """Services a replica-preserving drain of this operation scaled: (original, tasks
-        it moves), from the notes journaled before each change."""
-        return {sid: (s["original"], s["tasks"]) for key, value in self.op.notes.items()
-                if key.endswith(f":{SCALED}") and isinstance(value, dict)
-                for sid, s in value.items()}
-
     def moved(self, snap: Snapshot) -> dict[str, int]:
-        """Per service this operation holds scaled up now: how many of its tasks on a node
-        being drained already have their replacement (they need no home)."""
-        out = {}
-        for sid, (original, tasks) in self._originals().items():
-            svc = snap.find(Service, f"service:{sid}")
-            if svc is not None and svc.replicas > original:
-                out[sid] = min(tasks, svc.replicas - original)
-        return out
+        """Tasks this operation already replaced on a node it drains, per service."""
+        return moved_now(self.op.notes, snap)
 
     def sample_floor(self, snap: Snapshot) -> None:
         """The replica floor: each replicated service's running tasks against its desired
         count, the lowest seen; a count this operation raised counts as its original."""
         if snap.unreadable(SWARM):
             return
-        originals = {sid: original for sid, (original, _) in self._originals().items()}
+        originals = {sid: original for sid, (original, _) in
+                     scaled_originals(self.op.notes).items()}
         for svc in snap.services:
             if svc.mode != "replicated":
                 continue

@@ -16,6 +16,7 @@ from ..model import (
     RUNNING,
     SWARM,
     Node,
+    Service,
     Snapshot,
     constraint_holds,
     quorum_tolerance,
@@ -47,6 +48,7 @@ def forced(checks: list[Check]) -> list[Check]:
             if c.level == FAIL and c.name in FORCEABLE else c for c in checks]
 
 
+SCALED, LANDED = "scaled", "landed"     # what a replica-preserving drain journals (moves.py)
 FORCEABLE = ("capacity", "stops")       # never quorum, proxy or unknown data
 
 
@@ -57,6 +59,25 @@ class Risk:
     managers: frozenset[str] = frozenset()  # swarm ids of managers that stop voting
     vms: frozenset[str] = frozenset()       # VMs whose proxy servers go out
     host: str = ""                          # a host that restarts: its VMs must be off
+
+
+def scaled_originals(notes: dict[str, object]) -> dict[str, tuple[int, int]]:
+    """Services a replica-preserving drain scaled, from an operation's journal notes:
+    service id -> (original replicas, tasks it moves)."""
+    return {sid: (s["original"], s["tasks"]) for key, value in notes.items()
+            if key.endswith(f":{SCALED}") and isinstance(value, dict)
+            for sid, s in value.items()}
+
+
+def moved_now(notes: dict[str, object], snap: Snapshot) -> dict[str, int]:
+    """Per service an operation holds scaled up now: how many of its tasks on a node being
+    drained already have their replacement running (they need no home: `capacity`)."""
+    out = {}
+    for sid, (original, tasks) in scaled_originals(notes).items():
+        svc = snap.find(Service, f"service:{sid}")
+        if svc is not None and svc.replicas > original:
+            out[sid] = min(tasks, svc.replicas - original)
+    return out
 
 
 def before_step(snap: Snapshot, risk: Risk, moved: dict[str, int] | None = None) -> list[Check]:
@@ -185,10 +206,10 @@ def proxy_keeps_a_server(snap: Snapshot, vm_names: set[str]) -> Check:
     return Check("proxy", OK, "every affected backend keeps a server UP")
 
 
-def drain_checks(snap: Snapshot, node: Node) -> list[Check]:
+def drain_checks(snap: Snapshot, node: Node, moved: dict[str, int] | None = None) -> list[Check]:
     leaving = frozenset({node.swarm_id})
     vm = snap.vm_of_node(node)
-    checks = [node_ready(node), capacity(snap, leaving), stops(snap, leaving),
+    checks = [node_ready(node), capacity(snap, leaving, moved), stops(snap, leaving),
               spread(snap, leaving)]
     if node.role == MANAGER:
         checks.append(Check("quorum", OK, "a drained manager still votes: quorum unchanged"))

@@ -258,7 +258,7 @@ def _stand_in(snap: Snapshot, host: str) -> Node | None:
 
 def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
                      options: WindowOptions = WindowOptions(), params: dict | None = None,
-                     force: bool = False) -> Plan:
+                     force: bool = False, moved: dict[str, int] | None = None) -> Plan:
     if options.host_step not in HOST_STEPS:
         raise PlanError(f"unknown host step {options.host_step!r} (one of {', '.join(HOST_STEPS)})")
     vms = _host_vms(snap, host)
@@ -276,7 +276,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
         stand_in = _stand_in(snap, host) if quorum.level == FAIL else None
         promote = stand_in.hostname if stand_in else ""
         params["promote"] = promote
-    checks = [capacity(snap, leaving), stops(snap, leaving), spread(snap, leaving),
+    checks = [capacity(snap, leaving, moved), stops(snap, leaving), spread(snap, leaving),
               proxy_keeps_a_server(snap, set(params["vms"]))]
     if promote:
         checks.append(Check("quorum", OK, f"{quorum.message}; so {promote} "
@@ -296,7 +296,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     steps += [cordon_step(node) for node in nodes]
     for node in nodes:
         steps += drain_steps(snap, node, timing, leaving, cordon=False)
-        checks += move_checks(snap, node, leaving, prefix=f"{node.hostname}: ")
+        checks += move_checks(snap, node, leaving, f"{node.hostname}: ", moved)
     for vm in vms:
         steps.append(shut_down(snap, vm, options))
         steps.append(wait_vm(vm.name, "off", options.shutdown_timeout))
@@ -480,7 +480,8 @@ def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
 # -- rolling update -------------------------------------------------------------------------
 def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Timing = Timing(),
                    options: WindowOptions = WindowOptions(), params: dict | None = None,
-                   label: str = "", force: bool = False) -> Plan:
+                   label: str = "", force: bool = False,
+                   moved: dict[str, int] | None = None) -> Plan:
     """Workers first, then managers one at a time; each VM drained, updated, returned.
 
     `label` is how the operator named the targets ("cluster", a host, VMs): the
@@ -528,11 +529,11 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             checks.append(Check("nodes", WARN, f"{vm.name} has no swarm node: skipped"))
             continue
         one = frozenset({node.swarm_id})
-        for c in (capacity(snap, one), stops(snap, one), spread(snap, one),
+        for c in (capacity(snap, one, moved), stops(snap, one), spread(snap, one),
                   proxy_keeps_a_server(snap, {vm.name})):
             if c.level != OK:
                 checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
-        checks += move_checks(snap, node, prefix=f"{vm.name}: ")
+        checks += move_checks(snap, node, prefix=f"{vm.name}: ", moved=moved)
         engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
         steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:

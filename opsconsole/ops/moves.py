@@ -21,8 +21,7 @@ from dataclasses import dataclass
 from ..model import RUNNING, Node, Service, Snapshot, Task
 from ..placement import Load, best_node, why_unplaceable
 from .engine import Context, Step, StepFailed, Unreadable
-from .guards import OK, WARN, Check
-from .report import LANDED, SCALED
+from .guards import LANDED, OK, SCALED, WARN, Check
 
 STOP_FIRST_LABEL, STOP_FIRST = "opsconsole.drain", "stop-first"
 STOP_GAP_S = 5.0    # about how long a stopped task's replacement takes to start (lab: 2-6 s)
@@ -45,11 +44,13 @@ class Move:
         return f"{name}: stop-first ({self.fallback}), about {STOP_GAP_S:.0f} s {gap}"
 
 
-def plan_moves(snap: Snapshot, node: Node, leaving: frozenset[str] = frozenset()) -> list[Move]:
+def plan_moves(snap: Snapshot, node: Node, leaving: frozenset[str] = frozenset(),
+               moved: dict[str, int] | None = None) -> list[Move]:
     """Per replicated service with tasks on `node`: can its replacements start first?
 
     Room is judged as Swarm's scheduler would place the extra tasks, one by one, on the
     nodes that stay (not `leaving`, not cordoned), with the load of every move before.
+    `moved`: services whose replacements run already (an operation resumed after its move).
     """
     leaving = leaving | {node.swarm_id}
     load = Load.of(snap)
@@ -64,6 +65,8 @@ def plan_moves(snap: Snapshot, node: Node, leaving: frozenset[str] = frozenset()
         why = ""
         if svc.label(STOP_FIRST_LABEL) == STOP_FIRST:
             why = f"label {STOP_FIRST_LABEL}={STOP_FIRST}"
+        elif svc.swarm_id in (moved or {}):
+            pass
         elif svc.update_state == "updating":
             why = "an update of the service is in progress"
         else:
@@ -78,10 +81,10 @@ def plan_moves(snap: Snapshot, node: Node, leaving: frozenset[str] = frozenset()
 
 
 def move_checks(snap: Snapshot, node: Node, leaving: frozenset[str] = frozenset(),
-                prefix: str = "") -> list[Check]:
+                prefix: str = "", moved: dict[str, int] | None = None) -> list[Check]:
     """What the plan says, per service, before confirmation."""
     return [Check("moves", WARN if m.fallback else OK, prefix + m.text(node.hostname))
-            for m in plan_moves(snap, node, leaving)]
+            for m in plan_moves(snap, node, leaving, moved)]
 
 
 def _key(node: Node) -> str:

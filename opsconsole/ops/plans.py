@@ -211,14 +211,16 @@ def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[
         _set_server(s, "ready") for s in servers if not only_needed or s.admin != "ready"]
 
 
-def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:
+def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False,
+          moved: dict[str, int] | None = None) -> Plan:
     """Session-aware drain: proxy server(s) to drain, sessions end, then the node.
 
     `force` turns refusals into warnings (kubectl's --force): the drain then
-    runs and, if tasks cannot move, times out naming them.
+    runs and, if tasks cannot move, times out naming them. `moved`: tasks a resumed
+    drain already replaced (their services are scaled up), per service.
     """
     node = find_node(snap, name)
-    checks = drain_checks(snap, node) + move_checks(snap, node)
+    checks = drain_checks(snap, node, moved) + move_checks(snap, node, moved=moved)
     return Plan("drain", node.hostname, drain_steps(snap, node, timing),
                 forced(checks) if force else checks, force=force)
 

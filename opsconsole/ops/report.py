@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-SCALED, LANDED = "scaled", "landed"     # what a replica-preserving drain journals (moves.py)
+from .guards import LANDED, SCALED
 
 if TYPE_CHECKING:       # the engine writes reports: no import back at run time
     from .engine import Operation
