@@ -157,14 +157,16 @@ class ReplicaWatch:
         return max((b - a for a, b in zip(times, times[1:])), default=0.0)
 
     def stopped(self) -> list[tuple[str, str, str, str]]:
-        """Every task that stopped running between two samples: (service, task id, its node,
-        the node's availability in the last sample that showed it)."""
+        """Every task that ran at the first sample and stopped running between two samples:
+        (service, task id, its node, the node's availability in the last sample that showed
+        it). Tasks started meanwhile (a drain's extra ones, say) are not counted."""
+        first = {tid for svc in self.samples[0]["services"].values() for tid, _ in svc["running"]}
         out = []
         for before, after in zip(self.samples, self.samples[1:]):
             for name, svc in before["services"].items():
                 now = {tid for tid, _ in after["services"].get(name, {}).get("running", [])}
                 out += [(name, tid, host, before["nodes"].get(host, "?"))
-                        for tid, host in svc["running"] if tid not in now]
+                        for tid, host in svc["running"] if tid not in now and tid in first]
         return out
 
 
