@@ -53,7 +53,7 @@ def assert_only_leaving_tasks_stopped(watch: ReplicaWatch, leaving: set[str]) ->
     assert stray == [], stray
 
 
-async def test_swarms_own_drain_loses_a_replica(lab, tmp_path):
+def test_swarms_own_drain_loses_a_replica(lab, tmp_path):
     web_on_target(lab)
     with ReplicaWatch(lab, tmp_path / "watch.jsonl") as watch:
         time.sleep(0.5)
