@@ -250,3 +250,48 @@ def test_scale_down_prefers_the_most_crowded_node():
     tasks = [_task("a", 1, "n1"), _task("b", 2, "n1"), _task("c", 3, "n2")]
     assert [t.swarm_id for t in removed_on_scale_down(tasks, 2)] == ["b"]
     assert removed_on_scale_down(tasks, 3) == []
+
+
+async def test_a_resumed_drain_counts_the_tasks_it_already_replaced(tmp_path):
+    """`worker` at most one per node, on five of six nodes: once the move ran, its extra task
+    holds the last free node, and the drained task needs no home (else the resumed plan
+    would refuse: "nowhere to go")."""
+    sim = SimCluster(seed=5, speed=400)
+    worker = next(s for s in sim.services.values() if s.name == "worker")
+    sim.services[worker.swarm_id] = replace(worker, max_per_node=1)
+    sim.scale(worker.swarm_id, 5)
+    sim._run_until(sim.now + 30)
+    name = next(sim.nodes[t.node_id].hostname for t in sim.tasks.values()
+                if t.service_id == worker.swarm_id and t.wanted
+                and sim.nodes[t.node_id].role == "worker")
+    first = make_rig(tmp_path, sim)
+    box: list = []
+    kill_when_logged(first.engine, box, "▶ set {n} availability to drain".format(n=name))
+    op = first.engine.start(plans.drain(await first.snapshot(), name, FAST))
+    box.append(op)
+    await asyncio.gather(op.task, return_exceptions=True)
+    assert sim.services[worker.swarm_id].replicas == 6
+    second = make_rig(tmp_path, sim)
+    [record] = second.journal.unfinished()
+    plan = catalog.rebuild(record, await second.snapshot())
+    assert not plan.refused, plan.checks
+    done = await asyncio.wait_for(second.engine.run(plan, resume=record), 60)
+    assert done.state == DONE, done.error
+    assert sim.services[worker.swarm_id].replicas == 5
+
+
+async def test_after_a_host_maintenance_only_crowded_services_are_rebalanced(tmp_path):
+    from opsconsole.ops.maintenance import crowding
+    sim = SimCluster(seed=5, speed=400)
+    rig = make_rig(tmp_path, sim)
+    snap = await rig.snapshot()
+    api = next(s for s in snap.services if s.name == "api")
+    assert crowding(snap, api) == ""                # 4 tasks spread over 6 nodes
+    plan = catalog.build("maintenance", snap, "hv-01", FAST)
+    op = await asyncio.wait_for(rig.engine.run(plan), 120)
+    assert op.state == DONE, op.error
+    rebalanced = [line for line in op.log if "rebalancing " in line]
+    spread = [line for line in op.log if "is spread already" in line]
+    assert rebalanced or spread
+    for line in spread:     # a service said to be spread was not restarted
+        assert not any(line.split()[1] in r for r in rebalanced)
