@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cluster import Cluster
-from ..model import HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import DOWN, HYPERV, PROXY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import RUNNING as TASK_RUNNING
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions, ReadOnlyError
 from .guards import Check, Risk, before_step, failures, forced, moved_now, scaled_originals
@@ -270,10 +271,14 @@ class Context:
             return
         originals = {sid: original for sid, (original, _) in
                      scaled_originals(self.op.notes).items()}
+        down = {n.swarm_id for n in snap.nodes if n.state == DOWN}
         for svc in snap.services:
             if svc.mode != "replicated":
                 continue
-            running = snap.convergence(svc)[0]
+            # a task on a node that is down is not running; one on a node a new Raft leader
+            # does not know yet (unknown) still is
+            running = sum(1 for t in snap.tasks if t.service_id == svc.swarm_id and t.wanted
+                          and t.state == TASK_RUNNING and t.node_id not in down)
             desired = min(svc.replicas, originals.get(svc.swarm_id, svc.replicas))
             low = self.op.floor.get(svc.name)
             if low is None or running - desired < low[0] - low[1]:

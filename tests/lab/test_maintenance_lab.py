@@ -164,7 +164,11 @@ async def test_host_maintenance_of_hv01_under_load(ref_lab, ref_console, tmp_pat
             ReplicaWatch(lab, tmp_path / "watch.jsonl") as replicas, \
             Sampler(lambda: node_roles(lab), 0.5) as roles, \
             Sampler(lambda: winrm_answers(lab, "hv-01"), 0.25) as winrm:
-        op = await asyncio.wait_for(session.engine.run(plan), 900)
+        op = session.engine.start(plan)
+        try:
+            await asyncio.wait_for(asyncio.shield(op.task), 900)
+        except TimeoutError:
+            raise AssertionError(f"not done after 900 s: {op.state}; {op.log[-15:]}") from None
         assert op.state == DONE, (op.error, op.log[-15:])
     ended = time.time()
     assert_no_user_noticed(load, "host maintenance of hv-01", roles)

@@ -266,7 +266,7 @@ async def test_a_resumed_drain_counts_the_tasks_it_already_replaced(tmp_path):
                 and sim.nodes[t.node_id].role == "worker")
     first = make_rig(tmp_path, sim)
     box: list = []
-    kill_when_logged(first.engine, box, "▶ set {n} availability to drain".format(n=name))
+    kill_when_logged(first.engine, box, f"▶ set {name} availability to drain")
     op = first.engine.start(plans.drain(await first.snapshot(), name, FAST))
     box.append(op)
     await asyncio.gather(op.task, return_exceptions=True)
