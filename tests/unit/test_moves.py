@@ -295,3 +295,19 @@ async def test_after_a_host_maintenance_only_crowded_services_are_rebalanced(tmp
     assert rebalanced or spread
     for line in spread:     # a service said to be spread was not restarted
         assert not any(line.split()[1] in r for r in rebalanced)
+
+
+def test_the_floor_counts_tasks_on_nodes_a_new_leader_does_not_know_yet(tmp_path):
+    """Lab: after a manager reboot the new Raft leader shows every node `unknown` for a
+    moment; their tasks still run (Swarm's own samples said 3 of 3). A node down: they do
+    not."""
+    from opsconsole.ops.engine import Context, Operation, Plan
+    from unitkit import sim_snapshot
+    sim = SimCluster(seed=5)
+    rig = make_rig(tmp_path, sim)
+    snap = sim_snapshot(sim)
+    ctx = Context(rig.engine, Operation(Plan("drain", "vm-01", [])))
+    ctx.sample_floor(replace(snap, nodes=tuple(replace(n, state="unknown") for n in snap.nodes)))
+    assert ctx.op.floor and all(low == want for low, want in ctx.op.floor.values())
+    ctx.sample_floor(replace(snap, nodes=tuple(replace(n, state="down") for n in snap.nodes)))
+    assert all(low == 0 for low, _ in ctx.op.floor.values()), ctx.op.floor
