@@ -301,8 +301,9 @@ def test_the_floor_counts_tasks_on_nodes_a_new_leader_does_not_know_yet(tmp_path
     """Lab: after a manager reboot the new Raft leader shows every node `unknown` for a
     moment; their tasks still run (Swarm's own samples said 3 of 3). A node down: they do
     not."""
-    from opsconsole.ops.engine import Context, Operation, Plan
     from unitkit import sim_snapshot
+
+    from opsconsole.ops.engine import Context, Operation, Plan
     sim = SimCluster(seed=5)
     rig = make_rig(tmp_path, sim)
     snap = sim_snapshot(sim)
