@@ -7,14 +7,16 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from unitkit import make_rig
+from unitkit import make_rig, sim_snapshot
 
 from opsconsole.model import ACTIVE, DRAIN, RUNNING, Task
 from opsconsole.ops import catalog, plans
-from opsconsole.ops.engine import DONE
+from opsconsole.ops.engine import DONE, Context, Operation, Plan
 from opsconsole.ops.guards import OK, WARN
+from opsconsole.ops.maintenance import crowding
 from opsconsole.ops.moves import plan_moves
 from opsconsole.ops.plans import Timing
+from opsconsole.ops.report import markdown
 from opsconsole.providers.sim import SimCluster, removed_on_scale_down
 
 FAST = Timing(sessions_threshold=10**6, drain_timeout=120, settle=0.2)
@@ -99,7 +101,6 @@ async def test_a_drain_keeps_every_replicated_service_at_its_replicas(tmp_path):
     assert all(low >= want for low, want in op.floor.values()), op.floor
     report = (rig.journal.path.parent / "reports").glob("*.md")
     assert not list(report)      # a plain drain writes no report...
-    from opsconsole.ops.report import markdown
     text = markdown(op, "tester")   # ...but its markdown says the moves and the floor
     assert "moved first; replacements on vm-" in text and "floor held" in text
 
@@ -146,7 +147,6 @@ def test_no_room_for_an_extra_task_is_a_fallback_named_with_its_reason(sim):
     other = next(n for n in sim.nodes.values() if n.swarm_id != holder
                  and ("storage", "ssd") in n.labels)
     sim.set_availability(other.swarm_id, "pause")
-    from unitkit import sim_snapshot
     snap = sim_snapshot(sim)
     [move] = [m for m in plan_moves(snap, snap.get(f"node:{holder}"))
               if m.service.name == "reports"]
@@ -281,7 +281,6 @@ async def test_a_resumed_drain_counts_the_tasks_it_already_replaced(tmp_path):
 
 
 async def test_after_a_host_maintenance_only_crowded_services_are_rebalanced(tmp_path):
-    from opsconsole.ops.maintenance import crowding
     sim = SimCluster(seed=5, speed=400)
     rig = make_rig(tmp_path, sim)
     snap = await rig.snapshot()
@@ -301,9 +300,7 @@ def test_the_floor_counts_tasks_on_nodes_a_new_leader_does_not_know_yet(tmp_path
     """Lab: after a manager reboot the new Raft leader shows every node `unknown` for a
     moment; their tasks still run (Swarm's own samples said 3 of 3). A node down: they do
     not."""
-    from unitkit import sim_snapshot
 
-    from opsconsole.ops.engine import Context, Operation, Plan
     sim = SimCluster(seed=5)
     rig = make_rig(tmp_path, sim)
     snap = sim_snapshot(sim)
