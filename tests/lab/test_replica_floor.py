@@ -137,6 +137,14 @@ async def test_a_console_killed_mid_drain_leaves_nothing_resume_or_rollback_cann
     assert service_specs(lab) == specs, log[-2000:]
     assert lab.node_states()[TARGET][1] == ("drain" if way == "resume" else "active")
     assert watch.floor(lab.replicas) == lab.replicas
-    assert_only_leaving_tasks_stopped(watch, {TARGET})
+    if way == "resume":
+        assert_only_leaving_tasks_stopped(watch, {TARGET})
+    else:
+        # Known limit (README): rolled back before the drain took effect, the node's task and
+        # the extra one both run; scaling back, Swarm removes the task in the highest slot,
+        # which may be one that ran on another node before (the extra may have reused a lower
+        # slot). The floor holds; at most the moved task count of others stops.
+        stray = [s for s in watch.stopped() if s[2] != TARGET]
+        assert len(stray) <= 1, stray
     assert [r for r in journal(state) if r.get("event") == "end"
             and r.get("op") == begin["op"]], "the operation is still open"
