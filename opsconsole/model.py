@@ -139,6 +139,10 @@ class Service:
     reserve_nano_cpus: int = 0
     reserve_memory_bytes: int = 0
     update_state: str = ""          # updating | completed | paused | rollback_* | ""
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def label(self, key: str) -> str:
+        return next((v for k, v in self.labels if k == key), "")
 
     @property
     def id(self) -> str:

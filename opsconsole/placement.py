@@ -95,17 +95,24 @@ def why_unplaceable(nodes: Iterable[Node], service: Service, load: Load,
     return "no suitable node: " + "; ".join(parts) if parts else "no nodes"
 
 
-def tasks_without_home(snapshot: Snapshot, leaving: frozenset[str]) -> list[tuple[Task, str]]:
+def tasks_without_home(snapshot: Snapshot, leaving: frozenset[str],
+                       moved: dict[str, int] | None = None) -> list[tuple[Task, str]]:
     """Replicated tasks on the leaving nodes that would have nowhere to go.
 
-    Placed one after another, so two tasks cannot both claim the last slot.
+    Placed one after another, so two tasks cannot both claim the last slot. `moved`:
+    per service, how many of its tasks there already have a replacement running (a
+    replica-preserving drain scaled it up): those need no home.
     """
     load = Load.of(snapshot)
+    spare = dict(moved or {})
     homeless: list[tuple[Task, str]] = []
     for node_id in sorted(leaving):
         for task in snapshot.tasks_on_node(node_id):
             service = snapshot.service(task.service_id)
             if service is None or service.mode == "global":
+                continue
+            if spare.get(service.swarm_id, 0) > 0:
+                spare[service.swarm_id] -= 1
                 continue
             target = best_node(snapshot.nodes, service, load, leaving)
             if target is None:

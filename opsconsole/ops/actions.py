@@ -92,6 +92,10 @@ class Actions:
     async def rebalance(self, service_id: str) -> None:
         await self.providers.swarm.rebalance(service_id)
 
+    @mutating("scale service")
+    async def scale(self, service_id: str, replicas: int) -> None:
+        await self.providers.swarm.scale(service_id, replicas)
+
     @mutating("set proxy server state")
     async def set_server_state(self, server: str, state: str) -> None:
         backend, name = server.split("/", 1)

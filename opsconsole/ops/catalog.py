@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from ..model import MANAGER, RUNNING, Snapshot
 from .engine import Plan, resume_check, resume_refusal
-from .guards import FAIL, OK, WARN, Check
+from .guards import FAIL, OK, WARN, Check, moved_now
 from .maintenance import (
     WindowOptions,
     demote_stand_in,
@@ -20,6 +20,7 @@ from .maintenance import (
     wait_node_back,
     wait_vm,
 )
+from .moves import restore_replicas
 from .plans import PlanError, Timing, find_node, return_steps
 from .records import OpRecord
 from .registry import Ask, operation
@@ -29,8 +30,9 @@ D = TypeVar("D", Timing, WindowOptions)
 
 def build(kind: str, snap: Snapshot, target: str, timing: Timing = Timing(),
           options: WindowOptions = WindowOptions(), force: bool = False,
-          params: dict[str, Any] | None = None) -> Plan:
-    plan = operation(kind).build(snap, target, Ask(timing, options, force, dict(params or {})))
+          params: dict[str, Any] | None = None, moved: dict[str, int] | None = None) -> Plan:
+    plan = operation(kind).build(snap, target, Ask(timing, options, force, dict(params or {}),
+                                                   dict(moved or {})))
     if force:
         plan.params["force"] = True
     plan.params["timing"] = asdict(timing)    # a resumed plan waits as the first one did
@@ -58,7 +60,8 @@ def rebuild(record: OpRecord, snap: Snapshot, options_now: WindowOptions | None 
                    if getattr(recorded, k) != getattr(options_now, k)]
         options = replace(recorded, **{k: getattr(options_now, k) for k in COMMANDS})
     plan = build(record.kind, snap, record.target, timing, options,
-                 force=bool(params.get("force")), params=params)
+                 force=bool(params.get("force")), params=params,
+                 moved=moved_now(record.notes, snap))
     refusal = resume_refusal(plan, record)
     if refusal:
         plan.checks.append(Check("resume", FAIL, refusal))
@@ -86,7 +89,7 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     options = _known(WindowOptions, params.get("options", {}))
     timing = _known(Timing, params.get("timing", {}))
     names = params.get("vms") or [record.target]
-    steps = []
+    steps = [restore] if (restore := restore_replicas(record.notes)) else []
     hosts = {vm.host for n in names if (vm := snap.vm(n)) is not None}
     for host in sorted(hosts):      # a host still updating or restarting starts no VM
         steps.append(wait_host_up(host, options.update_timeout + options.boot_timeout))

@@ -22,10 +22,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..cluster import Cluster
-from ..model import HYPERV, PROXY, SERVER_READY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import DOWN, HYPERV, PROXY, SERVER_READY, SWARM, Lock, ProxyServer, Snapshot
+from ..model import RUNNING as TASK_RUNNING
 from ..providers.base import LockHeld, ProviderError
 from .actions import Actions
-from .guards import Check, Risk, before_step, failures, forced
+from .guards import Check, Risk, before_step, failures, forced, moved_now, scaled_originals
 from .records import HEARTBEAT_S, RUNNING_HERE, Journal, OpRecord, write_private
 from .report import markdown
 from .roles import Access, RoleError
@@ -151,6 +152,8 @@ class Operation:
     report_path: str = ""
     notes: dict[str, object] = field(default_factory=dict)   # "step:key" -> what a step kept
     times: dict[int, list[float]] = field(default_factory=dict)   # step -> [start, end]
+    # replicated service -> (lowest running, desired then): sampled on every read
+    floor: dict[str, tuple[int, int]] = field(default_factory=dict)
     _resume: asyncio.Event = field(default_factory=asyncio.Event)
     _poke: asyncio.Event = field(default_factory=asyncio.Event)   # pause/abort wake waits
     _abort: bool = False
@@ -223,6 +226,7 @@ class Context:
 
     async def snapshot(self, hypervisor: bool = True) -> Snapshot:
         snap = await self.engine.cluster.snapshot(hypervisor)
+        self.sample_floor(snap)
         if self.op.proxy_held and not snap.unreadable(PROXY):
             await self.hold_proxy(snap)
         self._seen = (self.actions.generation, time.monotonic(), snap)
@@ -267,6 +271,35 @@ class Context:
     def recall(self, key: str) -> object | None:
         """What this step remembered in an earlier run (a console that died), if anything."""
         return self.op.notes.get(f"{self.op.index}:{key}")
+
+    def recall_of(self, step_key: str, key: str) -> object | None:
+        """What another step of this operation remembered (by the step's key)."""
+        index = next((i for i, s in enumerate(self.op.plan.steps) if s.key == step_key), -1)
+        return self.op.notes.get(f"{index}:{key}")
+
+    def moved(self, snap: Snapshot) -> dict[str, int]:
+        """Tasks this operation already replaced on a node it drains, per service."""
+        return moved_now(self.op.notes, snap)
+
+    def sample_floor(self, snap: Snapshot) -> None:
+        """The replica floor: each replicated service's running tasks against its desired
+        count, the lowest seen; a count this operation raised counts as its original."""
+        if snap.unreadable(SWARM):
+            return
+        originals = {sid: original for sid, (original, _) in
+                     scaled_originals(self.op.notes).items()}
+        down = {n.swarm_id for n in snap.nodes if n.state == DOWN}
+        for svc in snap.services:
+            if svc.mode != "replicated":
+                continue
+            # a task on a node that is down is not running; one on a node a new Raft leader
+            # does not know yet (unknown) still is
+            running = sum(1 for t in snap.tasks if t.service_id == svc.swarm_id and t.wanted
+                          and t.state == TASK_RUNNING and t.node_id not in down)
+            desired = min(svc.replicas, originals.get(svc.swarm_id, svc.replicas))
+            low = self.op.floor.get(svc.name)
+            if low is None or running - desired < low[0] - low[1]:
+                self.op.floor[svc.name] = (running, desired)
 
     async def checkpoint(self) -> None:
         """Where pause and abort take effect inside a step."""
@@ -698,7 +731,8 @@ class Engine:
         while True:
             if op.state == PAUSED and not since:
                 await ctx.checkpoint()          # the operator's pause first; read after it
-            checks = before_step(await ctx.snapshot(hypervisor=bool(step.risk.host)), step.risk)
+            snap = await ctx.snapshot(hypervisor=bool(step.risk.host))
+            checks = before_step(snap, step.risk, ctx.moved(snap))
             bad = failures(forced(checks) if op.plan.force else checks)
             if not bad:
                 if since:

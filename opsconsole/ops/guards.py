@@ -48,6 +48,7 @@ def forced(checks: list[Check]) -> list[Check]:
             if c.level == FAIL and c.name in FORCEABLE else c for c in checks]
 
 
+SCALED, LANDED = "scaled", "landed"     # what a replica-preserving drain journals (moves.py)
 FORCEABLE = ("capacity", "stops")       # never quorum, proxy or unknown data
 
 
@@ -60,8 +61,28 @@ class Risk:
     host: str = ""                          # a host that restarts: its VMs must be off
 
 
-def before_step(snap: Snapshot, risk: Risk) -> list[Check]:
+def scaled_originals(notes: dict[str, object]) -> dict[str, tuple[int, int]]:
+    """Services a replica-preserving drain scaled, from an operation's journal notes:
+    service id -> (original replicas, tasks it moves)."""
+    return {sid: (s["original"], s["tasks"]) for key, value in notes.items()
+            if key.endswith(f":{SCALED}") and isinstance(value, dict)
+            for sid, s in value.items()}
+
+
+def moved_now(notes: dict[str, object], snap: Snapshot) -> dict[str, int]:
+    """Per service an operation holds scaled up now: how many of its tasks on a node being
+    drained already have their replacement running (they need no home: `capacity`)."""
+    out = {}
+    for sid, (original, tasks) in scaled_originals(notes).items():
+        svc = snap.service(sid)
+        if svc is not None and svc.replicas > original:
+            out[sid] = min(tasks, svc.replicas - original)
+    return out
+
+
+def before_step(snap: Snapshot, risk: Risk, moved: dict[str, int] | None = None) -> list[Check]:
     """Every guard that applies to a step that takes `risk` out, on a snapshot read for it.
+    `moved`: tasks already replaced by a replica-preserving drain, per service (capacity).
 
     A source that could not be read fails its guards as "unknown": old data
     never says "ok".
@@ -81,7 +102,7 @@ def before_step(snap: Snapshot, risk: Risk) -> list[Check]:
     if managers:
         checks.append(quorum_after_loss(snap, managers))
     if risk.nodes:
-        checks += [capacity(snap, risk.nodes), stops(snap, risk.nodes)]
+        checks += [capacity(snap, risk.nodes, moved), stops(snap, risk.nodes)]
     if risk.vms:
         checks.append(proxy_keeps_a_server(snap, set(risk.vms)))
     if risk.host:
@@ -105,9 +126,11 @@ def node_ready(node: Node) -> Check:
     return Check("node", WARN, f"{node.hostname} is {node.state}")
 
 
-def capacity(snap: Snapshot, leaving: frozenset[str]) -> Check:
-    """Every replicated task on the leaving nodes has somewhere to go."""
-    homeless = tasks_without_home(snap, leaving)
+def capacity(snap: Snapshot, leaving: frozenset[str],
+             moved: dict[str, int] | None = None) -> Check:
+    """Every replicated task on the leaving nodes has somewhere to go (or, `moved`, a
+    replacement running already)."""
+    homeless = tasks_without_home(snap, leaving, moved)
     if not homeless:
         moving = sum(len(snap.tasks_on_node(n)) for n in leaving)
         return Check("capacity", OK, f"{moving} tasks can move to other nodes")
@@ -183,10 +206,10 @@ def proxy_keeps_a_server(snap: Snapshot, vm_names: set[str]) -> Check:
     return Check("proxy", OK, "every affected backend keeps a server UP")
 
 
-def drain_checks(snap: Snapshot, node: Node) -> list[Check]:
+def drain_checks(snap: Snapshot, node: Node, moved: dict[str, int] | None = None) -> list[Check]:
     leaving = frozenset({node.swarm_id})
     vm = snap.vm_of_node(node)
-    checks = [node_ready(node), capacity(snap, leaving), stops(snap, leaving),
+    checks = [node_ready(node), capacity(snap, leaving, moved), stops(snap, leaving),
               spread(snap, leaving)]
     if node.role == MANAGER:
         checks.append(Check("quorum", OK, "a drained manager still votes: quorum unchanged"))

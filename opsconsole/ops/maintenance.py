@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import asdict
 
 from ..config import HOST_STEPS, Timing, WindowOptions
@@ -23,7 +24,9 @@ from ..model import (
     VM,
     WORKER,
     Node,
+    Service,
     Snapshot,
+    constraint_holds,
     host_id,
 )
 from ..providers.base import ProviderError, QuorumRefused
@@ -41,7 +44,8 @@ from .guards import (
     spread,
     stops,
 )
-from .plans import PlanError, drain_steps, return_steps
+from .moves import move_checks
+from .plans import PlanError, cordon_step, drain_steps, return_steps
 
 
 # -- waits on the cluster, as steps ---------------------------------------------------
@@ -233,7 +237,7 @@ def _stand_in(snap: Snapshot, host: str) -> Node | None:
 
 def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
                      options: WindowOptions = WindowOptions(), params: dict | None = None,
-                     force: bool = False) -> Plan:
+                     force: bool = False, moved: dict[str, int] | None = None) -> Plan:
     if options.host_step not in HOST_STEPS:
         raise PlanError(f"unknown host step {options.host_step!r} (one of {', '.join(HOST_STEPS)})")
     vms = _host_vms(snap, host)
@@ -251,7 +255,7 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
         stand_in = _stand_in(snap, host) if quorum.level == FAIL else None
         promote = stand_in.hostname if stand_in else ""
         params["promote"] = promote
-    checks = [capacity(snap, leaving), stops(snap, leaving), spread(snap, leaving),
+    checks = [capacity(snap, leaving, moved), stops(snap, leaving), spread(snap, leaving),
               proxy_keeps_a_server(snap, set(params["vms"]))]
     if promote:
         checks.append(Check("quorum", OK, f"{quorum.message}; so {promote} "
@@ -267,8 +271,11 @@ def host_maintenance(snap: Snapshot, host: str, timing: Timing = Timing(),
     stand_in_node = snap.node_named(promote) if promote else None
     if stand_in_node:
         steps.append(promote_stand_in(stand_in_node, "for the window"))
+    # cordoned first: no replacement of a drained node's task starts on another of them
+    steps += [cordon_step(node) for node in nodes]
     for node in nodes:
-        steps += drain_steps(snap, node, timing)
+        steps += drain_steps(snap, node, timing, leaving, cordon=False)
+        checks += move_checks(snap, node, leaving, f"{node.hostname}: ", moved)
     for vm in vms:
         steps.append(shut_down(snap, vm, options))
         steps.append(wait_vm(vm.name, "off", options.shutdown_timeout))
@@ -405,18 +412,42 @@ def _crowded(snap: Snapshot, leaving: frozenset[str]) -> list[str]:
                    if getattr(snap.service(t.service_id), "mode", "") == "replicated"})
 
 
+def crowding(snap: Snapshot, svc: Service) -> str:
+    """Where a replicated service runs more tasks on a node than an even spread over the
+    nodes it may use would ("" when nowhere): rebalancing it restarts every task, so only
+    then is it worth it."""
+    eligible = [n for n in snap.nodes if n.schedulable
+                and all(constraint_holds(c, n) for c in svc.constraints)]
+    if not eligible:
+        return ""
+    share = -(-svc.replicas // len(eligible))
+    here = Counter(t.node_id for t in snap.tasks if t.service_id == svc.swarm_id and t.wanted)
+    node, most = max(here.items(), key=lambda kv: kv[1], default=("", 0))
+    if most <= share:
+        return ""
+    where = snap.find(Node, f"node:{node}")
+    return f"{most} tasks on {where.hostname if where else node} (an even spread: {share})"
+
+
 def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
     """Swarm does not move tasks back: spread again the services that crowded elsewhere,
     and wait for each update Swarm starts to complete (it replaces tasks one by one)."""
     names = {s: getattr(snap.service(s), "name", s) for s in services}
 
     async def run(ctx: Context) -> None:
+        snap = await ctx.current()
+        crowded = []
         for sid in services:
+            svc = snap.find(Service, f"service:{sid}")
+            if svc is not None and not crowding(snap, svc):
+                ctx.log(f"{names[sid]} is spread already: not rebalanced (no task restarts)")
+                continue
             await ctx.actions.rebalance(sid)
             ctx.log(f"rebalancing {names[sid]}")
+            crowded.append(sid)
 
         def pending(now: Snapshot) -> str | None:
-            bad = [f"{names[sid]} {why}" for sid in services
+            bad = [f"{names[sid]} {why}" for sid in crowded
                    if (svc := now.service(sid)) is not None
                    and (why := now.unconverged(svc))]
             return "; ".join(bad) or None
@@ -428,7 +459,8 @@ def _rebalance(snap: Snapshot, services: list[str], timing: Timing) -> Step:
 # -- rolling update -------------------------------------------------------------------------
 def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Timing = Timing(),
                    options: WindowOptions = WindowOptions(), params: dict | None = None,
-                   label: str = "", force: bool = False) -> Plan:
+                   label: str = "", force: bool = False,
+                   moved: dict[str, int] | None = None) -> Plan:
     """Workers first, then managers one at a time; each VM drained, updated, returned.
 
     `label` is how the operator named the targets ("cluster", a host, VMs): the
@@ -476,10 +508,11 @@ def rolling_update(snap: Snapshot, targets: list[str] | None = None, timing: Tim
             checks.append(Check("nodes", WARN, f"{vm.name} has no swarm node: skipped"))
             continue
         one = frozenset({node.swarm_id})
-        for c in (capacity(snap, one), stops(snap, one), spread(snap, one),
+        for c in (capacity(snap, one, moved), stops(snap, one), spread(snap, one),
                   proxy_keeps_a_server(snap, {vm.name})):
             if c.level != OK:
                 checks.append(Check(c.name, c.level, f"{vm.name}: {c.message}"))
+        checks += move_checks(snap, node, prefix=f"{vm.name}: ", moved=moved)
         engine = params.setdefault("engines", {}).setdefault(vm.name, node.engine_version)
         steps += _update_one(snap, vm, node, timing, options, engine)
     if stand_in_node:

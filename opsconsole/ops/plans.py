@@ -20,6 +20,7 @@ from ..model import (
 )
 from .engine import Context, Effect, Plan, Probe, Run, Step, StepFailed, Unreadable
 from .guards import Check, Risk, drain_checks, forced, node_ready
+from .moves import move_checks, move_first, scale_back
 
 
 class PlanError(Exception):
@@ -66,6 +67,11 @@ def _set_availability(node: Node, availability: str, vm: str = "") -> Step:
                 restore, key=f"availability:{node.hostname}:{availability}", risk=risk,
                 effect=Effect(f"availability:{node.hostname}",
                               availability_is(node, availability)))
+
+
+def cordon_step(node: Node) -> Step:
+    """The node takes no new task; abort puts back its availability from before."""
+    return _set_availability(node, PAUSE)
 
 
 def _set_server(server: ProxyServer, state: str, risk: Risk | None = None) -> Step:
@@ -159,7 +165,7 @@ def _wait_drained(node: Node, affected: frozenset[str], timing: Timing) -> Step:
 
 def cordon(snap: Snapshot, name: str) -> Plan:
     node = find_node(snap, name)
-    return Plan("cordon", node.hostname, [_set_availability(node, PAUSE)], [node_ready(node),
+    return Plan("cordon", node.hostname, [cordon_step(node)], [node_ready(node),
                 Check("effect", "ok", "running tasks stay; no new tasks are scheduled here")])
 
 
@@ -171,16 +177,26 @@ def activate(snap: Snapshot, name: str) -> Plan:
         "(rebalance does)")])
 
 
-def drain_steps(snap: Snapshot, node: Node, timing: Timing) -> list[Step]:
-    """Session-aware: the node's proxy servers drain and their sessions end first."""
+def drain_steps(snap: Snapshot, node: Node, timing: Timing,
+                leaving: frozenset[str] = frozenset(), cordon: bool = True) -> list[Step]:
+    """Session-aware and replica-preserving: the node's proxy servers drain and their
+    sessions end; the node is cordoned and its replicated tasks start elsewhere (moves.py);
+    then it drains and the moved services go back to their replica counts.
+
+    `leaving`: other nodes of the same window (no replacement goes there); `cordon=False`
+    when the window cordoned its nodes already.
+    """
     vm = snap.vm_of_node(node)
     servers = snap.servers_of_vm(vm.name) if vm and not snap.proxy_read_only else []
     steps: list[Step] = []
     drain_it = _set_availability(node, DRAIN, vm.name if vm else "")
     for s in servers:
         steps += [_set_server(s, SERVER_DRAIN, drain_it.risk), _wait_sessions(s, timing)]
+    if cordon:
+        steps.append(cordon_step(node))
     affected = frozenset(t.service_id for t in snap.tasks_on_node(node.swarm_id))
-    return steps + [drain_it, _wait_drained(node, affected, timing)]
+    return steps + [move_first(node, leaving, timing.drain_timeout), drain_it,
+                    scale_back(node), _wait_drained(node, affected, timing)]
 
 
 def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[Step]:
@@ -196,14 +212,16 @@ def return_steps(snap: Snapshot, node: Node, only_needed: bool = False) -> list[
         if not only_needed or s.admin != SERVER_READY]
 
 
-def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False) -> Plan:
+def drain(snap: Snapshot, name: str, timing: Timing = Timing(), force: bool = False,
+          moved: dict[str, int] | None = None) -> Plan:
     """Session-aware drain: proxy server(s) to drain, sessions end, then the node.
 
     `force` turns refusals into warnings (kubectl's --force): the drain then
-    runs and, if tasks cannot move, times out naming them.
+    runs and, if tasks cannot move, times out naming them. `moved`: tasks a resumed
+    drain already replaced (their services are scaled up), per service.
     """
     node = find_node(snap, name)
-    checks = drain_checks(snap, node)
+    checks = drain_checks(snap, node, moved) + move_checks(snap, node, moved=moved)
     return Plan("drain", node.hostname, drain_steps(snap, node, timing),
                 forced(checks) if force else checks, force=force)
 

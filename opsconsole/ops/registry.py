@@ -42,6 +42,7 @@ class Ask:
     options: WindowOptions = WindowOptions()
     force: bool = False
     params: dict[str, Any] = field(default_factory=dict)   # recorded ones, for a resume
+    moved: dict[str, int] = field(default_factory=dict)    # a resume: tasks already replaced
 
 
 Builder = Callable[[Snapshot, str, Ask], Plan]
@@ -85,7 +86,7 @@ KEYS: dict[str, Key] = {k.id: k for k in (
               help="cordon: no new tasks here, running tasks stay",
               palette="cordon the Swarm node {target}"),
     Operation(id="drain", key="d", label="Drain", section=NODE, targets="node", typed=True,
-              build=lambda snap, target, ask: drain(snap, target, ask.timing, ask.force),
+              build=lambda snap, target, ask: drain(snap, target, ask.timing, ask.force, ask.moved),
               help="drain: proxy server to drain, sessions end, tasks move elsewhere",
               palette="drain the Swarm node {target}"),
     Operation(id="activate", key="a", label="Activate", section=NODE, targets="node",
@@ -95,7 +96,7 @@ KEYS: dict[str, Key] = {k.id: k for k in (
     Operation(id="maintenance", key="m", label="Maintain", section=WINDOWS,
               targets="host", typed=True,
               build=lambda snap, target, ask: host_maintenance(
-                  snap, target, ask.timing, ask.options, ask.params, ask.force),
+                  snap, target, ask.timing, ask.options, ask.params, ask.force, ask.moved),
               help="maintain the selected host: drain its VMs' nodes, shut the VMs down,\n"
                    "update and restart the host, start everything, activate, rebalance",
               palette="drain {target}'s VMs, shut them down, update and restart it, "
@@ -104,7 +105,7 @@ KEYS: dict[str, Key] = {k.id: k for k in (
               targets="vms", typed=True,
               build=lambda snap, target, ask: rolling_update(
                   snap, vms_named(snap, target), ask.timing, ask.options, ask.params,
-                  label=target or "cluster", force=ask.force),
+                  label=target or "cluster", force=ask.force, moved=ask.moved),
               help="rolling update: the selected VM, the selected host's VMs, or the whole\n"
                    "cluster; workers first, then managers, one VM at a time",
               palette="update every VM, one at a time, workers first"),

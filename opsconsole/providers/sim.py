@@ -293,10 +293,11 @@ class SimCluster:
             return
         self.tasks[tid] = replace(task, state=state)
 
-    def _stop_task(self, task: Task, replace_it: bool) -> None:
-        """Desired shutdown now, actually stopped after a grace period."""
+    def _stop_task(self, task: Task, replace_it: bool, desired: str = "shutdown") -> None:
+        """Desired shutdown (or remove, scaled away) now, actually stopped after a grace
+        period."""
         tid = task.swarm_id
-        self.tasks[tid] = replace(task, desired_state="shutdown")
+        self.tasks[tid] = replace(task, desired_state=desired)
         node_up = self.nodes[task.node_id].state == READY if task.node_id else False
 
         def stopped() -> None:
@@ -417,6 +418,27 @@ class SimCluster:
         for i, task in enumerate(tasks):
             self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
         self._schedule(len(tasks) * 2.0 + 1.0, lambda: self._update_done(service_id))
+        self.changed.set()
+
+    def scale(self, service_id: str, replicas: int) -> None:
+        """`docker service scale`, as Swarm's replicated orchestrator does it (measured in
+        the lab, see README "Drains that never lose a replica"): up, new tasks in free slots;
+        down, it keeps running tasks before the others and, among them, the first copies on
+        each node; a task not yet assigned to a node goes first."""
+        self._need_quorum()
+        svc = self.services.get(service_id)
+        if svc is None:
+            raise ProviderError(f"no such service {service_id}")
+        if svc.mode != "replicated":
+            raise ProviderError(f"service {svc.name} is {svc.mode}, not replicated")
+        self.services[service_id] = replace(svc, replicas=replicas)
+        slots = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        used = {t.slot for t in slots}
+        free = (n for n in itertools.count(1) if n not in used)
+        for _ in range(replicas - len(slots)):
+            self._new_task(self.services[service_id], next(free), "")
+        for task in removed_on_scale_down(slots, replicas):
+            self._stop_task(task, replace_it=False, desired="remove")
         self.changed.set()
 
     def _replace(self, task_id: str) -> None:
@@ -656,6 +678,23 @@ class SimCluster:
         return Providers(SimSwarm(self), SimHypervisor(self), SimProxy(self), SimShell(self))
 
 
+def removed_on_scale_down(tasks: list[Task], replicas: int) -> list[Task]:
+    """Which of a replicated service's tasks (one per slot, all wanted) Swarm stops when it
+    is scaled to `replicas`: swarmkit's reconcile sorts running before not running (then by
+    slot), numbers each task as the nth copy on its node (a task on no node: last of all),
+    sorts by that number, stably, and removes the tail."""
+    if replicas >= len(tasks):
+        return []
+    ordered = sorted(tasks, key=lambda t: (t.state != RUNNING, t.slot))
+    copies: Counter[str] = Counter()
+    nth: dict[str, float] = {}
+    for t in ordered:
+        if t.node_id:
+            copies[t.node_id] += 1
+        nth[t.swarm_id] = copies[t.node_id] if t.node_id else float("inf")
+    return sorted(ordered, key=lambda t: nth[t.swarm_id])[replicas:]
+
+
 class _Part:
     part = ""
 
@@ -689,6 +728,10 @@ class SimSwarm(_Part):
     async def rebalance(self, service_id: str) -> None:
         self._answer()
         self.sim.rebalance(service_id)
+
+    async def scale(self, service_id: str, replicas: int) -> None:
+        self._answer()
+        self.sim.scale(service_id, replicas)
 
     async def read_lock(self) -> Lock | None:
         self._answer()

@@ -206,7 +206,8 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
         constraints=f.texts(placement, "Constraints"),
         max_per_node=f.number(placement, "MaxReplicas"),
         reserve_nano_cpus=f.number(reserve, "NanoCPUs"),
-        reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update)
+        reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update,
+        labels=f.labels(spec, "Labels"))
     f.report(problems)
     return service
 
@@ -544,14 +545,28 @@ class DockerSwarm:
                 raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
                                     f"unreadable ({show(force)}); nothing was changed")
             template["ForceUpdate"] = (force or 0) + 1
+        await self._update_service(service_id, force)
 
+    async def _update_service(self, service_id: str, change: Callable[[dict], None]) -> None:
         def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(
                 api._url("/services/{0}/update", service_id), data=spec,
                 params={"version": version}))
         await asyncio.to_thread(self._update_spec, f"service {service_id}",
-                                lambda api: api.inspect_service(service_id), force, update)
+                                lambda api: api.inspect_service(service_id), change, update)
         self._changed_now()
+
+    async def scale(self, service_id: str, replicas: int) -> None:
+        """`docker service scale`: only Mode.Replicated.Replicas changes in the spec (no task
+        is out of date, so none is replaced)."""
+        def change(spec: dict) -> None:
+            mode = spec.get("Mode")
+            replicated = mode.get("Replicated") if isinstance(mode, dict) else None
+            if not isinstance(replicated, dict):
+                raise ProviderError(f"service {service_id} is not replicated "
+                                    f"(Mode {show(mode)}); nothing was changed")
+            replicated["Replicas"] = replicas
+        await self._update_service(service_id, change)
 
     # -- the operation lock: a label on the swarm itself, set at its version ------
     async def read_lock(self) -> Lock | None:

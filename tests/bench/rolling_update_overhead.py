@@ -25,6 +25,9 @@ needed, from their own records, as the union of these intervals:
              portal task ran (Status.Timestamp), the services converged and HAProxy
              showed the server UP
 
+The replica floor (each replicated service's fewest running tasks against its desired
+count, from every snapshot the console read during the run) is printed with the overhead.
+
 Console overhead = total - system time: snapshots before each change and
 between polls, journal and audit writes, SSH connections, probes and the
 gaps between a system being done and the console noticing. Observers poll
@@ -294,6 +297,10 @@ def report(lab: Lab, plan, op, rows: list[dict], load_run, verbose: bool = False
           + (f", stand-in manager {plan.params['promote']}" if plan.params.get("promote") else ""))
     print(f"operation: {op.elapsed:.1f}s in all, {len(plan.steps)} steps; "
           + (f"under load: {summary(load_run.report)}" if load_run else "no load (no sessions)"))
+    # the console's own samples (every snapshot it reads): lowest running of desired
+    print("replica floor: " + (", ".join(
+        f"{name} {low} of {want}" + (" (held)" if low >= want else f" (dipped by {want - low})")
+        for name, (low, want) in sorted(op.floor.items())) or "no replicated service"))
     print("seconds per VM; system time = union of the systems' own intervals (see the script)\n")
     head = f"{'VM':6} {'total':>6} " + " ".join(f"{p:>8}" for p in PHASES) + \
         f" {'system':>7} {'console':>8} {'share':>6}"

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 WAIT = 120.0                    # the most any one condition may take
 
@@ -113,3 +117,60 @@ async def whole(console, servers_up: bool = True):
                         and (not servers_up or all(s.status == "UP" for s in snap.servers))) \
             else None
     return await until(ready, "a whole snapshot from every provider")
+
+
+class ReplicaWatch:
+    """Swarm's replicated tasks every `period` seconds from a process of its own
+    (tests/lab/replicawatch.py), read back as samples once it stops."""
+
+    def __init__(self, lab, path, period: float = 0.1) -> None:
+        self.lab, self.path, self.period = lab, path, period
+        self.samples: list[dict] = []
+        self._proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> ReplicaWatch:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.lab.replicawatch", "--out", str(self.path),
+             "--period", str(self.period), *[vm.socket for vm in self.lab.managers]],
+            stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while not (Path(self.path).exists() and Path(self.path).stat().st_size):
+            assert time.monotonic() < deadline, "the replica watch wrote nothing"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        assert self._proc is not None
+        self._proc.terminate()
+        self._proc.wait(10)
+        self.samples = [json.loads(line) for line in Path(self.path).read_text().splitlines()
+                        if line.strip()]
+
+    def floor(self, want: dict[str, int]) -> dict[str, int]:
+        """Per service of `want`, the fewest tasks seen running."""
+        return {name: min(len(s["services"].get(name, {}).get("running", []))
+                          for s in self.samples) for name in want}
+
+    def gaps(self) -> float:
+        """The longest time between two samples (a sample missed while a manager was away)."""
+        times = [s["t"] for s in self.samples]
+        return max((b - a for a, b in zip(times, times[1:])), default=0.0)
+
+    def stopped(self) -> list[tuple[str, str, str, str]]:
+        """Every task that ran at the first sample and stopped running between two samples:
+        (service, task id, its node, the node's availability in the last sample that showed
+        it). Tasks started meanwhile (a drain's extra ones, say) are not counted."""
+        first = {tid for svc in self.samples[0]["services"].values() for tid, _ in svc["running"]}
+        out = []
+        for before, after in zip(self.samples, self.samples[1:]):
+            for name, svc in before["services"].items():
+                now = {tid for tid, _ in after["services"].get(name, {}).get("running", [])}
+                out += [(name, tid, host, before["nodes"].get(host, "?"))
+                        for tid, host in svc["running"] if tid not in now and tid in first]
+        return out
+
+
+def service_specs(lab) -> dict[str, dict]:
+    """Each service's spec, as Swarm keeps it (its version history aside)."""
+    with lab.manager_client() as c:
+        return {s["Spec"]["Name"]: s["Spec"] for s in c.api.services()}

@@ -835,6 +835,12 @@ class Lab:
             for name, (_, admin, _) in self.proxy_servers().items():
                 if admin != "ready":
                     self.proxy_command(f"set server {BACKEND}/{name} state ready")
+        with self.manager_client() as c:  # a console killed mid-drain leaves a service scaled
+            for svc in c.services.list():
+                want = self.replicas.get(svc.name)
+                mode = svc.attrs["Spec"]["Mode"]
+                if want is not None and mode.get("Replicated", {}).get("Replicas") != want:
+                    svc.scale(want)
         for vm in self.vms:
             self.wait_node(vm.name, "ready")
         self.wait_converged()
@@ -1251,6 +1257,13 @@ class Lab:
                     node = c.nodes.get(vm.name)
                     node.update({**node.attrs["Spec"], "Labels": {"opsconsole.lab.host": vm.host}})
 
+    @property
+    def replicas(self) -> dict[str, int]:
+        """The replicated services the lab creates, and their replica counts."""
+        if self.reference:  # sized to lose a whole host: 3 nodes left, one web task each
+            return {"web": 3}
+        return {"web": len(self.vms) - 1, "pinned": 1}
+
     def _create_services(self) -> None:
         common = dict(image=IMAGE, networks=["host"],  # host: the task lives in the VM's namespace
                       init=True,  # PID 1 ignores SIGTERM; docker-init forwards it so stops are quick
@@ -1258,13 +1271,13 @@ class Lab:
         web = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www"
         portal = f"mkdir -p /www && hostname > /www/index.html && exec httpd -f -p {PORTAL_PORT} -h /www"
         with self.manager_client() as c:
-            if self.reference:  # sized to lose a whole host: 3 nodes left, one web task each
-                c.services.create(name="web", mode=docker.types.ServiceMode("replicated", 3),
+            if self.reference:
+                c.services.create(name="web", mode=docker.types.ServiceMode("replicated", self.replicas["web"]),
                                   maxreplicas=1, command=["sh", "-c", web],
                                   preferences=[("spread", "node.labels.opsconsole.lab.host")],
                                   **common)
             else:
-                c.services.create(name="web", mode=docker.types.ServiceMode("replicated", len(self.vms) - 1),
+                c.services.create(name="web", mode=docker.types.ServiceMode("replicated", self.replicas["web"]),
                                   maxreplicas=1, command=["sh", "-c", web], **common)
                 c.services.create(name="pinned", mode=docker.types.ServiceMode("replicated", 1),
                                   constraints=["node.hostname==vm-05"], command=["sleep", "1000000"],

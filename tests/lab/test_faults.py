@@ -198,6 +198,8 @@ async def carry_on(session, op, timeout: float = FINISH):
                 engine.resume(op)
             await asyncio.wait({op.task}, timeout=2)
         if op.state == DONE or attempt:
+            # the state says done before the run has released the cluster lock: its end
+            await asyncio.wait({op.task}, timeout=60)
             return op
         record = next((r for r in session.journal.unfinished() if _op_id(r) == op.id), None)
         assert record is not None, (f"{op.title} ended {op.state} and left nothing to "

@@ -42,7 +42,10 @@ async def test_drain_under_load_keeps_every_session_then_activate_brings_it_back
         assert [s.title for s in plan.steps] == [
             f"set proxy server portal/{TARGET} to drain",
             f"wait for sessions on portal/{TARGET} to end (≤0, 40s)",
+            f"set {TARGET} availability to pause",
+            f"start the replacements of {TARGET}'s tasks on other nodes first",
             f"set {TARGET} availability to drain",
+            f"scale the moved services back to their replica counts ({TARGET})",
             f"wait until {TARGET} runs no tasks and its services converge (90s)"]
         op = engine.start(plan)
         # HAProxy shows the server draining while its users finish their visits
@@ -54,7 +57,7 @@ async def test_drain_under_load_keeps_every_session_then_activate_brings_it_back
 
         drain_set = step_times(op, "set proxy server")[1]
         waited = step_times(op, "wait for sessions")
-        node_drained = step_times(op, f"set {TARGET} availability")[0]
+        node_drained = step_times(op, f"set {TARGET} availability to drain")[0]
         # the Swarm drain came only once HAProxy had no session left on the server: the
         # first sample from then on shows none (a 0.1 s sample just before may still show the
         # last one expiring; that no user was cut off is checked on the users below)

@@ -55,6 +55,16 @@ async def step_started(rig, op, index: int) -> None:
 
 # -- read-only -------------------------------------------------------------------------------
 
+async def clock_until_step(rig, clock, op, index: int, limit: float = 120.0) -> None:
+    """Move a frozen clock on, a simulated second at a time, until step `index` starts."""
+    moved = 0.0
+    while ("step", index, "start") not in journal_events(rig.journal, op.id):
+        assert moved < limit, f"step {index} did not start: {op.detail}; {op.log[-3:]}"
+        clock.advance(1.0)
+        moved += 1.0
+        await nudge(rig.sim, 0.05)
+
+
 async def test_engine_refuses_everything_in_read_only(rig_factory):
     rig = rig_factory(read_only=True)
     snap = await rig.snapshot()
@@ -83,7 +93,8 @@ async def test_drain_runs_to_done_and_journals_every_step(rig_factory, monkeypat
     node = snap.node_named("vm-03")
     plan = plans.drain(snap, "vm-03")
     assert plan.refused == []
-    assert [s.title.split(" ")[0] for s in plan.steps] == ["set", "wait", "set", "wait"]
+    assert [s.key.split(":")[0] for s in plan.steps] == [
+        "server", "sessions", "availability", "move", "availability", "scale-back", "drained"]
 
     op = await asyncio.wait_for(rig.engine.run(plan), 15)
     assert op.state == DONE, (op.error, op.log)
@@ -104,7 +115,11 @@ async def test_drain_runs_to_done_and_journals_every_step(rig_factory, monkeypat
     for i in range(n):
         expected += [("step", i, "start"), ("step", i, "done")]
     expected += [("end",)]
-    assert journal_events(rig.journal, op.id) == expected
+    events = journal_events(rig.journal, op.id)
+    assert [e for e in events if e != ("note",)] == expected
+    # the move journals what it scales before scaling it (and where the tasks landed)
+    move = next(i for i, s in enumerate(plan.steps) if s.key.startswith("move:"))
+    assert events.index(("note",)) == events.index(("step", move, "start")) + 1
     recs = [json.loads(line) for line in rig.journal.path.read_text().splitlines()]
     assert recs[0]["kind"] == "drain" and recs[0]["target"] == "vm-03"
     assert recs[0]["steps"] == [s.title for s in plan.steps] and recs[0]["who"]
@@ -210,7 +225,7 @@ async def test_pause_holds_the_operation_and_resume_continues(tmp_path):
 
     rig.engine.resume(op)
     assert op.state == RUNNING
-    await step_started(rig, op, 3)
+    await clock_until_step(rig, clock, op, 5)   # the replacements start elsewhere first
     assert rig.sim.nodes[node.swarm_id].availability == DRAIN
     clock.advance(60)                       # let the tasks move
     await finish(rig.sim, op.task)
@@ -226,7 +241,7 @@ async def test_abort_during_drain_wait_restores_node_and_proxy(tmp_path):
     snap = await rig.snapshot()
     node = snap.node_named("vm-03")
     op = rig.engine.start(plans.drain(snap, "vm-03", NO_SESSION_WAIT))
-    await step_started(rig, op, 3)
+    await clock_until_step(rig, clock, op, 6)   # the replacements start elsewhere first
     now = await rig.snapshot()
     assert now.get(node.id).availability == DRAIN
     assert now.get("proxy:portail/vm-03").admin == "drain"
@@ -237,9 +252,10 @@ async def test_abort_during_drain_wait_restores_node_and_proxy(tmp_path):
     after = await rig.snapshot()
     assert after.get(node.id).availability == ACTIVE
     assert after.get("proxy:portail/vm-03").admin == "ready"
-    assert sum("undid" in line for line in op.log) == 2
+    # the drain, the replica counts, the cordon and the proxy server
+    assert sum("undid" in line for line in op.log) == 4
     events = journal_events(rig.journal, op.id)
-    assert ("step", 3, "done") not in events and events[-1] == ("end",)
+    assert ("step", 6, "done") not in events and events[-1] == ("end",)
     assert list(rig.journal.read())[-1]["state"] == ABORTED
     actions = [(r["action"], r.get("args"), r["result"]) for r in rig.audit.read()]
     assert ("set availability", ["active"], "ok") in actions

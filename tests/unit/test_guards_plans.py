@@ -197,14 +197,20 @@ def test_drain_plan_steps_and_undo(sim):
     assert titles == [
         "set proxy server portail/vm-04 to drain",
         "wait for sessions on portail/vm-04 to end (≤2, 30s)",
+        "set vm-04 availability to pause",
+        "start the replacements of vm-04's tasks on other nodes first",
         "set vm-04 availability to drain",
+        "scale the moved services back to their replica counts (vm-04)",
         "wait until vm-04 runs no tasks and its services converge (90s)",
     ]
-    assert [s.undo is not None for s in plan.steps] == [True, False, True, False]
+    # what changes something can be undone (availability, proxy state, replica counts)
+    assert [s.undo is not None for s in plan.steps] == [True, False, True, True, True, False,
+                                                        False]
     # the proxy drain and the node drain are guarded (on fresh data, before each runs)
-    assert [s.risk is not None for s in plan.steps] == [True, False, True, False]
-    assert plan.steps[0].risk == plan.steps[2].risk
-    assert not failures(before_step(snap, plan.steps[2].risk))
+    assert [s.risk is not None for s in plan.steps] == [True, False, False, False, True, False,
+                                                        False]
+    assert plan.steps[0].risk == plan.steps[4].risk
+    assert not failures(before_step(snap, plan.steps[4].risk))
     # a manager: the confirmation mentions quorum
     assert any(c.name == "quorum" for c in plan.checks)
 

@@ -216,7 +216,9 @@ async def test_rebalance_waits_for_swarms_update_to_complete(tmp_path):
     # the rebalance step ended only once Swarm's update of each service had completed
     snap = await rig.snapshot()
     assert all(snap.service(s).update_state == "completed" for s in rebalanced)
-    assert op.times[i][1] - op.times[i][0] >= 2.0 / 400 * len(rebalanced)
+    done = [line for line in op.log if "rebalancing " in line]
+    assert done     # the crowded ones only (a spread service keeps its tasks)
+    assert op.times[i][1] - op.times[i][0] >= 2.0 / 400 * len(done)
 
 
 async def test_health_gate_refuses_a_paused_update_and_names_it(tmp_path):
