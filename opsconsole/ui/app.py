@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Label, Tree
 from textual.worker import Worker, WorkerState
 
-from .. import kinds, present
+from .. import kinds, present, rehearsal
 from ..model import VM, Host, Node, Snapshot
 from ..ops import catalog, registry, resilience
 from ..ops.diagnosis import Concern, Diagnosis
@@ -45,6 +45,7 @@ from .screens import (
     ConfirmScreen,
     HelpScreen,
     QuitScreen,
+    RehearsalScreen,
     UnfinishedScreen,
     help_text,
 )
@@ -449,7 +450,23 @@ class OpsConsole(App):
                 self.query_one(OpsPanel).show(self.session.engine.start(plan, resume=resume))
             except (StepFailed, RoleError) as e:
                 self.notify(str(e), severity="error")
-        self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed), confirmed)
+        rehearse = None if resume else lambda: self._rehearse(plan)
+        self.push_screen(ConfirmScreen(plan, self.style_pieces, typed=typed,
+                                       rehearse=rehearse), confirmed)
+
+    @work(exclusive=True, group="rehearsal")
+    async def _rehearse(self, plan: Plan) -> None:
+        """The plan played to its end on a simulated twin of what the console sees now."""
+        self.notify(f"{rehearsal.MARK}: {plan.kind} {plan.target} on a simulated twin "
+                    f"(x{rehearsal.SPEED:g}; nothing real is touched)…", timeout=5)
+        played = await rehearsal.rehearse(self.snapshot, plan.kind, plan.target,
+                                          self.session.inventory.timing,
+                                          self.session.window_options)
+        verdict = "would end done" if played.passed else "would NOT end done"
+        report = played.report or "refused on the twin: " + "; ".join(
+            c.text for c in played.plan.refused)
+        self.push_screen(RehearsalScreen(f"{rehearsal.MARK}: {plan.kind} {plan.target} "
+                                         f"{verdict}", report, played.passed))
 
     def _offer_unfinished(self, record: OpRecord) -> None:
         """A console died mid-operation: say so first, and offer resume or roll back (only

@@ -59,9 +59,11 @@ class ConfirmScreen(Dialog[bool]):
 
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="confirm.cancel")]
 
-    def __init__(self, plan: Plan, style: Callable, typed: str = "") -> None:
+    def __init__(self, plan: Plan, style: Callable, typed: str = "",
+                 rehearse: Callable[[], object] | None = None) -> None:
         super().__init__()
         self.plan, self.style_pieces, self.typed = plan, style, typed
+        self.rehearse = rehearse        # plays the plan on a simulated twin (the app's)
 
     def compose(self) -> ComposeResult:
         plan = self.plan
@@ -85,6 +87,8 @@ class ConfirmScreen(Dialog[bool]):
                 if not plan.refused:
                     yield Button("Confirm", variant="error" if self.typed else "primary",
                                  id="confirm-yes", disabled=bool(self.typed))
+                if self.rehearse is not None:
+                    yield Button("Rehearse", id="confirm-rehearse")
                 yield Button("Cancel", id="confirm-no")
 
     def on_mount(self) -> None:
@@ -112,9 +116,36 @@ class ConfirmScreen(Dialog[bool]):
     def yes(self) -> None:
         self.dismiss(True)
 
+    @on(Button.Pressed, "#confirm-rehearse")
+    def rehearse_it(self) -> None:
+        if self.rehearse is not None:
+            self.rehearse()
+
     @on(Button.Pressed, "#confirm-no")
     def action_cancel(self) -> None:
         self.dismiss(False)
+
+
+class RehearsalScreen(Dialog[None]):
+    """A rehearsal's report, marked as one: nothing real was touched."""
+
+    BINDINGS = [Binding("escape", "close", "Close", id="rehearsal.close")]
+
+    def __init__(self, title: str, report: str, passed: bool) -> None:
+        super().__init__()
+        self.title_text, self.report, self.passed = title, report, passed
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="confirm"):
+            yield Label(Text(self.title_text, style="bold reverse"), id="confirm-title")
+            with VerticalScroll(id="confirm-body"):
+                yield Static(Text(self.report))
+            with Horizontal(id="confirm-buttons"):
+                yield Button("Close", id="rehearsal-close")
+
+    @on(Button.Pressed, "#rehearsal-close")
+    def action_close(self) -> None:
+        self.dismiss(None)
 
 
 # Keys of the tree and of Textual itself, not remappable: they head "Moving around".

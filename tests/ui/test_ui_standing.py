@@ -4,7 +4,8 @@ from __future__ import annotations
 from textual.widgets import OptionList
 from uikit import started, until
 
-from opsconsole.model import DRAIN, node_id
+from opsconsole.model import DRAIN, node_id, vm_id
+from opsconsole.ui.screens import ConfirmScreen, RehearsalScreen
 from opsconsole.ui.standing import ProblemsScreen, ResilienceScreen
 
 
@@ -42,3 +43,21 @@ async def test_resilience_shows_the_reference_finding(console):
         assert "Raft loses quorum: vm-01 goes" in shown and "third failure domain" in shown
         await pilot.press("escape")
         await until(pilot, lambda: not isinstance(c.app.screen, ResilienceScreen), "it closes")
+
+
+async def test_the_plan_dialog_rehearses_on_a_twin_and_changes_nothing(console):
+    c = console(speed=1)
+    async with c.app.run_test(size=(120, 40)) as pilot:
+        await started(pilot, c)
+        before = c.world()
+        assert c.tree.select_id(vm_id("vm-02"))
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(c.app.screen, ConfirmScreen), "the plan")
+        await pilot.click("#confirm-rehearse")
+        await until(pilot, lambda: isinstance(c.app.screen, RehearsalScreen), "the rehearsal",
+                    timeout=60)
+        title = str(c.app.screen.query_one("#confirm-title").content)
+        assert title.startswith("REHEARSAL: drain vm-02 would end done"), title
+        assert c.world() == before                   # the real (simulated) site: untouched
+        await pilot.press("escape")
+        await until(pilot, lambda: isinstance(c.app.screen, ConfirmScreen), "back to the plan")
