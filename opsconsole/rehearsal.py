@@ -51,9 +51,11 @@ async def rehearse(snap: Snapshot, kind: str, target: str, timing: Timing = Timi
     """Run the operation `kind` on `target` to its end on a twin of `snap`."""
     twin = SimCluster(world=snap, speed=speed)
     providers = twin.providers()
-    # the twin's waits and pauses pass `speed` times faster, as its world does
-    quick = dataclasses.replace(timing, settle=timing.settle / speed,
-                                paused_limit=timing.paused_limit / speed)
+    # the twin's waits, pauses and time limits pass `speed` times faster, as its world does
+    quick = dataclasses.replace(timing, **{f: getattr(timing, f) / speed for f in (
+        "sessions_timeout", "drain_timeout", "settle", "paused_limit")})
+    options = dataclasses.replace(options, **{f: getattr(options, f) / speed for f in (
+        "shutdown_timeout", "update_timeout", "boot_timeout", "engine_stall", "time_limit")})
     with tempfile.TemporaryDirectory(prefix="opsconsole-rehearsal-") as tmp:
         records = Path(tmp)
         cluster = Cluster(providers)
