@@ -139,6 +139,8 @@ class Service:
     reserve_nano_cpus: int = 0
     reserve_memory_bytes: int = 0
     update_state: str = ""          # updating | completed | paused | rollback_* | ""
+    update_started: str = ""        # when the last update began (Swarm's UpdateStatus.StartedAt)
+    update_message: str = ""        # what Swarm says of it ("update paused due to failure...")
 
     @property
     def id(self) -> str:

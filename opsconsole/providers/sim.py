@@ -130,6 +130,8 @@ class SimCluster:
                                                     # error it answers with: a fault injected
         self.quorum_refusals = 0                    # demotions to refuse, as Swarm does for a
                                                     # while after a manager came back
+        self.previous_specs: dict[str, Service] = {}    # service -> its spec before the
+                                                        # last update (Swarm's PreviousSpec)
         self.fronts: dict[str, str] = {}            # backend -> the service that serves it
                                                     # ("": any running task on its node)
         if world is None:
@@ -413,7 +415,8 @@ class SimCluster:
         if svc is None:
             raise ProviderError(f"no such service {service_id}")
         tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
-        self.services[service_id] = replace(svc, update_state="updating")
+        self.services[service_id] = replace(svc, update_state="updating",
+                                            update_started=self._stamp())
         for i, task in enumerate(tasks):
             self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
         self._schedule(len(tasks) * 2.0 + 1.0, lambda: self._update_done(service_id))
@@ -427,6 +430,79 @@ class SimCluster:
         if service_id in self.services:
             self.services[service_id] = replace(self.services[service_id],
                                                 update_state="completed")
+
+    # -- service actions (kept apart from the scheduler: small methods of their own) -----
+    def _stamp(self) -> str:
+        """An UpdateStatus.StartedAt: the simulated wall clock, unique per update."""
+        at = self.epoch + self.now / self.speed
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + \
+            f".{next(self._seq):09d}Z"
+
+    def _service(self, service_id: str) -> Service:
+        self._need_quorum()
+        svc = self.services.get(service_id)
+        if svc is None:
+            raise ProviderError(f"service {service_id} not found")
+        return svc
+
+    def scale_service(self, service_id: str, replicas: int) -> None:
+        """Swarm's orchestrator: missing slots get new tasks, slots above N stop."""
+        svc = self._service(service_id)
+        if svc.mode != "replicated":
+            raise ProviderError(f"service {svc.name} is {svc.mode}: only replicated services "
+                                "can be scaled")
+        if replicas < 0:
+            raise ProviderError(f"replicas must be 0 or more, not {replicas}")
+        self.previous_specs[service_id] = svc
+        self.services[service_id] = replace(svc, replicas=replicas)
+        self._fit_slots(service_id)
+        self.changed.set()
+
+    def _fit_slots(self, service_id: str) -> None:
+        svc = self.services[service_id]
+        wanted = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        have = {t.slot for t in wanted}
+        for slot in range(1, svc.replicas + 1):
+            if slot not in have:
+                self._new_task(svc, slot, "")
+        for task in wanted:
+            if task.slot > svc.replicas:
+                self._stop_task(task, replace_it=False)
+
+    def set_image(self, service_id: str, image: str) -> None:
+        """A rolling update to `image`: each task replaced in turn."""
+        svc = self._service(service_id)
+        self.previous_specs[service_id] = svc
+        self.services[service_id] = replace(svc, image=image)
+        self._roll(service_id, "updating", "completed")
+
+    def rollback_service(self, service_id: str) -> None:
+        """Back to the spec before the last update, rolled out like an update."""
+        svc = self._service(service_id)
+        before = self.previous_specs.pop(service_id, None)
+        if before is None:
+            raise ProviderError(f"service {svc.name} has no previous spec to roll back to")
+        self.previous_specs[service_id] = svc
+        self.services[service_id] = replace(svc, image=before.image, replicas=before.replicas)
+        if svc.mode == "replicated":
+            self._fit_slots(service_id)
+        self._roll(service_id, "rollback_started", "rollback_completed")
+
+    def _roll(self, service_id: str, state: str, done: str) -> None:
+        svc = self.services[service_id]
+        tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        self.services[service_id] = replace(svc, update_state=state,
+                                            update_started=self._stamp(), update_message="")
+        for i, task in enumerate(tasks):
+            self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
+        self._schedule(len(tasks) * 2.0 + 1.0,
+                       functools.partial(self._update_ends, service_id, done))
+        self.changed.set()
+
+    def _update_ends(self, service_id: str, state: str) -> None:
+        svc = self.services.get(service_id)
+        if svc is not None and svc.update_state not in ("paused", "rollback_paused"):
+            self.services[service_id] = replace(svc, update_state=state)
 
     def _node(self, node_id: str) -> Node:
         try:
@@ -686,6 +762,18 @@ class SimSwarm(_Part):
     async def rebalance(self, service_id: str) -> None:
         self._answer()
         self.sim.rebalance(service_id)
+
+    async def scale_service(self, service_id: str, replicas: int) -> None:
+        self._answer()
+        self.sim.scale_service(service_id, replicas)
+
+    async def set_image(self, service_id: str, image: str) -> None:
+        self._answer()
+        self.sim.set_image(service_id, image)
+
+    async def rollback_service(self, service_id: str) -> None:
+        self._answer()
+        self.sim.rollback_service(service_id)
 
     async def read_lock(self) -> Lock | None:
         self._answer()

@@ -197,7 +197,8 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
     reserve = f.obj(f.obj(template, "Resources"), "Reservations")
     # UpdateStatus is absent until a service is first updated; its State then stays as
     # the last update left it (updating, paused, completed, rollback_started, ...).
-    update = f.text(f.obj(s, "UpdateStatus"), "State").strip().lower()
+    status = f.obj(s, "UpdateStatus")
+    update = f.text(status, "State").strip().lower()
     service = Service(
         swarm_id=service_id, name=name, mode=mode,
         replicas=f.number(f.obj(mode_obj, "Replicated"), "Replicas")
@@ -206,7 +207,8 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
         constraints=f.texts(placement, "Constraints"),
         max_per_node=f.number(placement, "MaxReplicas"),
         reserve_nano_cpus=f.number(reserve, "NanoCPUs"),
-        reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update)
+        reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update,
+        update_started=f.text(status, "StartedAt"), update_message=f.text(status, "Message"))
     f.report(problems)
     return service
 
@@ -535,23 +537,60 @@ class DockerSwarm:
             raise
         self._changed_now()
 
-    async def rebalance(self, service_id: str) -> None:
-        """`docker service update --force`: tasks are replaced and spread again."""
-        def force(spec: dict) -> None:
-            template = spec.setdefault("TaskTemplate", {})
-            force = template.get("ForceUpdate") if isinstance(template, dict) else template
-            if not isinstance(template, dict) or (force is not None and type(force) is not int):
-                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
-                                    f"unreadable ({show(force)}); nothing was changed")
-            template["ForceUpdate"] = (force or 0) + 1
+    def _update_service(self, service_id: str, change: Callable[[dict], None],
+                        rollback: bool = False) -> None:
+        """POST the service's current spec, changed, at its version (`_update_spec`);
+        `rollback`: Swarm's own rollback to the previous spec (`docker service rollback`).
+        Through the low-level request, which sends the spec as read (the SDK's
+        update_service rebuilds it and drops fields it does not know)."""
+        params: dict[str, Any] = {"rollback": "previous"} if rollback else {}
 
         def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(
                 api._url("/services/{0}/update", service_id), data=spec,
-                params={"version": version}))
-        await asyncio.to_thread(self._update_spec, f"service {service_id}",
-                                lambda api: api.inspect_service(service_id), force, update)
+                params={"version": version, **params}))
+        self._update_spec(f"service {service_id}", lambda api: api.inspect_service(service_id),
+                          change, update)
+
+    async def _service_write(self, service_id: str, change: Callable[[dict], None],
+                             rollback: bool = False) -> None:
+        await asyncio.to_thread(self._update_service, service_id, change, rollback)
         self._changed_now()
+
+    async def rebalance(self, service_id: str) -> None:
+        """`docker service update --force`: tasks are replaced and spread again (also what
+        a restart is: Swarm's own rolling replacement, by the service's update config)."""
+        def force(spec: dict) -> None:
+            template = _spec_part(spec, service_id, "TaskTemplate")
+            force = template.get("ForceUpdate")
+            if force is not None and type(force) is not int:
+                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
+                                    f"unreadable ({show(force)}); nothing was changed")
+            template["ForceUpdate"] = (force or 0) + 1
+        await self._service_write(service_id, force)
+
+    async def scale_service(self, service_id: str, replicas: int) -> None:
+        """`docker service scale`: a replicated service's desired task count."""
+        def scale(spec: dict) -> None:
+            mode = _spec_part(spec, service_id, "Mode")
+            replicated = mode.get("Replicated")
+            if not isinstance(replicated, dict):
+                raise ProviderError(f"service {service_id} is not replicated "
+                                    f"(mode {show(sorted(mode))}): it cannot be scaled")
+            replicated["Replicas"] = replicas
+        await self._service_write(service_id, scale)
+
+    async def set_image(self, service_id: str, image: str) -> None:
+        """`docker service update --image`: a rolling update by the service's update config."""
+        def to_image(spec: dict) -> None:
+            container = _spec_part(_spec_part(spec, service_id, "TaskTemplate"), service_id,
+                                   "ContainerSpec")
+            container["Image"] = image
+        await self._service_write(service_id, to_image)
+
+    async def rollback_service(self, service_id: str) -> None:
+        """`docker service rollback`: back to the spec before the last update."""
+        await self._service_write(service_id, lambda spec: None, rollback=True)
 
     # -- the operation lock: a label on the swarm itself, set at its version ------
     async def read_lock(self) -> Lock | None:
@@ -599,6 +638,15 @@ class DockerSwarm:
             await asyncio.to_thread(thread.join, self.timeout)
         if client is not None:
             client.close()
+
+
+def _spec_part(spec: dict, service_id: str, key: str) -> dict:
+    """spec[key] as an object (created when absent); ProviderError when it is something else."""
+    part = spec.setdefault(key, {})
+    if not isinstance(part, dict):
+        raise ProviderError(f"service {service_id}: {key} is {show(part)}, not an object; "
+                            "nothing was changed")
+    return part
 
 
 def _close_quietly(stream: Any) -> None:
