@@ -35,6 +35,7 @@ from ..session import Session
 from .details import Details
 from .opspanel import OpsPanel
 from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
+from .services import ASKED, SERVICE_TARGETS, ValueScreen, palette_services, service_of
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
 
@@ -68,6 +69,8 @@ def _palette_targets(kind: registry.Target, snap: Snapshot) -> list[tuple[str, s
         return [(n.swarm_id, n.hostname) for n in sorted(snap.nodes, key=lambda n: n.hostname)]
     if kind == "host":
         return [(h.name, h.name) for h in snap.hosts]
+    if kind in SERVICE_TARGETS:
+        return palette_services(snap)
     return [("cluster", "cluster")]
 
 
@@ -296,6 +299,11 @@ class OpsConsole(App):
         host: the selected host (or the host of what is selected); vms: the selected VM,
         the selected host's VMs, or else the whole cluster. "" (said) when nothing fits."""
         entity, snap, node = self._selected(), self.snapshot, self._selected_node()
+        if kind in SERVICE_TARGETS:
+            service = service_of(entity, snap)
+            if service is None:
+                self.notify("Select a service (or one of its tasks) first.", severity="warning")
+            return service.name if service else ""
         if kind == "node":
             if node is None:
                 self.notify("Select a Swarm node (or the VM, task or proxy server of one) "
@@ -315,13 +323,22 @@ class OpsConsole(App):
             self.notify(self.session.access.refusal(self.session.access.needs(kind),
                                                     f"{kind} {target}"), severity="error")
             return
+        service = self.snapshot.service_named(target)
+        asked = registry.operation(kind).targets
+        if asked in ASKED and service is not None:      # web -> web=N, web=IMAGE
+            def given(value: str | None) -> None:
+                if value:
+                    self.request(kind, f"{target}={value}")
+            self.push_screen(ValueScreen(kind, asked, service), given)
+            return
         try:
             plan = catalog.build(kind, self.snapshot, target, self.session.inventory.timing,
                                  self.session.window_options)
         except PlanError as e:
             self.notify(str(e), severity="error")
             return
-        self._confirm_and_start(plan, plan.target if registry.operation(kind).typed else "")
+        typed = registry.operation(kind).typed or plan.typed
+        self._confirm_and_start(plan, plan.target if typed else "")
 
     def _confirm_and_start(self, plan: Plan, typed: str, resume: OpRecord | None = None) -> None:
         def confirmed(ok: bool | None) -> None:
