@@ -34,10 +34,10 @@ TARGET_WORDS: dict[Target, str] = {
 }
 
 # The help screen's sections, in order.
-SECTIONS = MOVING, NODE, SERVICE, WINDOWS, RUNNING, OTHER = (
+SECTIONS = MOVING, NODE, SERVICE, LOOKING, WINDOWS, RUNNING, OTHER = (
     "Moving around", "Acting on the selected node (or the VM that runs it)",
     "Acting on the selected service (or the service of a task)",
-    "Maintenance windows", "Operations", "Other")
+    "Looking closer at what is selected", "Maintenance windows", "Operations", "Other")
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,9 @@ KEYS: dict[str, Key] = {k.id: k for k in (
               help="roll the service back to its previous spec (Swarm's rollback), followed\n"
                    "until it has converged",
               palette="roll {target} back to its previous spec (Swarm's rollback)"),
+    Key(id="logs", key="l", label="Logs", section=LOOKING, show=False,
+        help="logs of the selected service or task: the last lines, then new ones\n"
+             "(f pauses following, / shows lines holding a word, w wraps, esc closes)"),
     Key(id="pause", key="p", label="Pause", section=RUNNING, mutating=True,
         help="pause / resume the running operation"),
     Key(id="abort", key="x", label="Abort", section=RUNNING, mutating=True,

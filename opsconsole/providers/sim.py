@@ -22,7 +22,7 @@ import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
 
 from ..model import (
@@ -50,7 +50,17 @@ from ..model import (
     Task,
 )
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
-from .base import LineSink, LockHeld, ProviderError, Providers, QuorumRefused
+from .base import (
+    LOG_TAIL,
+    OUTPUT_CAP,
+    LineSink,
+    LockHeld,
+    LogSource,
+    ProviderError,
+    Providers,
+    QuorumRefused,
+    capped_lines,
+)
 
 TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
@@ -132,6 +142,8 @@ class SimCluster:
                                                     # while after a manager came back
         self.previous_specs: dict[str, Service] = {}    # service -> its spec before the
                                                         # last update (Swarm's PreviousSpec)
+        self.raw_logs: dict[str, list[bytes]] = {}  # service/task id -> bytes its log
+                                                    # holds besides the made-up lines
         self.fronts: dict[str, str] = {}            # backend -> the service that serves it
                                                     # ("": any running task on its node)
         if world is None:
@@ -504,6 +516,28 @@ class SimCluster:
         if svc is not None and svc.update_state not in ("paused", "rollback_paused"):
             self.services[service_id] = replace(svc, update_state=state)
 
+    # -- logs: plausible lines, made up from the task and the time -------------------------
+    LOG_WORDS = ("GET /health 200", "GET /api/orders 200", "POST /api/orders 201",
+                 "GET /static/app.js 304", "GET /api/orders/17 404", "worker: job done")
+
+    def log_line(self, task: Task, n: int) -> bytes:
+        """Line `n` of a task's log: the same n and task always give the same line."""
+        pick = random.Random(f"{task.swarm_id}:{n}")
+        at = self.epoch + n / self.speed
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{n % 1000:03d}000000Z"
+        words = pick.choice(self.LOG_WORDS)
+        return (f"{stamp} [{task.swarm_id[:12]}] {task.name} 198.51.100.{pick.randint(2, 254)}"
+                f" {words} {pick.randint(1, 90)}ms\n").encode()
+
+    def log_tasks(self, kind: LogSource, swarm_id: str) -> list[Task]:
+        if kind == "task":
+            if swarm_id not in self.tasks:
+                raise ProviderError(f"task {swarm_id} not found")
+            return [self.tasks[swarm_id]]
+        if swarm_id not in self.services:
+            raise ProviderError(f"service {swarm_id} not found")
+        return [t for t in self.tasks.values() if t.service_id == swarm_id and t.node_id]
+
     def _node(self, node_id: str) -> Node:
         try:
             return self.nodes[node_id]
@@ -774,6 +808,37 @@ class SimSwarm(_Part):
     async def rollback_service(self, service_id: str) -> None:
         self._answer()
         self.sim.rollback_service(service_id)
+
+    async def logs(self, kind: LogSource, swarm_id: str, tail: int = LOG_TAIL,
+                   follow: bool = False) -> AsyncIterator[str]:
+        """The last `tail` lines (one a simulated second, from its tasks in turn), then
+        with `follow` one more each simulated second; raw_logs are sent first, as is."""
+        self._answer()
+        sim = self.sim
+        tasks = sim.log_tasks(kind, swarm_id)
+        lines: list[str] = []
+        capped = capped_lines(lines, total_cap=1 << 62 if follow else OUTPUT_CAP)
+        now = int(sim.now)
+        for raw in sim.raw_logs.get(swarm_id, []):
+            capped.feed(0, raw)
+        for n in range(max(0, now - tail), now):
+            if tasks:
+                capped.feed(0, sim.log_line(tasks[n % len(tasks)], n))
+        if not follow:
+            capped.close()
+        for line in lines:
+            yield line
+        lines.clear()
+        while follow:
+            await asyncio.sleep(1.0 / sim.speed)
+            self._answer()
+            tasks = sim.log_tasks(kind, swarm_id) or tasks
+            if tasks:
+                capped.feed(0, sim.log_line(tasks[now % len(tasks)], now))
+            now += 1
+            for line in lines:
+                yield line
+            lines.clear()
 
     async def read_lock(self) -> Lock | None:
         self._answer()

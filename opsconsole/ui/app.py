@@ -33,6 +33,7 @@ from ..ops.records import OpRecord
 from ..ops.roles import ADMIN, MONITOR, RoleError
 from ..session import Session
 from .details import Details
+from .logs import LogsScreen, log_source
 from .opspanel import OpsPanel
 from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
 from .services import ASKED, SERVICE_TARGETS, ValueScreen, palette_services, service_of
@@ -378,6 +379,13 @@ class OpsConsole(App):
             cannot = not self.session.access.allows("resume")
             self.push_screen(UnfinishedScreen(record, cannot), chosen)
         self.run_worker(when_seen(), group="journal", description="wait for the first snapshot")
+
+    def action_logs(self) -> None:
+        source = log_source(self._selected())
+        if source is None:
+            self.notify("Select a service or a task first.", severity="warning")
+            return
+        self.push_screen(LogsScreen.of(*source, self.session.providers.swarm))
 
     def action_audit(self) -> None:
         audit = self.session.engine.actions.audit
