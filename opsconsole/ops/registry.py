@@ -143,6 +143,10 @@ KEYS: dict[str, Key] = {k.id: k for k in (
     Key(id="logs", key="l", label="Logs", section=LOOKING, show=False,
         help="logs of the selected service or task: the last lines, then new ones\n"
              "(f pauses following, / shows lines holding a word, w wraps, esc closes)"),
+    Key(id="inspect", key="i", label="Inspect", section=LOOKING, show=False,
+        help="the selected object in full: Swarm's own JSON for a node, service or task"),
+    Key(id="copy", key="y", label="Copy id", section=LOOKING, show=False,
+        help="copy the selected object's id (or name) to the clipboard (OSC 52)"),
     Key(id="pause", key="p", label="Pause", section=RUNNING, mutating=True,
         help="pause / resume the running operation"),
     Key(id="abort", key="x", label="Abort", section=RUNNING, mutating=True,

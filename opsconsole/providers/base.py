@@ -257,6 +257,7 @@ class LockHeld(ProviderError):
 # malformed object it skipped or degraded. The cluster turns them into Problems.
 
 LogSource = Literal["service", "task"]
+SwarmKind = Literal["node", "service", "task"]
 LOG_TAIL = 200                      # lines of history a log starts with
 
 
@@ -270,6 +271,8 @@ class SwarmProvider(Protocol):
         OUTPUT_CAP in all unless following. Closing the iterator closes the stream."""
 
     async def read(self) -> tuple[list[Node], list[Service], list[Task]]: ...
+    async def inspect(self, kind: SwarmKind, swarm_id: str) -> dict[str, Any]:
+        """The object as Swarm gives it (`docker inspect`), read-only."""
     async def set_availability(self, node_id: str, availability: str) -> None: ...
     async def set_role(self, node_id: str, role: str) -> None: ...
     async def rebalance(self, service_id: str) -> None:

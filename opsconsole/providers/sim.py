@@ -16,6 +16,7 @@ manual clock and rely on it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -24,6 +25,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from ..model import (
     AVAILABILITIES,
@@ -808,6 +810,17 @@ class SimSwarm(_Part):
     async def rollback_service(self, service_id: str) -> None:
         self._answer()
         self.sim.rollback_service(service_id)
+
+    async def inspect(self, kind: str, swarm_id: str) -> dict[str, Any]:
+        """What the sim knows of the object, shaped a little like Swarm's answer."""
+        self._answer()
+        known: dict[str, dict[str, Any]] = {"node": self.sim.nodes,
+                                            "service": self.sim.services,
+                                            "task": self.sim.tasks}
+        found = known[kind].get(swarm_id)
+        if found is None:
+            raise ProviderError(f"{kind} {swarm_id} not found")
+        return {"ID": swarm_id, "Spec": dataclasses.asdict(found), "Simulated": True}
 
     async def logs(self, kind: LogSource, swarm_id: str, tail: int = LOG_TAIL,
                    follow: bool = False) -> AsyncIterator[str]:

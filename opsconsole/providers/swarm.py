@@ -38,6 +38,7 @@ from .base import (
     LogSource,
     ProviderError,
     QuorumRefused,
+    SwarmKind,
     bounded,
     capped_lines,
     show,
@@ -602,6 +603,16 @@ class DockerSwarm:
     async def rollback_service(self, service_id: str) -> None:
         """`docker service rollback`: back to the spec before the last update."""
         await self._service_write(service_id, lambda spec: None, rollback=True)
+
+    async def inspect(self, kind: SwarmKind, swarm_id: str) -> dict[str, Any]:
+        def read(api: CountingClient) -> Any:
+            return {"node": api.inspect_node, "service": api.inspect_service,
+                    "task": api.inspect_task}[kind](swarm_id)
+        answer = await self._run(read)
+        if not isinstance(answer, dict):
+            raise ProviderError(f"{self.endpoint}: {kind} {swarm_id[:12]}: the answer is not "
+                                f"an object: {show(answer)}")
+        return answer
 
     # -- logs ----------------------------------------------------------------------------
     def _open_logs(self, api: CountingClient, kind: LogSource, swarm_id: str, tail: int,

@@ -33,6 +33,7 @@ from ..ops.records import OpRecord
 from ..ops.roles import ADMIN, MONITOR, RoleError
 from ..session import Session
 from .details import Details
+from .inspect import InspectScreen, copy_text
 from .logs import LogsScreen, log_source
 from .opspanel import OpsPanel
 from .screens import AuditScreen, ConfirmScreen, HelpScreen, UnfinishedScreen, help_text
@@ -386,6 +387,19 @@ class OpsConsole(App):
             self.notify("Select a service or a task first.", severity="warning")
             return
         self.push_screen(LogsScreen.of(*source, self.session.providers.swarm))
+
+    def action_inspect(self) -> None:
+        entity = self._selected()
+        if entity is None:
+            self.notify("Select something first.", severity="warning")
+            return
+        self.push_screen(InspectScreen(entity, self.session.providers.swarm))
+
+    def action_copy(self) -> None:
+        text = copy_text(self._selected())
+        if text:
+            self.copy_to_clipboard(text)
+            self.notify(f"copied {text}", markup=False)
 
     def action_audit(self) -> None:
         audit = self.session.engine.actions.audit

@@ -150,3 +150,22 @@ def test_cli_logs_names_what_it_cannot_find(tmp_path, monkeypatch):
     out = runner.invoke(cli.main, ["logs", "nope"])
     assert out.exit_code == 2 and "no service or task named 'nope'" in out.output
     assert "Traceback" not in out.output
+
+
+def test_inspected_json_escapes_what_a_remote_wrote():
+    from opsconsole.ui.inspect import pretty
+    text = pretty({"Labels": {"evil": "\x1b]52;c;eA==\x07\x1b[2J\u202e"}})
+    assert "\x1b" not in text and "\x07" not in text and "\\u001b" in text
+    assert pretty({"big": "x" * (OUTPUT_CAP + 10)}).endswith("bytes cut")
+
+
+async def test_docker_inspect_refuses_an_answer_that_is_no_object():
+    swarm = DockerSwarm(endpoints=("tcp://127.0.0.1:9",))
+
+    class API:
+        def inspect_task(self, tid):
+            return ["not", "an", "object"]
+    swarm._call = lambda fn, write=False: fn(API())
+    from opsconsole.providers.base import ProviderError
+    with pytest.raises(ProviderError, match="the answer is not an object"):
+        await swarm.inspect("task", "t1")
