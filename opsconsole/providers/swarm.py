@@ -605,9 +605,11 @@ class DockerSwarm:
         await self._service_write(service_id, lambda spec: None, rollback=True)
 
     async def inspect(self, kind: SwarmKind, swarm_id: str) -> dict[str, Any]:
+        if kind not in ("node", "service", "task"):
+            raise ProviderError(f"cannot inspect a {kind!r}")
+
         def read(api: CountingClient) -> Any:
-            return {"node": api.inspect_node, "service": api.inspect_service,
-                    "task": api.inspect_task}[kind](swarm_id)
+            return getattr(api, f"inspect_{kind}")(swarm_id)
         answer = await self._run(read)
         if not isinstance(answer, dict):
             raise ProviderError(f"{self.endpoint}: {kind} {swarm_id[:12]}: the answer is not "
