@@ -238,3 +238,20 @@ def rollback_service(snap: Snapshot, target: str, timing: Timing, params: dict) 
                     "spec (Swarm's rollback)",
                     lambda ctx, sid: ctx.actions.rollback_service(sid), timing, params,
                     rollback=True, checks=checks)
+
+
+def put_back(kind: str, target: str, params: dict, snap: Snapshot, timing: Timing) -> list[Step]:
+    """The steps that roll back an unfinished service action: the replica count or the
+    image from before it, until converged. A restart or a Swarm rollback changed no spec
+    of the console's to put back: PlanError saying what to do instead."""
+    name = target.partition("=")[0]
+    if kind == "scale" and "replicas_was" in params:
+        return scale(snap, f"{name}={params['replicas_was']}", timing,
+                     {"replicas_was": params["replicas_was"]}, force=True).steps
+    if kind == "image" and params.get("image_was"):
+        was, now = str(params["image_was"]), find_service(snap, name).image
+        if now == was.split("@")[0]:     # back already
+            return [_converge(name, lambda ctx: lambda s: None, timing, f"{name} has converged")]
+        return image(snap, f"{name}={was}", timing, {"image_was": now}).steps
+    raise PlanError(f"{kind} {target} changed nothing the console can put back: Swarm's own "
+                    f"rollback is `run rollback-service {name}`; abandon closes the operation")

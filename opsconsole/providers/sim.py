@@ -437,8 +437,9 @@ class SimCluster:
         self.changed.set()
 
     def _replace(self, task_id: str) -> None:
-        if task_id in self.tasks:       # not already gone (its node went down, say)
-            self._stop_task(self.tasks[task_id], replace_it=True)
+        task = self.tasks.get(task_id)
+        if task is not None and task.wanted:    # not already gone or replaced (a node went
+            self._stop_task(task, replace_it=True)     # down, an update replaced it)
 
     def _update_done(self, service_id: str) -> None:
         if service_id in self.services:

@@ -227,3 +227,43 @@ async def test_only_an_admin_changes_services(tmp_path, role, kind, target):
     assert (await rig.snapshot()).services == before
     [refusal] = rig.audit.read()
     assert refusal["action"] == kind and refusal["result"].startswith("refused")
+
+
+# -- an unfinished service action, rolled back --------------------------------------------
+
+async def _unfinished(rig, kind: str, target: str):
+    """The action run until its change is made, then the console 'dies' (interrupted)."""
+    op = rig.engine.start(catalog.build(kind, await rig.snapshot(), target, FAST))
+    await until(lambda: op.index == 1 and op.state == RUNNING, what="the wait")
+    rig.engine.interrupt(op, "console killed")
+    with pytest.raises(asyncio.CancelledError):
+        await op.task
+    [record] = [r for r in rig.journal.unfinished() if r.op == op.id]
+    return record
+
+
+@pytest.mark.parametrize(("kind", "target", "back"), [
+    ("scale", "api=6", lambda s: s.replicas == 4),
+    ("image", "worker=registry.lab/worker:2.0", lambda s: s.image == "registry.lab/worker:1.4.2"),
+])
+async def test_rolling_back_an_unfinished_service_action_puts_it_back(tmp_path, kind, target,
+                                                                      back):
+    rig = rig_on(tmp_path, speed=20)
+    record = await _unfinished(rig, kind, target)
+    from opsconsole.ops.records import RUNNING_HERE
+    RUNNING_HERE.discard(record.op)
+    record = next(r for r in rig.journal.unfinished() if r.op == record.op)
+    plan = catalog.rollback(record, await rig.snapshot())
+    assert plan.kind == "rollback" and plan.params["takes_over"] == record.op
+    op = await asyncio.wait_for(rig.engine.run(plan), 30)
+    assert op.state == DONE, op.error
+    name = target.partition("=")[0]
+    assert back(svc(await rig.snapshot(), name))
+    assert not [r for r in rig.journal.unfinished() if r.op == record.op]
+
+
+async def test_an_unfinished_restart_has_nothing_to_put_back_and_says_so(tmp_path):
+    rig = rig_on(tmp_path, speed=20)
+    record = await _unfinished(rig, "restart", "worker")
+    with pytest.raises(PlanError, match="rollback-service worker`; abandon closes"):
+        catalog.rollback(record, await rig.snapshot())
