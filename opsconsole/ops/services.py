@@ -108,7 +108,7 @@ def _checks_now(snap: Snapshot, service: Service) -> list[Check]:
 def scale(snap: Snapshot, target: str, timing: Timing, params: dict, force: bool) -> Plan:
     name, value = split_target(target, "N (a number of replicas)")
     service = find_service(snap, name)
-    if not value.isdigit() or len(value) > 6:
+    if not re.fullmatch(r"[0-9]{1,6}", value):      # not str.isdigit: "²" is a digit too
         raise PlanError(f"scale {target}: replicas must be a whole number from 0 "
                         f"(e.g. {name}=3), not {value!r}")
     replicas = int(value)

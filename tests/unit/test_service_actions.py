@@ -74,6 +74,8 @@ def test_scaling_past_capacity_is_refused_unless_forced(sim):
     ("scale", "api", "expected SERVICE=N"),
     ("scale", "api=-1", "replicas must be a whole number from 0"),
     ("scale", "api=lots", "not 'lots'"),
+    ("scale", "api=²", "not '²'"),
+    ("scale", "api=9999999", "replicas must be a whole number"),
     ("scale", "portail=3", "portail is a global service"),
     ("scale", "api=4", "api already has 4 replica(s)"),
     ("scale", "nope=3", "no service named 'nope' (known: api, db,"),
