@@ -13,7 +13,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
-from textual.screen import Screen
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, Static
 
 from ..model import VM, Host, Node, ProxyServer, ProxySession, Service, Task
@@ -50,9 +50,12 @@ def pretty(obj: Any) -> str:
     return text
 
 
-class InspectScreen(Screen[None]):
+class InspectScreen(ModalScreen[None]):
+    """Modal: the console's own keys (drain, scale...) do nothing while it is open."""
+
     BINDINGS = [Binding("escape,q,i", "dismiss", "Close", id="inspect.close")]
     DEFAULT_CSS = """
+    InspectScreen { background: $surface; }
     InspectScreen #inspect-title { height: 1; padding: 0 1; background: $panel; width: 100%; }
     """
 

@@ -11,7 +11,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen
 from textual.widgets import Footer, Input, Label, RichLog
 
 from ..model import Service, Task
@@ -29,12 +29,15 @@ def log_source(entity: object) -> tuple[LogSource, str, str] | None:
     return None
 
 
-class LogsScreen(Screen[None]):
+class LogsScreen(ModalScreen[None]):
+    """Modal: the console's own keys (drain, scale...) do nothing while it is open."""
+
     BINDINGS = [Binding("escape,q", "dismiss", "Close", id="logs.close"),
                 Binding("f", "follow", "Follow", id="logs.follow"),
                 Binding("slash", "search", "Search", id="logs.search"),
                 Binding("w", "wrap", "Wrap", id="logs.wrap")]
     DEFAULT_CSS = """
+    LogsScreen { background: $surface; }
     LogsScreen #logs-status { height: 1; padding: 0 1; background: $panel; width: 100%; }
     LogsScreen #logs-search { display: none; }
     LogsScreen #logs-search.shown { display: block; }

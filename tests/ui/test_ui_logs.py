@@ -46,6 +46,10 @@ async def test_l_streams_a_services_log_as_plain_text(console):
         await until(pilot, lambda: len(screen.lines) > before + 2, "new lines (following)")
         assert "following" in str(screen.query_one("#logs-status").content)
 
+        for key in ("d", "S", "c"):         # the console's keys do nothing here
+            await pilot.press(key)
+        assert _logs(c) is c.app.screen and not c.session.engine.operations
+
         await pilot.press("f")
         assert "paused" in str(screen.query_one("#logs-status").content)
         assert not screen.query_one(RichLog).auto_scroll
