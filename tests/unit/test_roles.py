@@ -24,6 +24,7 @@ EXPECTED = {
     "rollback": ONCALL, "abandon": ADMIN, "unlock": ADMIN, "access": ADMIN,
     "filter": MONITOR, "audit": MONITOR, "help": MONITOR, "theme": MONITOR, "quit": MONITOR,
     "scale": ADMIN, "restart": ADMIN, "image": ADMIN, "rollback-service": ADMIN,
+    "logs": MONITOR, "inspect": MONITOR, "copy": MONITOR,
 }
 
 
