@@ -38,7 +38,7 @@ from .ops.engine import ABORTED, DONE, FINISHED, INTERRUPTED, Operation, StepFai
 from .ops.plans import PlanError
 from .ops.records import OpRecord, console_alive
 from .ops.roles import ADMIN, ROLES, Identity, RoleError, lowest, role_named
-from .providers.base import ProviderError
+from .providers.base import LOG_TAIL, LogSource, ProviderError
 from .rehearsal import MARK, SPEED
 from .session import Records, Session, load_inventory, open_records, open_session, simulated_site
 
@@ -659,6 +659,46 @@ def journal(ctx: click.Context) -> None:
         con.print(Text(f"{line.get('op', '?')}  {line['event']}  " + (
             f"{line.get('kind', '?')} {line.get('target', '?')} by {line.get('who', '?')}"
             if line["event"] == "begin" else f"{line.get('state', '?')} {line.get('error', '')}")))
+
+
+def _log_source(snap: Snapshot, target: str) -> tuple[LogSource, str]:
+    """A service by name, or a task by name (web.1) or id prefix -> what `logs` reads."""
+    service = snap.service_named(target)
+    if service is not None:
+        return "service", service.swarm_id
+    tasks = [t for t in snap.tasks if t.wanted and t.name == target] or \
+        [t for t in snap.tasks if len(target) >= 6 and t.swarm_id.startswith(target)]
+    if len(tasks) == 1:
+        return "task", tasks[0].swarm_id
+    if tasks:
+        raise PlanError(f"{target!r} names {len(tasks)} tasks: give more of the id")
+    known = ", ".join(sorted(s.name for s in snap.services)) or "none"
+    raise PlanError(f"no service or task named {target!r} (services: {known}; a task: "
+                    "web.1 or its id)")
+
+
+@main.command()
+@click.argument("target")
+@click.option("--follow", "-f", is_flag=True, help="Go on printing new lines (Ctrl-C ends).")
+@click.option("--tail", "-n", default=LOG_TAIL, show_default=True, type=click.IntRange(0, 100000),
+              help="Lines of history to start with.")
+@click.pass_context
+def logs(ctx: click.Context, target: str, follow: bool, tail: int) -> None:
+    """Print the log of a service or task (TARGET: web, web.1 or a task id), with
+    timestamps; escape sequences from the containers are removed, long lines cut."""
+    session = _session(ctx)
+
+    async def go():
+        try:
+            snap = await _readable(session)
+            kind, swarm_id = _log_source(snap, target)
+            async for line in session.providers.swarm.logs(kind, swarm_id, tail, follow):
+                click.echo(line)
+        except OSError:     # the reader went away (| head): nothing more to say
+            _output_gone()
+        finally:
+            await session.providers.close()
+    _run(go())
 
 
 @main.command("ssh-entry")

@@ -77,6 +77,7 @@ class Timing:
     drain_timeout: float = 300.0        # for the node's tasks to move and converge
     settle: float = 3.0                 # a health gate holds this long before it passes
     paused_limit: float = 600.0         # headless: a guard pause longer than this stops the run
+    service_timeout: float = 600.0      # for a service action (scale, restart, image) to converge
 
 
 HOST_STEPS = ("updates", "script", "manual")
@@ -405,7 +406,9 @@ def _operations(ops: _Reader) -> Timing:
                                              above=True),
                     settle=ops.number("settle", float, Timing.settle),
                     paused_limit=ops.number("paused_limit", float, Timing.paused_limit,
-                                            above=True))
+                                            above=True),
+                    service_timeout=ops.number("service_timeout", float,
+                                               Timing.service_timeout, above=True))
     ops.done()
     return timing
 

@@ -143,6 +143,8 @@ class Service:
 
     def label(self, key: str) -> str:
         return next((v for k, v in self.labels if k == key), "")
+    update_started: str = ""        # when the last update began (Swarm's UpdateStatus.StartedAt)
+    update_message: str = ""        # what Swarm says of it ("update paused due to failure...")
 
     @property
     def id(self) -> str:

@@ -92,9 +92,21 @@ class Actions:
     async def rebalance(self, service_id: str) -> None:
         await self.providers.swarm.rebalance(service_id)
 
+    @mutating("restart service")
+    async def restart_service(self, service_id: str) -> None:
+        await self.providers.swarm.rebalance(service_id)     # the same force update
+
     @mutating("scale service")
-    async def scale(self, service_id: str, replicas: int) -> None:
-        await self.providers.swarm.scale(service_id, replicas)
+    async def scale_service(self, service_id: str, replicas: int) -> None:
+        await self.providers.swarm.scale_service(service_id, replicas)
+
+    @mutating("set service image")
+    async def set_image(self, service_id: str, image: str) -> None:
+        await self.providers.swarm.set_image(service_id, image)
+
+    @mutating("roll back service")
+    async def rollback_service(self, service_id: str) -> None:
+        await self.providers.swarm.rollback_service(service_id)
 
     @mutating("set proxy server state")
     async def set_server_state(self, server: str, state: str) -> None:

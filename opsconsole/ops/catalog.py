@@ -23,7 +23,8 @@ from .maintenance import (
 from .moves import restore_replicas
 from .plans import PlanError, Timing, find_node, return_steps
 from .records import OpRecord
-from .registry import Ask, operation
+from .registry import OPERATIONS, Ask, operation
+from .services import put_back
 
 D = TypeVar("D", Timing, WindowOptions)
 
@@ -88,6 +89,9 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     params = record.params
     options = _known(WindowOptions, params.get("options", {}))
     timing = _known(Timing, params.get("timing", {}))
+    if record.kind in OPERATIONS and OPERATIONS[record.kind].targets in (
+            "service", "replicas", "image"):
+        return _closing(record, put_back(record.kind, record.target, params, snap, timing))
     names = params.get("vms") or [record.target]
     steps = [restore] if (restore := restore_replicas(record.notes)) else []
     hosts = {vm.host for n in names if (vm := snap.vm(n)) is not None}
@@ -110,6 +114,11 @@ def rollback(record: OpRecord, snap: Snapshot) -> Plan:
     if not steps:
         raise PlanError(f"nothing of {record.kind} {record.target} to roll back")
     steps.append(wait_healthy([n for n in names if snap.vm(n)], timing))
+    return _closing(record, steps)
+
+
+def _closing(record: OpRecord, steps: list) -> Plan:
+    """The rollback plan of `record`: its steps, then it takes over and closes the record."""
     plan = Plan("rollback", f"{record.kind} {record.target}", steps,
                 params={"takes_over": record.op}, report=True)
     live = record.liveness()

@@ -97,6 +97,7 @@ class Plan:
     time_limit: float = 0.0         # seconds for the whole operation; 0 = none
     params: dict = field(default_factory=dict)   # what rebuilds this plan (for resume)
     report: bool = False            # write a markdown report at the end
+    typed: bool = False             # this plan is risky: confirmed by typing its target
 
     def __post_init__(self) -> None:
         seen: dict[str, int] = {}

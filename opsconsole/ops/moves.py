@@ -116,7 +116,7 @@ def move_first(node: Node, leaving: frozenset[str], timeout: float) -> Step:
                                      if t.service_id == m.service.swarm_id and t.wanted)}
             ctx.remember(SCALED, scaled)     # journaled (fsynced) before anything changes
         for sid, s in scaled.items():
-            await ctx.actions.scale(sid, s["target"])
+            await ctx.actions.scale_service(sid, s["target"])
             ctx.log(f"{s['name']}: scaled {s['original']} → {s['target']} to start "
                     f"{s['tasks']} task(s) elsewhere first")
 
@@ -163,7 +163,7 @@ async def _scale_back(ctx: Context, node: Node) -> list[Task]:
     for sid, s in scaled.items():
         svc = snap.service(sid)
         if svc is not None and svc.replicas != s["original"]:
-            await ctx.actions.scale(sid, s["original"])
+            await ctx.actions.scale_service(sid, s["original"])
             ctx.log(f"{s['name']}: scaled back to {s['original']}")
     after = await ctx.snapshot(hypervisor=False)
     return [t for t in snap.tasks if t.service_id in scaled and t.wanted and t.state == RUNNING
@@ -203,7 +203,7 @@ def restore_replicas(notes: dict[str, object]) -> Step | None:
             if svc is None:
                 ctx.log(f"⚠ {name} is gone: nothing to restore")
             elif svc.replicas != original:
-                await ctx.actions.scale(sid, original)
+                await ctx.actions.scale_service(sid, original)
                 ctx.log(f"{name}: replicas {svc.replicas} → {original} (as before)")
     names = ", ".join(sorted(n for n, _ in originals.values()))
     return Step(f"restore the replica counts of {names}", run, key="restore-replicas")

@@ -20,19 +20,24 @@ from .engine import Plan
 from .maintenance import WindowOptions, host_maintenance, rolling_update, vms_named
 from .plans import PlanError, Timing, activate, cordon, drain
 from .roles import ADMIN, MONITOR, ONCALL, Role
+from .services import image, restart, rollback_service, scale
 
 # What an operation acts on; the TUI takes it from the selection, the palette lists them.
-Target = Literal["node", "host", "vms"]
+Target = Literal["node", "host", "vms", "service", "replicas", "image"]
 TARGET_WORDS: dict[Target, str] = {
     "node": "a node or VM",                     # or, in the TUI, a task or proxy server of one
     "host": "a host",                           # or the host of the selected VM or node
     "vms": "'cluster', a host or VM names separated by commas",
+    "service": "a service",                     # or the service of the selected task
+    "replicas": "SERVICE=N",                    # the TUI asks for N
+    "image": "SERVICE=IMAGE",                   # the TUI asks for the image
 }
 
 # The help screen's sections, in order.
-SECTIONS = MOVING, NODE, WINDOWS, RUNNING, OTHER = (
+SECTIONS = MOVING, NODE, SERVICE, LOOKING, WINDOWS, RUNNING, OTHER = (
     "Moving around", "Acting on the selected node (or the VM that runs it)",
-    "Maintenance windows", "Operations", "Other")
+    "Acting on the selected service (or the service of a task)",
+    "Looking closer at what is selected", "Maintenance windows", "Operations", "Other")
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,40 @@ KEYS: dict[str, Key] = {k.id: k for k in (
               help="rolling update: the selected VM, the selected host's VMs, or the whole\n"
                    "cluster; workers first, then managers, one VM at a time",
               palette="update every VM, one at a time, workers first"),
+    # service actions: admin only (issue 15); not in the footer, listed in help
+    Operation(id="scale", key="S", label="Scale", section=SERVICE, targets="replicas",
+              role=ADMIN, show=False,
+              build=lambda snap, target, ask: scale(snap, target, ask.timing, ask.params,
+                                                    ask.force),
+              help="scale the service to N replicas (typed confirmation for 0, or fewer\n"
+                   "tasks than the nodes it spans); e.g. `run scale web=3`",
+              palette="scale {target} to N replicas"),
+    Operation(id="restart", key="R", label="Restart", section=SERVICE, targets="service",
+              role=ADMIN, show=False,
+              build=lambda snap, target, ask: restart(snap, target, ask.timing, ask.params),
+              help="restart the service: Swarm replaces every task (force update), watched\n"
+                   "until it has converged",
+              palette="restart {target}: Swarm replaces every task (force update)"),
+    Operation(id="image", key="E", label="Image", section=SERVICE, targets="image",
+              role=ADMIN, show=False,
+              build=lambda snap, target, ask: image(snap, target, ask.timing, ask.params),
+              help="change the service's image (a tag or digest): a rolling update; abort\n"
+                   "sets the image back; e.g. `run image web=nginx:1.27`",
+              palette="change the image of {target}"),
+    Operation(id="rollback-service", key="B", label="Roll back", section=SERVICE,
+              targets="service", role=ADMIN, show=False,
+              build=lambda snap, target, ask: rollback_service(snap, target, ask.timing,
+                                                               ask.params),
+              help="roll the service back to its previous spec (Swarm's rollback), followed\n"
+                   "until it has converged",
+              palette="roll {target} back to its previous spec (Swarm's rollback)"),
+    Key(id="logs", key="l", label="Logs", section=LOOKING, show=False,
+        help="logs of the selected service or task: the last lines, then new ones\n"
+             "(f pauses following, / shows lines holding a word, w wraps, esc closes)"),
+    Key(id="inspect", key="i", label="Inspect", section=LOOKING, show=False,
+        help="the selected object in full: Swarm's own JSON for a node, service or task"),
+    Key(id="copy", key="y", label="Copy id", section=LOOKING, show=False,
+        help="copy the selected object's id (or name) to the clipboard (OSC 52)"),
     Key(id="pause", key="p", label="Pause", section=RUNNING, mutating=True,
         help="pause / resume the running operation"),
     Key(id="abort", key="x", label="Abort", section=RUNNING, mutating=True,

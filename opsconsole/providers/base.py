@@ -8,8 +8,9 @@ model entities; writes raise ProviderError with a message a person can act on.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, Protocol
 
 from ..model import VM, Backend, Host, Lock, Node, ProxyServer, ProxySession, Service, Task
 
@@ -128,6 +129,29 @@ class CappedLines:
             self.cut = 0
 
 
+# Escape sequences a remote (a container's log) might send to the admin's terminal: CSI
+# (colours, cursor moves, ...), OSC (titles, clipboard, hyperlinks), DCS/APC/PM/SOS strings,
+# and any other ESC pair. Removed whole; every other control character is shown as \xNN.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]?|\x9b[0-?]*[ -/]*[@-~]?"
+                      r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f]).*?(?:\x07|\x1b\\|\x9c|$)"
+                      r"|\x1b.?")
+_CONTROLS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """A remote line made safe for a terminal: escape sequences removed, other control
+    characters (and bidirectional overrides) written as \\xNN / \\uNNNN, tabs as spaces."""
+    text = _ESCAPES.sub("", text).replace("\t", "    ")
+    return _CONTROLS.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100
+                         else f"\\u{ord(m[0]):04x}", text)
+
+
+def capped_lines(lines: list[str], total_cap: int = OUTPUT_CAP) -> CappedLines:
+    """CappedLines that append printable lines to `lines` (the caller takes them out)."""
+    return CappedLines(lambda _stream, line: lines.append(printable(line)),
+                       total_cap=total_cap)
+
+
 class Fields:
     """Typed reads of one remote object. A field that is missing when required, or of
     the wrong type, is noted and read as the default, so one bad field never costs the
@@ -232,14 +256,33 @@ class LockHeld(ProviderError):
 # Every provider keeps `parse_problems: list[str]`, replaced at each read: one line per
 # malformed object it skipped or degraded. The cluster turns them into Problems.
 
+LogSource = Literal["service", "task"]
+SwarmKind = Literal["node", "service", "task"]
+LOG_TAIL = 200                      # lines of history a log starts with
+
+
 class SwarmProvider(Protocol):
     endpoint: str                   # the manager currently in use
 
+    def logs(self, kind: LogSource, swarm_id: str, tail: int = LOG_TAIL,
+             follow: bool = False) -> AsyncIterator[str]:
+        """A service's or task's log lines with their timestamps, the last `tail` first,
+        then (`follow`) new ones as they come; printable, each cut at LINE_CAP, at most
+        OUTPUT_CAP in all unless following. Closing the iterator closes the stream."""
+
     async def read(self) -> tuple[list[Node], list[Service], list[Task]]: ...
+    async def inspect(self, kind: SwarmKind, swarm_id: str) -> dict[str, Any]:
+        """The object as Swarm gives it (`docker inspect`), read-only."""
     async def set_availability(self, node_id: str, availability: str) -> None: ...
     async def set_role(self, node_id: str, role: str) -> None: ...
-    async def rebalance(self, service_id: str) -> None: ...
-    async def scale(self, service_id: str, replicas: int) -> None: ...
+    async def rebalance(self, service_id: str) -> None:
+        """Force update: every task replaced, by the service's update config."""
+    # Service actions: each a write of the service's spec at its version (Swarm then
+    # rolls it out; UpdateStatus says how far), re-read when another writer raced it.
+    async def scale_service(self, service_id: str, replicas: int) -> None: ...
+    async def set_image(self, service_id: str, image: str) -> None: ...
+    async def rollback_service(self, service_id: str) -> None:
+        """Swarm's rollback to the service's previous spec."""
     async def wait_for_change(self, timeout: float) -> None:
         """Return early when the cluster reports an event, else after timeout."""
 

@@ -16,14 +16,16 @@ manual clock and rely on it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import heapq
 import itertools
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
 from ..model import (
     AVAILABILITIES,
@@ -50,7 +52,17 @@ from ..model import (
     Task,
 )
 from ..placement import Load, best_node, constraint_holds, why_unplaceable
-from .base import LineSink, LockHeld, ProviderError, Providers, QuorumRefused
+from .base import (
+    LOG_TAIL,
+    OUTPUT_CAP,
+    LineSink,
+    LockHeld,
+    LogSource,
+    ProviderError,
+    Providers,
+    QuorumRefused,
+    capped_lines,
+)
 
 TICK = 0.25                 # simulated seconds per step
 GIB = 1 << 30
@@ -130,6 +142,10 @@ class SimCluster:
                                                     # error it answers with: a fault injected
         self.quorum_refusals = 0                    # demotions to refuse, as Swarm does for a
                                                     # while after a manager came back
+        self.previous_specs: dict[str, Service] = {}    # service -> its spec before the
+                                                        # last update (Swarm's PreviousSpec)
+        self.raw_logs: dict[str, list[bytes]] = {}  # service/task id -> bytes its log
+                                                    # holds besides the made-up lines
         self.fronts: dict[str, str] = {}            # backend -> the service that serves it
                                                     # ("": any running task on its node)
         if world is None:
@@ -414,23 +430,50 @@ class SimCluster:
         if svc is None:
             raise ProviderError(f"no such service {service_id}")
         tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
-        self.services[service_id] = replace(svc, update_state="updating")
+        self.services[service_id] = replace(svc, update_state="updating",
+                                            update_started=self._stamp())
         for i, task in enumerate(tasks):
             self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
         self._schedule(len(tasks) * 2.0 + 1.0, lambda: self._update_done(service_id))
         self.changed.set()
 
-    def scale(self, service_id: str, replicas: int) -> None:
+    def _replace(self, task_id: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None and task.wanted:    # not already gone or replaced (a node went
+            self._stop_task(task, replace_it=True)     # down, an update replaced it)
+
+    def _update_done(self, service_id: str) -> None:
+        if service_id in self.services:
+            self.services[service_id] = replace(self.services[service_id],
+                                                update_state="completed")
+
+    # -- service actions (kept apart from the scheduler: small methods of their own) -----
+    def _stamp(self) -> str:
+        """An UpdateStatus.StartedAt: the simulated wall clock, unique per update."""
+        at = self.epoch + self.now / self.speed
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + \
+            f".{next(self._seq):09d}Z"
+
+    def _service(self, service_id: str) -> Service:
+        self._need_quorum()
+        svc = self.services.get(service_id)
+        if svc is None:
+            raise ProviderError(f"service {service_id} not found")
+        return svc
+
+    def scale_service(self, service_id: str, replicas: int) -> None:
         """`docker service scale`, as Swarm's replicated orchestrator does it (measured in
         the lab, see README "Drains that never lose a replica"): up, new tasks in free slots;
         down, it keeps running tasks before the others and, among them, the first copies on
         each node; a task not yet assigned to a node goes first."""
         self._need_quorum()
-        svc = self.services.get(service_id)
-        if svc is None:
-            raise ProviderError(f"no such service {service_id}")
+        svc = self._service(service_id)
         if svc.mode != "replicated":
-            raise ProviderError(f"service {svc.name} is {svc.mode}, not replicated")
+            raise ProviderError(f"service {svc.name} is {svc.mode}: only replicated services "
+                                "can be scaled")
+        if replicas < 0:
+            raise ProviderError(f"replicas must be 0 or more, not {replicas}")
+        self.previous_specs[service_id] = svc
         self.services[service_id] = replace(svc, replicas=replicas)
         slots = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
         used = {t.slot for t in slots}
@@ -441,14 +484,73 @@ class SimCluster:
             self._stop_task(task, replace_it=False, desired="remove")
         self.changed.set()
 
-    def _replace(self, task_id: str) -> None:
-        if task_id in self.tasks:       # not already gone (its node went down, say)
-            self._stop_task(self.tasks[task_id], replace_it=True)
+    def _fit_slots(self, service_id: str) -> None:
+        svc = self.services[service_id]
+        wanted = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        have = {t.slot for t in wanted}
+        for slot in range(1, svc.replicas + 1):
+            if slot not in have:
+                self._new_task(svc, slot, "")
+        for task in wanted:
+            if task.slot > svc.replicas:
+                self._stop_task(task, replace_it=False)
 
-    def _update_done(self, service_id: str) -> None:
-        if service_id in self.services:
-            self.services[service_id] = replace(self.services[service_id],
-                                                update_state="completed")
+    def set_image(self, service_id: str, image: str) -> None:
+        """A rolling update to `image`: each task replaced in turn."""
+        svc = self._service(service_id)
+        self.previous_specs[service_id] = svc
+        self.services[service_id] = replace(svc, image=image)
+        self._roll(service_id, "updating", "completed")
+
+    def rollback_service(self, service_id: str) -> None:
+        """Back to the spec before the last update, rolled out like an update."""
+        svc = self._service(service_id)
+        before = self.previous_specs.pop(service_id, None)
+        if before is None:
+            raise ProviderError(f"service {svc.name} has no previous spec to roll back to")
+        self.previous_specs[service_id] = svc
+        self.services[service_id] = replace(svc, image=before.image, replicas=before.replicas)
+        if svc.mode == "replicated":
+            self._fit_slots(service_id)
+        self._roll(service_id, "rollback_started", "rollback_completed")
+
+    def _roll(self, service_id: str, state: str, done: str) -> None:
+        svc = self.services[service_id]
+        tasks = [t for t in self.tasks.values() if t.service_id == service_id and t.wanted]
+        self.services[service_id] = replace(svc, update_state=state,
+                                            update_started=self._stamp(), update_message="")
+        for i, task in enumerate(tasks):
+            self._schedule(i * 2.0, functools.partial(self._replace, task.swarm_id))
+        self._schedule(len(tasks) * 2.0 + 1.0,
+                       functools.partial(self._update_ends, service_id, done))
+        self.changed.set()
+
+    def _update_ends(self, service_id: str, state: str) -> None:
+        svc = self.services.get(service_id)
+        if svc is not None and svc.update_state not in ("paused", "rollback_paused"):
+            self.services[service_id] = replace(svc, update_state=state)
+
+    # -- logs: plausible lines, made up from the task and the time -------------------------
+    LOG_WORDS = ("GET /health 200", "GET /api/orders 200", "POST /api/orders 201",
+                 "GET /static/app.js 304", "GET /api/orders/17 404", "worker: job done")
+
+    def log_line(self, task: Task, n: int) -> bytes:
+        """Line `n` of a task's log: the same n and task always give the same line."""
+        pick = random.Random(f"{task.swarm_id}:{n}")
+        at = self.epoch + n / self.speed
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{n % 1000:03d}000000Z"
+        words = pick.choice(self.LOG_WORDS)
+        return (f"{stamp} [{task.swarm_id[:12]}] {task.name} 198.51.100.{pick.randint(2, 254)}"
+                f" {words} {pick.randint(1, 90)}ms\n").encode()
+
+    def log_tasks(self, kind: LogSource, swarm_id: str) -> list[Task]:
+        if kind == "task":
+            if swarm_id not in self.tasks:
+                raise ProviderError(f"task {swarm_id} not found")
+            return [self.tasks[swarm_id]]
+        if swarm_id not in self.services:
+            raise ProviderError(f"service {swarm_id} not found")
+        return [t for t in self.tasks.values() if t.service_id == swarm_id and t.node_id]
 
     def _node(self, node_id: str) -> Node:
         try:
@@ -729,9 +831,59 @@ class SimSwarm(_Part):
         self._answer()
         self.sim.rebalance(service_id)
 
-    async def scale(self, service_id: str, replicas: int) -> None:
+    async def scale_service(self, service_id: str, replicas: int) -> None:
         self._answer()
-        self.sim.scale(service_id, replicas)
+        self.sim.scale_service(service_id, replicas)
+
+    async def set_image(self, service_id: str, image: str) -> None:
+        self._answer()
+        self.sim.set_image(service_id, image)
+
+    async def rollback_service(self, service_id: str) -> None:
+        self._answer()
+        self.sim.rollback_service(service_id)
+
+    async def inspect(self, kind: str, swarm_id: str) -> dict[str, Any]:
+        """What the sim knows of the object, shaped a little like Swarm's answer."""
+        self._answer()
+        known: dict[str, dict[str, Any]] = {"node": self.sim.nodes,
+                                            "service": self.sim.services,
+                                            "task": self.sim.tasks}
+        found = known[kind].get(swarm_id)
+        if found is None:
+            raise ProviderError(f"{kind} {swarm_id} not found")
+        return {"ID": swarm_id, "Spec": dataclasses.asdict(found), "Simulated": True}
+
+    async def logs(self, kind: LogSource, swarm_id: str, tail: int = LOG_TAIL,
+                   follow: bool = False) -> AsyncIterator[str]:
+        """The last `tail` lines (one a simulated second, from its tasks in turn), then
+        with `follow` one more each simulated second; raw_logs are sent first, as is."""
+        self._answer()
+        sim = self.sim
+        tasks = sim.log_tasks(kind, swarm_id)
+        lines: list[str] = []
+        capped = capped_lines(lines, total_cap=1 << 62 if follow else OUTPUT_CAP)
+        now = int(sim.now)
+        for raw in sim.raw_logs.get(swarm_id, []):
+            capped.feed(0, raw)
+        for n in range(max(0, now - tail), now):
+            if tasks:
+                capped.feed(0, sim.log_line(tasks[n % len(tasks)], n))
+        if not follow:
+            capped.close()
+        for line in lines:
+            yield line
+        lines.clear()
+        while follow:
+            await asyncio.sleep(1.0 / sim.speed)
+            self._answer()
+            tasks = sim.log_tasks(kind, swarm_id) or tasks
+            if tasks:
+                capped.feed(0, sim.log_line(tasks[now % len(tasks)], now))
+            now += 1
+            for line in lines:
+                yield line
+            lines.clear()
 
     async def read_lock(self) -> Lock | None:
         self._answer()

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,19 @@ from docker.errors import APIError, DockerException
 from docker.utils import version_lt
 
 from ..model import MANAGER, Lock, Node, Service, Task
-from .base import Fields, LockHeld, ProviderError, QuorumRefused, bounded, show
+from .base import (
+    LOG_TAIL,
+    OUTPUT_CAP,
+    Fields,
+    LockHeld,
+    LogSource,
+    ProviderError,
+    QuorumRefused,
+    SwarmKind,
+    bounded,
+    capped_lines,
+    show,
+)
 
 RETRIES = 5                         # for "update out of sequence"
 # Reads are small and a healthy manager answers them at once: one that does not answer
@@ -197,7 +209,8 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
     reserve = f.obj(f.obj(template, "Resources"), "Reservations")
     # UpdateStatus is absent until a service is first updated; its State then stays as
     # the last update left it (updating, paused, completed, rollback_started, ...).
-    update = f.text(f.obj(s, "UpdateStatus"), "State").strip().lower()
+    status = f.obj(s, "UpdateStatus")
+    update = f.text(status, "State").strip().lower()
     service = Service(
         swarm_id=service_id, name=name, mode=mode,
         replicas=f.number(f.obj(mode_obj, "Replicated"), "Replicas")
@@ -207,7 +220,8 @@ def parse_service(s: Any, problems: list[str]) -> Service | None:
         max_per_node=f.number(placement, "MaxReplicas"),
         reserve_nano_cpus=f.number(reserve, "NanoCPUs"),
         reserve_memory_bytes=f.number(reserve, "MemoryBytes"), update_state=update,
-        labels=f.labels(spec, "Labels"))
+        labels=f.labels(spec, "Labels"),
+        update_started=f.text(status, "StartedAt"), update_message=f.text(status, "Message"))
     f.report(problems)
     return service
 
@@ -536,37 +550,111 @@ class DockerSwarm:
             raise
         self._changed_now()
 
-    async def rebalance(self, service_id: str) -> None:
-        """`docker service update --force`: tasks are replaced and spread again."""
-        def force(spec: dict) -> None:
-            template = spec.setdefault("TaskTemplate", {})
-            force = template.get("ForceUpdate") if isinstance(template, dict) else template
-            if not isinstance(template, dict) or (force is not None and type(force) is not int):
-                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
-                                    f"unreadable ({show(force)}); nothing was changed")
-            template["ForceUpdate"] = (force or 0) + 1
-        await self._update_service(service_id, force)
+    def _update_service(self, service_id: str, change: Callable[[dict], None],
+                        rollback: bool = False) -> None:
+        """POST the service's current spec, changed, at its version (`_update_spec`);
+        `rollback`: Swarm's own rollback to the previous spec (`docker service rollback`).
+        Through the low-level request, which sends the spec as read (the SDK's
+        update_service rebuilds it and drops fields it does not know)."""
+        params: dict[str, Any] = {"rollback": "previous"} if rollback else {}
 
-    async def _update_service(self, service_id: str, change: Callable[[dict], None]) -> None:
         def update(api: CountingClient, version: int, spec: dict) -> None:
             api._raise_for_status(api._post_json(
                 api._url("/services/{0}/update", service_id), data=spec,
-                params={"version": version}))
-        await asyncio.to_thread(self._update_spec, f"service {service_id}",
-                                lambda api: api.inspect_service(service_id), change, update)
+                params={"version": version, **params}))
+        self._update_spec(f"service {service_id}", lambda api: api.inspect_service(service_id),
+                          change, update)
+
+    async def _service_write(self, service_id: str, change: Callable[[dict], None],
+                             rollback: bool = False) -> None:
+        await asyncio.to_thread(self._update_service, service_id, change, rollback)
         self._changed_now()
 
-    async def scale(self, service_id: str, replicas: int) -> None:
-        """`docker service scale`: only Mode.Replicated.Replicas changes in the spec (no task
-        is out of date, so none is replaced)."""
-        def change(spec: dict) -> None:
-            mode = spec.get("Mode")
-            replicated = mode.get("Replicated") if isinstance(mode, dict) else None
+    async def rebalance(self, service_id: str) -> None:
+        """`docker service update --force`: tasks are replaced and spread again (also what
+        a restart is: Swarm's own rolling replacement, by the service's update config)."""
+        def force(spec: dict) -> None:
+            template = _spec_part(spec, service_id, "TaskTemplate")
+            force = template.get("ForceUpdate")
+            if force is not None and type(force) is not int:
+                raise ProviderError(f"service {service_id}: TaskTemplate.ForceUpdate is "
+                                    f"unreadable ({show(force)}); nothing was changed")
+            template["ForceUpdate"] = (force or 0) + 1
+        await self._service_write(service_id, force)
+
+    async def scale_service(self, service_id: str, replicas: int) -> None:
+        """`docker service scale`: a replicated service's desired task count."""
+        def scale(spec: dict) -> None:
+            mode = _spec_part(spec, service_id, "Mode")
+            replicated = mode.get("Replicated")
             if not isinstance(replicated, dict):
                 raise ProviderError(f"service {service_id} is not replicated "
-                                    f"(Mode {show(mode)}); nothing was changed")
+                                    f"(mode {show(sorted(mode))}): it cannot be scaled")
             replicated["Replicas"] = replicas
-        await self._update_service(service_id, change)
+        await self._service_write(service_id, scale)
+
+    async def set_image(self, service_id: str, image: str) -> None:
+        """`docker service update --image`: a rolling update by the service's update config."""
+        def to_image(spec: dict) -> None:
+            container = _spec_part(_spec_part(spec, service_id, "TaskTemplate"), service_id,
+                                   "ContainerSpec")
+            container["Image"] = image
+        await self._service_write(service_id, to_image)
+
+    async def rollback_service(self, service_id: str) -> None:
+        """`docker service rollback`: back to the spec before the last update."""
+        await self._service_write(service_id, lambda spec: None, rollback=True)
+
+    async def inspect(self, kind: SwarmKind, swarm_id: str) -> dict[str, Any]:
+        if kind not in ("node", "service", "task"):
+            raise ProviderError(f"cannot inspect a {kind!r}")
+
+        def read(api: CountingClient) -> Any:
+            return getattr(api, f"inspect_{kind}")(swarm_id)
+        answer = await self._run(read)
+        if not isinstance(answer, dict):
+            raise ProviderError(f"{self.endpoint}: {kind} {swarm_id[:12]}: the answer is not "
+                                f"an object: {show(answer)}")
+        return answer
+
+    # -- logs ----------------------------------------------------------------------------
+    def _open_logs(self, api: CountingClient, kind: LogSource, swarm_id: str, tail: int,
+                   follow: bool) -> tuple[Any, Iterator[bytes]]:
+        """The log stream's response and its chunks (demultiplexed unless the container
+        has a TTY). A followed stream has no read timeout: it may be quiet for hours."""
+        inspect = api.inspect_service if kind == "service" else api.inspect_task
+        obj = inspect(swarm_id)
+        spec = obj.get("Spec") if isinstance(obj, dict) else None
+        template = spec.get("TaskTemplate", spec) if isinstance(spec, dict) else None
+        container = template.get("ContainerSpec") if isinstance(template, dict) else None
+        tty = isinstance(container, dict) and container.get("TTY") is True
+        params = {"stdout": 1, "stderr": 1, "timestamps": 1, "details": int(kind == "service"),
+                  "follow": int(follow), "tail": str(max(0, tail))}
+        res = api._get(api._url(f"/{kind}s/{{0}}/logs", swarm_id), params=params, stream=True,
+                       timeout=(self.read_timeout, None) if follow else self.timeout)
+        api._raise_for_status(res)
+        return res, (iter(lambda: res.raw.read(READ_CHUNK), b"") if tty else demuxed(res.raw))
+
+    async def logs(self, kind: LogSource, swarm_id: str, tail: int = LOG_TAIL,
+                   follow: bool = False) -> AsyncIterator[str]:
+        res, chunks = await asyncio.to_thread(
+            self._call, lambda api: self._open_logs(api, kind, swarm_id, tail, follow))
+        lines: list[str] = []
+        capped = capped_lines(lines, total_cap=1 << 62 if follow else OUTPUT_CAP)
+        try:
+            async for chunk in _pumped(chunks):
+                capped.feed(0, chunk)
+                for line in lines:
+                    yield log_line(line)
+                lines.clear()
+            capped.close()
+            for line in lines:
+                yield log_line(line)
+        except TRANSPORT as e:
+            raise ProviderError(f"logs of {kind} {swarm_id[:12]}: "
+                                f"{explain(e, self.endpoint)}") from None
+        finally:
+            _close_quietly(res)
 
     # -- the operation lock: a label on the swarm itself, set at its version ------
     async def read_lock(self) -> Lock | None:
@@ -614,6 +702,91 @@ class DockerSwarm:
             await asyncio.to_thread(thread.join, self.timeout)
         if client is not None:
             client.close()
+
+
+SWARM_DETAIL = "com.docker.swarm."
+READ_CHUNK = 64 * 1024
+
+
+def demuxed(raw: Any) -> Iterator[bytes]:
+    """The payloads of Docker's multiplexed stream (8-byte header: stream, size), read at
+    most READ_CHUNK at a time whatever size a header claims."""
+    while True:
+        header = raw.read(8)
+        if len(header) < 8:
+            return
+        left = int.from_bytes(header[4:8], "big")
+        while left:
+            data = raw.read(min(left, READ_CHUNK))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+
+def log_line(line: str) -> str:
+    """"TIMESTAMP [DETAILS] MESSAGE" as Swarm sends it -> "TIMESTAMP [task] MESSAGE": of the
+    details (labels a service's log adds to each line) only the task's short id is kept."""
+    stamp, _, rest = line.partition(" ")
+    details, sep, message = rest.partition(" ")
+    if not details.startswith(SWARM_DETAIL):
+        return line
+    fields = dict(p.partition("=")[::2] for p in details.split(","))
+    task = fields.get(SWARM_DETAIL + "task.id", "")[:12]
+    return f"{stamp} [{task}] {message}" if task else f"{stamp} {message}"
+
+
+async def _pumped(chunks: Iterator[bytes], depth: int = 64) -> AsyncIterator[bytes]:
+    """A blocking iterator read in a thread, its items handed over through a bounded queue
+    (a fast log cannot fill memory: the thread waits). When the consumer stops, the thread
+    stops at its next item (closing the response ends a blocked read)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(depth)
+    stop = threading.Event()
+    end = object()
+
+    def put(item: Any) -> bool:
+        future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+        while not stop.is_set():
+            try:
+                future.result(0.5)
+                return True
+            except TimeoutError:
+                continue
+            except Exception:  # noqa: BLE001 - the loop is gone: nobody reads any more
+                return False
+        future.cancel()
+        return False
+
+    def pump() -> None:
+        try:
+            for chunk in chunks:
+                if not put(chunk):
+                    return
+            put(end)
+        except Exception as e:  # noqa: BLE001 - handed to the reader, who says it
+            put(e)
+    thread = threading.Thread(target=pump, daemon=True, name="swarm-logs")
+    thread.start()
+    try:
+        while True:
+            item = await queue.get()
+            if item is end:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _spec_part(spec: dict, service_id: str, key: str) -> dict:
+    """spec[key] as an object (created when absent); ProviderError when it is something else."""
+    part = spec.setdefault(key, {})
+    if not isinstance(part, dict):
+        raise ProviderError(f"service {service_id}: {key} is {show(part)}, not an object; "
+                            "nothing was changed")
+    return part
 
 
 def _close_quietly(stream: Any) -> None:

@@ -38,6 +38,8 @@ from ..ops.roles import ADMIN, MONITOR, RoleError
 from ..session import Session
 from .details import Details
 from .header import fit
+from .inspect import InspectScreen, copy_text
+from .logs import LogsScreen, log_source
 from .opspanel import OpsPanel
 from .screens import (
     AbortScreen,
@@ -49,6 +51,7 @@ from .screens import (
     UnfinishedScreen,
     help_text,
 )
+from .services import ASKED, SERVICE_TARGETS, ValueScreen, palette_services, service_of
 from .standing import ProblemsScreen, ResilienceScreen
 from .themes import DEFAULT, ROLE_FALLBACKS, ROLE_VARIABLES, load_themes
 from .tree import ClusterTree
@@ -86,6 +89,8 @@ def _palette_targets(kind: registry.Target, snap: Snapshot) -> list[tuple[str, s
         return [(n.swarm_id, n.hostname) for n in sorted(snap.nodes, key=lambda n: n.hostname)]
     if kind == "host":
         return [(h.name, h.name) for h in snap.hosts]
+    if kind in SERVICE_TARGETS:
+        return palette_services(snap)
     return [("cluster", "cluster")]
 
 
@@ -414,6 +419,11 @@ class OpsConsole(App):
         host: the selected host (or the host of what is selected); vms: the selected VM,
         the selected host's VMs, or else the whole cluster. "" (said) when nothing fits."""
         entity, snap, node = self._selected(), self.snapshot, self._selected_node()
+        if kind in SERVICE_TARGETS:
+            service = service_of(entity, snap)
+            if service is None:
+                self.notify("Select a service (or one of its tasks) first.", severity="warning")
+            return service.name if service else ""
         if kind == "node":
             if node is None:
                 self.notify("Select a Swarm node (or the VM, task or proxy server of one) "
@@ -433,13 +443,22 @@ class OpsConsole(App):
             self.notify(self.session.access.refusal(self.session.access.needs(kind),
                                                     f"{kind} {target}"), severity="error")
             return
+        service = self.snapshot.service_named(target)
+        asked = registry.operation(kind).targets
+        if asked in ASKED and service is not None:      # web -> web=N, web=IMAGE
+            def given(value: str | None) -> None:
+                if value:
+                    self.request(kind, f"{target}={value}")
+            self.push_screen(ValueScreen(kind, asked, service), given)
+            return
         try:
             plan = catalog.build(kind, self.snapshot, target, self.session.inventory.timing,
                                  self.session.window_options)
         except PlanError as e:
             self.notify(str(e), severity="error")
             return
-        self._confirm_and_start(plan, plan.target if registry.operation(kind).typed else "")
+        typed = registry.operation(kind).typed or plan.typed
+        self._confirm_and_start(plan, plan.target if typed else "")
 
     def _confirm_and_start(self, plan: Plan, typed: str, resume: OpRecord | None = None) -> None:
         def confirmed(ok: bool | None) -> None:
@@ -508,6 +527,26 @@ class OpsConsole(App):
             self.notify("N-1 is being computed (a large cluster takes a moment)", timeout=4)
             return
         self.push_screen(ResilienceScreen(self._n1, self.style_pieces))
+
+    def action_logs(self) -> None:
+        source = log_source(self._selected())
+        if source is None:
+            self.notify("Select a service or a task first.", severity="warning")
+            return
+        self.push_screen(LogsScreen.of(*source, self.session.providers.swarm))
+
+    def action_inspect(self) -> None:
+        entity = self._selected()
+        if entity is None:
+            self.notify("Select something first.", severity="warning")
+            return
+        self.push_screen(InspectScreen(entity, self.session.providers.swarm))
+
+    def action_copy(self) -> None:
+        text = copy_text(self._selected())
+        if text:
+            self.copy_to_clipboard(text)
+            self.notify(f"copied {text}", markup=False)
 
     def action_audit(self) -> None:
         audit = self.session.engine.actions.audit

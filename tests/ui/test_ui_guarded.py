@@ -16,6 +16,11 @@ from opsconsole.ui.screens import ConfirmScreen
 
 MARKUP = "[bold red]x[/]"
 
+# the operations the footer offers with a node selected (the service actions: in help and
+# the palette only)
+NODE_OPS = frozenset(f"op('{o.name}')" for o in registry.OPERATIONS.values()
+                     if o.show and o.targets in ("node", "host", "vms"))
+
 
 async def _palette(pilot, c: Rig, query: str) -> list[str]:
     """Open the command palette, type `query`, and return the offered commands."""
@@ -101,7 +106,7 @@ async def test_read_only_changes_nothing(console):
     ("admin", "ADMIN · alice", True)])
 async def test_the_badge_names_the_role_and_who_came_in_over_ssh(console, role, badge, keys):
     c = console(manual_clock=True, role=role, identity=Identity.ssh("alice", "SHA256:k"))
-    ops = {f"op('{name}')" for name in registry.OPERATIONS}
+    ops = NODE_OPS
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
         assert str(c.app.query_one("#read-only").content) == badge
@@ -117,7 +122,7 @@ async def test_the_badge_names_the_role_and_who_came_in_over_ssh(console, role, 
 
 async def test_read_write_footer_has_the_operation_keys_that_fit_the_selection(console):
     c = console(manual_clock=True)
-    ops = {f"op('{name}')" for name in registry.OPERATIONS}
+    ops = NODE_OPS
     async with c.app.run_test(size=(160, 40)) as pilot:
         await started(pilot, c)
         assert c.tree.select_id(c.node("vm-03").id)

@@ -55,6 +55,10 @@ def real_args(snap, name: str) -> list:
         "set_availability": [worker.swarm_id, "drain"],
         "set_role": [worker.swarm_id, "manager"],
         "rebalance": [svc.swarm_id],
+        "restart_service": [svc.swarm_id],
+        "scale_service": [svc.swarm_id, svc.replicas + 2],
+        "set_image": [svc.swarm_id, "registry.lab/other:9"],
+        "rollback_service": [svc.swarm_id],
         "set_server_state": ["portail/vm-01", "maint"],
         "stop_vm": ["vm-02", 30.0],
         "start_vm": ["vm-06"],                      # stopped by power_off_vm_06
@@ -105,9 +109,12 @@ async def test_same_calls_do_change_the_sim_when_not_read_only(sim, clock, tmp_p
     snap = await rig.snapshot()
     events = len(sim._events)
     for name in ("set_availability", "set_role", "set_server_state", "stop_vm", "start_vm",
-                 "rebalance"):
+                 "rebalance", "scale_service", "set_image"):
         await getattr(rig.actions, name)(*real_args(snap, name))
     after = await rig.snapshot()
+    svc = next(s for s in snap.services if s.mode == "replicated")
+    assert after.service(svc.swarm_id).replicas == svc.replicas + 2
+    assert after.service(svc.swarm_id).image == "registry.lab/other:9"
     assert after.get("vm:vm-06").state == "starting"
     assert len(sim._events) > events                    # rebalance/stop/start scheduled work
     worker = next(n for n in snap.nodes if n.role == "worker")

@@ -72,7 +72,7 @@ def sim_with_room(seed: int = 5) -> SimCluster:
     """The demo cluster with `worker` at 5 replicas: every service has room for its moves."""
     sim = SimCluster(seed=seed, speed=400)
     worker = next(s for s in sim.services.values() if s.name == "worker")
-    sim.scale(worker.swarm_id, 5)
+    sim.scale_service(worker.swarm_id, 5)
     sim._run_until(sim.now + 30)
     return sim
 
@@ -259,7 +259,7 @@ async def test_a_resumed_drain_counts_the_tasks_it_already_replaced(tmp_path):
     sim = SimCluster(seed=5, speed=400)
     worker = next(s for s in sim.services.values() if s.name == "worker")
     sim.services[worker.swarm_id] = replace(worker, max_per_node=1)
-    sim.scale(worker.swarm_id, 5)
+    sim.scale_service(worker.swarm_id, 5)
     sim._run_until(sim.now + 30)
     name = next(sim.nodes[t.node_id].hostname for t in sim.tasks.values()
                 if t.service_id == worker.swarm_id and t.wanted

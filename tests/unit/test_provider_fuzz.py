@@ -375,7 +375,8 @@ def test_the_hyperv_template_reads_clean():
 def test_mutated_hyperv_answers(edits):
     answer = mutate(READ_HOST, edits)
     hv, hosts, vms = read_host(json.dumps(answer).encode())
-    if answer == READ_HOST:
+    # as JSON: in Python False == 0, but `"pending_reboot": 0` is a malformed answer
+    if json.dumps(answer, sort_keys=True) == json.dumps(READ_HOST, sort_keys=True):
         assert hv.parse_problems == []
 
 

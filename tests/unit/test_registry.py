@@ -8,7 +8,8 @@ from opsconsole import cli
 from opsconsole.ops import catalog, registry
 from opsconsole.ops.maintenance import WindowOptions
 
-A_TARGET = {"node": "vm-02", "host": "hv-02", "vms": "cluster"}
+A_TARGET = {"node": "vm-02", "host": "hv-02", "vms": "cluster",
+            "service": "worker", "replicas": "api=5", "image": "worker=registry.lab/worker:2.0"}
 
 
 def test_every_operation_builds_its_plan_by_its_one_name(sim):

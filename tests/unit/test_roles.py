@@ -15,13 +15,16 @@ from opsconsole.ops.records import OpRecord
 from opsconsole.ops.roles import ADMIN, MONITOR, ONCALL, ROLES, RoleError, lowest, role_named
 from opsconsole.providers.sim import SimCluster
 
-A_TARGET = {"node": "vm-02", "host": "hv-02", "vms": "vm-02"}
+A_TARGET = {"node": "vm-02", "host": "hv-02", "vms": "vm-02",
+            "service": "worker", "replicas": "api=5", "image": "worker=registry.lab/worker:2.0"}
 # What the issue asks of each role, written out: the registry must say the same.
 EXPECTED = {
     "cordon": ONCALL, "drain": ONCALL, "activate": ONCALL, "maintenance": ONCALL,
     "rolling-update": ONCALL, "pause": ONCALL, "abort": ONCALL, "resume": ONCALL,
     "rollback": ONCALL, "abandon": ADMIN, "unlock": ADMIN, "access": ADMIN,
     "filter": MONITOR, "audit": MONITOR, "help": MONITOR, "theme": MONITOR, "quit": MONITOR,
+    "scale": ADMIN, "restart": ADMIN, "image": ADMIN, "rollback-service": ADMIN,
+    "logs": MONITOR, "inspect": MONITOR, "copy": MONITOR,
 }
 
 
@@ -66,7 +69,15 @@ async def test_engine_starts_an_operation_only_for_a_role_that_may(name, role, t
         assert (refusal["action"], refusal["result"], refusal["role"]) == (
             name, "refused: read-only", MONITOR)
         return
-    op = rig.engine.start(plan)         # oncall and admin may run every keyed operation
+    if registry.PERMISSIONS[name] == ADMIN and role == ONCALL:     # service actions
+        with pytest.raises(RoleError, match=f"role oncall may not {name} .*\\(needs admin\\)"):
+            rig.engine.start(plan)
+        assert rig.engine.operations == [] and list(rig.journal.read()) == []
+        [refusal] = rig.audit.read()
+        assert (refusal["action"], refusal["result"], refusal["role"]) == (
+            name, "refused: needs admin", ONCALL)
+        return
+    op = rig.engine.start(plan)         # else oncall and admin may run the keyed operation
     assert op.task is not None
     rig.engine.abort(op)
     await finish(sim, op.task, 30)
