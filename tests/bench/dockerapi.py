@@ -98,7 +98,7 @@ def service_json(s: Any, index: int, running: int, desired: int) -> dict:
 
 
 def task_json(t: Any, index: int, image: str) -> dict:
-    status: dict = {"Timestamp": CREATED, "State": t.state, "Message": t.message or t.state,
+    status: dict = {"Timestamp": CREATED, "State": t.state, "Message": t.message,
                     "PortStatus": {}}
     if t.error:
         status["Err"] = t.error
@@ -284,7 +284,7 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: StandInServer
 
-    def log_message(self, format: str, *args: Any) -> None:     # noqa: A002 - the base's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: bytes | dict | list, head_only: bool = False) -> None:
