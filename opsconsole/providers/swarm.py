@@ -265,9 +265,19 @@ class Known:
 
 class Decoded(list):
     """A list answer as decode_json reads it: per element, (length, hash) of its text
-    (None for a Known one, which carries its own)."""
+    (None for a Known one, which carries its own); `whole`: the same of the answer."""
 
     keys: list[tuple[int, int] | None]
+    whole: tuple[int, int] | None = None
+
+
+class Unchanged(list):
+    """An answer byte for byte the same as the last one (same length and hash): what it
+    parsed to, and its elements for the next answer. Only a clean answer is kept so."""
+
+    def __init__(self, items: list, whole: tuple[int, int], elements: KnownElements) -> None:
+        super().__init__(items)
+        self.whole, self.elements = whole, elements
 
 
 # ID -> ((length, hash) of its text, what it parsed to): the elements of one kind's last
@@ -275,13 +285,26 @@ class Decoded(list):
 KnownElements = dict[str, tuple[tuple[int, int], Any]]
 
 
+class Memory:
+    """What a read keeps for the next: per kind, its clean answer and its elements."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Unchanged] = {}
+        self.elements: dict[str, KnownElements] = {}
+
+
 def parse_all(kind: str, answer: Any, parse: Callable[[Any, list[str]], Any],
-              problems: list[str], known: dict[str, KnownElements] | None = None) -> list:
-    """Every object of one list answer that can be shown, each id once. With `known`,
-    the elements that parsed cleanly are kept there for the next answer (see decode_json)."""
+              problems: list[str], memory: Memory | None = None) -> list:
+    """Every object of one list answer that can be shown, each id once. With `memory`,
+    the answer and its elements are kept there for the next read (see decode_json)."""
+    if type(answer) is Unchanged:
+        if memory is not None:
+            memory.answers[kind], memory.elements[kind] = answer, answer.elements
+        return list(answer)
     if not isinstance(answer, list):
         raise ProviderError(f"the {kind} answer is not a list: {show(answer)}")
     keys = getattr(answer, "keys", None)
+    problems_before = len(problems)
     fresh: KnownElements = {}
     out, seen = [], set()
     for k, obj in enumerate(answer):
@@ -309,19 +332,23 @@ def parse_all(kind: str, answer: Any, parse: Callable[[Any, list[str]], Any],
         out.append(item)
         if key is not None:
             fresh[item.swarm_id] = (key, item)
-    if known is not None:
-        known[kind] = fresh
+    if memory is not None:
+        memory.elements[kind] = fresh
+        whole = getattr(answer, "whole", None)
+        if whole is not None and len(problems) == problems_before:
+            memory.answers[kind] = Unchanged(out, whole, fresh)
     return out
 
 
 def parse_swarm(raw_nodes: Any, raw_services: Any, raw_tasks: Any, problems: list[str],
-                known: dict[str, KnownElements] | None = None
+                memory: Memory | None = None
                 ) -> tuple[list[Node], list[Service], list[Task]]:
     """The three list answers of a read as entities; what is malformed goes to `problems`."""
-    nodes = parse_all("nodes", raw_nodes, parse_node, problems, known)
-    services = parse_all("services", raw_services, parse_service, problems, known)
+    nodes = parse_all("nodes", raw_nodes, parse_node, problems, memory)
+    services = parse_all("services", raw_services, parse_service, problems, memory)
     names = {s.swarm_id: s.name for s in services}
-    tasks = parse_all("tasks", raw_tasks, lambda t, p: parse_task(t, names, p), problems, known)
+    tasks = parse_all("tasks", raw_tasks, lambda t, p: parse_task(t, names, p), problems,
+                      memory)
     for k, t in enumerate(tasks):       # a known task keeps the name its service had then
         name = names.get(t.service_id, t.service_id[:12])
         if t.service_name != name:
@@ -390,11 +417,21 @@ def decode_json(body: bytes, known: KnownElements | None = None) -> Any:
     return out
 
 
-def _get_list(api: CountingClient, path: str, known: KnownElements | None = None) -> Any:
-    """GET a list answer (what api.nodes()/services()/tasks() send), decoded as above."""
+def _get_list(api: CountingClient, path: str, memory: Memory | None = None) -> Any:
+    """GET a list answer (what api.nodes()/services()/tasks() send), decoded as above;
+    the last answer's entities when it is byte for byte the same (see Unchanged)."""
     response = api._get(api._url(path))
     api._raise_for_status(response)
-    return decode_json(response.content, known)
+    body = response.content
+    kind = path.strip("/")
+    whole = (len(body), hash(body))
+    last = memory.answers.get(kind) if memory is not None else None
+    if last is not None and last.whole == whole:
+        return last
+    decoded = decode_json(body, memory.elements.get(kind, {}) if memory is not None else None)
+    if type(decoded) is Decoded:
+        decoded.whole = whole
+    return decoded
 
 
 _gc_lock = threading.Lock()
@@ -443,7 +480,7 @@ class DockerSwarm:
         self._changes = 0
         self._changed = asyncio.Event()         # replaced by a fresh one at each change
         self._read_start = 0                    # the count when the last read began
-        self._known: dict[str, KnownElements] = {}  # the last read's elements (decode_json)
+        self._memory = Memory()         # the last read's answers and elements (decode_json)
         self._seen: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -560,17 +597,17 @@ class DockerSwarm:
     async def read(self) -> tuple[list[Node], list[Service], list[Task]]:
         """Decoding and parsing run in a worker thread too: 20,000 tasks are 16 MB of JSON,
         which the event loop must not wait for (see decode_json)."""
-        known = self._known         # the last answers' elements; replaced, never changed
+        last = self._memory         # the last read's answers; replaced, never changed
 
         def fetch(api: CountingClient):
             with gc_paused():
-                return tuple(_get_list(api, f"/{kind}", known.get(kind, {}))
+                return tuple(_get_list(api, f"/{kind}", last)
                              for kind in ("nodes", "services", "tasks"))
 
         def parse(problems: list[str]) -> tuple[list[Node], list[Service], list[Task]]:
             with gc_paused():
-                return parse_swarm(raw_nodes, raw_services, raw_tasks, problems, fresh)
-        fresh: dict[str, KnownElements] = {}
+                return parse_swarm(raw_nodes, raw_services, raw_tasks, problems, memory)
+        memory = Memory()
         self._loop = asyncio.get_running_loop()
         self._read_start = self._changes    # a change from now on may postdate this answer
         raw_nodes, raw_services, raw_tasks = await self._run(fetch)
@@ -579,10 +616,10 @@ class DockerSwarm:
         try:
             nodes, services, tasks = await asyncio.to_thread(parse, problems)
         except ProviderError as e:
-            self._known = {}
+            self._memory = Memory()
             raise ProviderError(f"{self.endpoint}: {e}") from None
         self.parse_problems = bounded(problems)
-        self._known = fresh
+        self._memory = memory
         return nodes, services, tasks
 
     async def wait_for_change(self, timeout: float) -> None:

@@ -122,3 +122,17 @@ def test_the_docker_cli_draws_its_picture_from_the_stand_in(sim, server, tmp_pat
     vm = sorted(sim.nodes.values(), key=lambda n: n.hostname)[0]
     on_node = [t for t in sim.tasks.values() if t.node_id == vm.swarm_id]
     assert len(docker("node", "ps", vm.hostname, "--format", "{{.ID}}")) == len(on_node)
+
+
+def test_what_did_not_change_is_not_decoded_again(sim, server):
+    """The same answer gives the same entities (objects): the console's diff skips them."""
+    swarm = DockerSwarm((server.endpoint,))
+    first = read(swarm)
+    same = read(swarm)
+    assert all(a is b for old, new in zip(first, same, strict=True)
+               for a, b in zip(old, new, strict=True))
+    server.world.churn(0.1)
+    _, _, tasks = read(swarm)
+    fresh = [t for t, old in zip(tasks, same[2], strict=True) if t is not old]
+    assert len(fresh) == round(len(sim.tasks) * 0.1)
+    assert all(t != old for t, old in zip(tasks, same[2], strict=True) if t is not old)
