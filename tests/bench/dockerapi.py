@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import socketserver
 import threading
@@ -445,8 +446,18 @@ def main() -> None:
     ap.add_argument("--socket", required=True, type=Path)
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--parts", type=Path, help="write the world's hosts, VMs, proxy backends, "
+                    "servers and sessions here (pickle), for a console's other providers")
     args = ap.parse_args()
-    world = SwarmWorld(SimCluster(seed=args.seed, scale=args.nodes, clock=lambda: 0.0))
+    sim = SimCluster(seed=args.seed, scale=args.nodes, clock=lambda: 0.0)
+    world = SwarmWorld(sim)
+    if args.parts:
+        from opsconsole.model import Backend
+        args.parts.write_bytes(pickle.dumps((
+            list(sim.hosts.values()), list(sim.vms.values()),
+            [Backend(b) for b in sorted({b for b, _ in sim.servers})],
+            list(sim.servers.values()), list(sim.sessions.values()))))
+    del sim
     server = StandInServer(args.socket, world).start()
     print(f"ready {server.endpoint} nodes={len(world.nodes.objects)} "
           f"tasks={len(world.tasks.objects)}", flush=True)

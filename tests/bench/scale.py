@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import http.client
 import json
 import os
+import pickle
 import shutil
 import socket
 import statistics
@@ -40,7 +40,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))     # run as a file from anywhere
 
-from opsconsole.model import Backend  # noqa: E402
 from opsconsole.providers.base import Providers  # noqa: E402
 from opsconsole.providers.static import StaticHypervisor  # noqa: E402
 from opsconsole.providers.swarm import DockerSwarm  # noqa: E402
@@ -60,10 +59,11 @@ class StandIn:
     """The stand-in in its own process, and its bench controls."""
 
     def __init__(self, sock: Path, nodes: int) -> None:
-        self.sock = sock
+        self.sock, self.parts = sock, sock.with_name("parts.pickle")
         self.proc = subprocess.Popen(
             [sys.executable, str(ROOT / "tests/bench/dockerapi.py"), "--socket", str(sock),
-             "--nodes", str(nodes)], stdout=subprocess.PIPE, text=True,
+             "--nodes", str(nodes), "--parts", str(self.parts)], stdout=subprocess.PIPE,
+            text=True,
             env={**os.environ, "PYTHONPATH": str(ROOT)})
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         if not line.startswith("ready"):
@@ -112,16 +112,11 @@ class FixedProxy:
         raise RuntimeError("the bench changes nothing")
 
 
-def fixed_parts(nodes: int) -> tuple[StaticHypervisor, FixedProxy]:
-    """Hosts, VMs and the proxy of the world the stand-in serves (the same seed)."""
-    from opsconsole.providers.sim import SimCluster
-    sim = SimCluster(seed=1, scale=nodes, clock=lambda: 0.0)
-    backends = [Backend(b) for b in sorted({b for b, _ in sim.servers})]
-    parts = (StaticHypervisor(list(sim.hosts.values()), list(sim.vms.values())),
-             FixedProxy(backends, list(sim.servers.values()), list(sim.sessions.values())))
-    del sim
-    gc.collect()
-    return parts
+def fixed_parts(stand: StandIn) -> tuple[StaticHypervisor, FixedProxy]:
+    """Hosts, VMs and the proxy of the world the stand-in serves (built there: no sim runs
+    in this process, and its memory is not counted as the console's)."""
+    hosts, vms, backends, servers, sessions = pickle.loads(stand.parts.read_bytes())
+    return StaticHypervisor(hosts, vms), FixedProxy(backends, servers, sessions)
 
 
 def rss_mib() -> float:
@@ -189,7 +184,7 @@ async def app_figures(stand: StandIn, nodes: int, idle_s: float, scratch: Path) 
     from opsconsole.ui.app import OpsConsole
     from opsconsole.ui.tree import ClusterTree
 
-    hypervisor, proxy = fixed_parts(nodes)
+    hypervisor, proxy = fixed_parts(stand)
     swarm = DockerSwarm(endpoints=(stand.endpoint,), timeout=60)
     session = open_session(providers=Providers(swarm, hypervisor, proxy, None, close=swarm.close))
     reads: list[float] = []
