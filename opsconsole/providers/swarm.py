@@ -5,8 +5,11 @@ request each for nodes, services and tasks, whatever the cluster's size; the
 API version is negotiated once per connection (GET /version, the lower of the
 daemon's and this SDK's: 1.41 against Debian's dockerd 20.10). A separate
 thread follows the node/service event stream and wakes the console between
-polls. When the manager in use stops answering, the next reachable manager of
-the inventory takes over, `failover` says what happened, and the event stream
+polls. Answers are decoded and parsed in the worker thread, element by element
+so the event loop keeps running, and what is the same as in the last read is not
+decoded again (decode_json): 20,000 tasks are 16 MB of JSON every poll. When the
+manager in use stops answering, the next reachable manager of the inventory
+takes over, `failover` says what happened, and the event stream
 moves with it. close() ends that thread and the connections.
 """
 from __future__ import annotations
