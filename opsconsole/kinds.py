@@ -96,7 +96,7 @@ class Kind(Generic[E]):
 
 # -- labels ------------------------------------------------------------------------------
 def _host_label(h: Host, snap: Snapshot) -> list[Piece]:
-    vms = [v for v in snap.vms if v.host == h.name]
+    vms = snap.vms_on_host(h.name)
     tasks = len(snap.tasks_on_host(h.name))
     return [("▣ ", ACCENT), (h.name, PLAIN), ("  ", PLAIN),
             (h.state, HOST_ROLES.get(h.state, WARN)),
@@ -162,7 +162,7 @@ def _session_label(s: ProxySession, snap: Snapshot) -> list[Piece]:
 
 # -- what hangs off an entity ------------------------------------------------------------
 def _host_related(h: Host, snap: Snapshot) -> Related:
-    return Related(lines=tuple(f"{v.name}: {v.state}" for v in snap.vms if v.host == h.name))
+    return Related(lines=tuple(f"{v.name}: {v.state}" for v in snap.vms_on_host(h.name)))
 
 
 def _vm_related(vm: VM, snap: Snapshot) -> Related:

@@ -375,10 +375,20 @@ class Snapshot:
     def tasks_of_service(self, service_id: str) -> list[Task]:
         return list(self._tasks_by_service.get(service_id, []))
 
+    @cached_property
+    def _vms_by_host(self) -> dict[str, list[VM]]:
+        out: dict[str, list[VM]] = {}
+        for v in self.vms:
+            out.setdefault(v.host, []).append(v)
+        return out
+
+    def vms_on_host(self, host: str) -> list[VM]:
+        return list(self._vms_by_host.get(host, []))
+
     def tasks_on_host(self, host: str) -> list[Task]:
         out: list[Task] = []
-        for vm in self.vms:
-            node = self.node_of_vm(vm) if vm.host == host else None
+        for vm in self._vms_by_host.get(host, []):
+            node = self.node_of_vm(vm)
             if node:
                 out.extend(self.tasks_on_node(node.swarm_id))
         return out
@@ -413,8 +423,18 @@ class Snapshot:
         """How many more managers may be lost before Raft loses quorum."""
         return quorum_tolerance(len(self.managers), sum(1 for m in self.managers if m.votes))
 
+    @cached_property
+    def _convergence(self) -> dict[Service, tuple[int, int]]:
+        return {}
+
     def convergence(self, service: Service) -> tuple[int, int]:
         """(running, desired) for a service; global: one per node it may run on."""
+        known = self._convergence.get(service)
+        if known is None:
+            known = self._convergence[service] = self._count_convergence(service)
+        return known
+
+    def _count_convergence(self, service: Service) -> tuple[int, int]:
         tasks = self._tasks_by_service.get(service.swarm_id, [])
         # Swarm keeps a task "running" in its books on a node that went down: not running
         ready = self._ready_nodes
@@ -506,6 +526,8 @@ def diff(old: Snapshot, new: Snapshot) -> Diff:
     """What changed between two snapshots, by id. Moves count as changes."""
     before, after = old.by_id, new.by_id
     added = {k: v for k, v in after.items() if k not in before}
-    changed = {k: v for k, v in after.items() if k in before and before[k] != v}
+    # an entity a provider did not read again is the same object: no field to compare
+    changed = {k: v for k, v in after.items()
+               if k in before and before[k] is not v and before[k] != v}
     removed = tuple(k for k in before if k not in after)
     return Diff(added, changed, removed)
