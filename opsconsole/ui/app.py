@@ -372,7 +372,10 @@ class OpsConsole(App):
         return True
 
     def on_key(self, event: Key) -> None:
-        """Esc closes the filter; a console key whose binding is left out now says why."""
+        """Esc closes the filter; a console key whose binding is left out now says why.
+        Only on the main screen: a dialog or a view on top of it owns the keys."""
+        if len(self.screen_stack) > 1:
+            return
         box = self.query_one("#filter", Input)
         if event.key == "escape" and box.display:
             self._filter_closed()

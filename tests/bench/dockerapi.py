@@ -75,7 +75,7 @@ def service_json(s: Any, index: int, running: int, desired: int) -> dict:
                                  ("MemoryBytes", s.reserve_memory_bytes)) if v}
     image = f"{s.image}@sha256:{'0' * 64}"
     spec = {
-        "Name": s.name, "Labels": {"com.docker.stack.namespace": "lab"},
+        "Name": s.name, "Labels": dict(s.labels),
         "TaskTemplate": {
             "ContainerSpec": {"Image": image, "Init": False, "StopGracePeriod": 10000000000,
                               "DNSConfig": {}, "Isolation": "default"},
@@ -93,8 +93,9 @@ def service_json(s: Any, index: int, running: int, desired: int) -> dict:
            "ServiceStatus": {"RunningTasks": running, "DesiredTasks": desired,
                              "CompletedTasks": 0}}
     if s.update_state:
-        out["UpdateStatus"] = {"State": s.update_state, "StartedAt": CREATED,
-                               "CompletedAt": CREATED, "Message": "update completed"}
+        # the docker CLI cannot parse an empty time: a sim that never dated it gets CREATED
+        out["UpdateStatus"] = {"State": s.update_state, "StartedAt": s.update_started or CREATED,
+                               "CompletedAt": CREATED, "Message": s.update_message}
     return out
 
 

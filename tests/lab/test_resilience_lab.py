@@ -40,10 +40,12 @@ def containers_of(lab, names) -> dict[str, int]:
 
 
 def leader_error(lab, name: str) -> str:
+    """Why `name` cannot list the swarm's nodes ("" when it can): no leader, or no answer
+    at all while Raft looks for one."""
     try:
         with lab.client(name, timeout=10) as c:
             c.nodes.list()
-    except docker.errors.APIError as e:
+    except (docker.errors.APIError, requests.exceptions.RequestException) as e:
         return str(e)
     return ""
 
@@ -73,7 +75,7 @@ async def test_the_n_minus_1_table_matches_a_real_host_failure(ref_lab, ref_cons
     await asyncio.gather(*(hyperv.stop_vm(vm, timeout=5, force=True) for vm in HV01_VMS))
     error = await until(lambda: leader_error(lab, "vm-04") or None,
                         "vm-04 to say the swarm has no leader")
-    assert "leader" in error or "quorum" in error, error
+    assert any(w in error for w in ("leader", "quorum", "timed out")), error
     # Swarm keeps what ran on hv-02 and reschedules nothing, for as long as we watch
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -242,7 +242,11 @@ def test_port_forwarding_is_refused(fresh):
         assert got == b"", got      # closed without a byte from the far side (no SSH banner)
     finally:
         tunnel.terminate()
-        _, err = tunnel.communicate(timeout=10)
+        try:
+            _, err = tunnel.communicate(timeout=10)
+        except subprocess.TimeoutExpired:    # a loaded machine: what it wrote is all we need
+            tunnel.kill()
+            _, err = tunnel.communicate(timeout=10)
     assert b"prohibited" in err, err
     # -R: sshd refuses to listen for the client
     r = fresh.ssh("carol", "", "-N", "-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:22",

@@ -93,7 +93,9 @@ async def test_abort_says_what_it_undoes_and_asks(console):
         assert c.sim.admin[("portail", "vm-03")] == "ready"
         # the status line says how it ended, not what the wait last saw
         step = c.app.query_one(".op-step")
-        await until(pilot, lambda: str(step.content) == "aborted at step 2/4", "the panel")
+        steps = len(op.plan.steps)
+        await until(pilot, lambda: str(step.content) == f"aborted at step 2/{steps}",
+                    "the panel")
 
 
 async def test_read_only_says_so_once_for_a_burst_of_mutating_keys(console):

@@ -24,7 +24,8 @@ EXPECTED = {
     "rollback": ONCALL, "abandon": ADMIN, "unlock": ADMIN, "access": ADMIN,
     "filter": MONITOR, "audit": MONITOR, "help": MONITOR, "theme": MONITOR, "quit": MONITOR,
     "scale": ADMIN, "restart": ADMIN, "image": ADMIN, "rollback-service": ADMIN,
-    "logs": MONITOR, "inspect": MONITOR, "copy": MONITOR,
+    "logs": MONITOR, "inspect": MONITOR, "copy": MONITOR, "problems": MONITOR,
+    "resilience": MONITOR,
 }
 
 
